@@ -1,0 +1,95 @@
+"""The contract between the core and one model folder.
+
+A model folder provides one `Benchmark` subclass instance. The core (runner,
+launcher, gather, check, synth) only ever talks to this interface, so adding a
+model never touches the core.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+
+class Dataset:
+    """A validated, opened dataset. Indices are global (0..size-1)."""
+
+    size: int = 0
+
+    def load(self, index: int) -> Any:
+        """Return the preprocessed sample `index` (what make_batch consumes)."""
+        raise NotImplementedError
+
+    def check_available(self, start: int, stop: int) -> None:
+        """Raise KitError naming the first missing file in [start, stop).
+
+        A missing file is an error, never a skip: a skip shifts every index after it.
+        """
+
+
+class Benchmark:
+    # --- names -----------------------------------------------------------
+    name: str = ""                    # kit name: `make <name>`, `evalkit run <name>`
+    mlperf_name: str = ""             # LoadGen mlperf.conf model key
+    checker_names: dict[str, str] = {}  # accuracy target ("99", "99.9") -> checker model name
+    default_accuracy_target: str = "99"
+    # --- dataset facts ------------------------------------------------------
+    dataset_size: int = 0             # full validation set size (checker "dataset-size")
+    performance_sample_count: int = 0
+    payload_dtype: str = "float32"    # numpy dtype of each response payload
+    default_batch_size: int = 1
+    data_types: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+    # --- data ---------------------------------------------------------------
+    def open_dataset(self, path: Path) -> Dataset:
+        """Open the published on-disk layout at `path`; KitError if it is not there."""
+        raise NotImplementedError
+
+    def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
+        """Cheap identity of dataset + checkpoint for the config hash (no full-file hashing)."""
+        return {}
+
+    # --- model --------------------------------------------------------------
+    def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
+        raise NotImplementedError
+
+    def make_batch(self, samples: Sequence[Any], device: str, data_type: str, options: dict) -> Any:
+        """Collate preprocessed samples into the model's input for one forward call."""
+        raise NotImplementedError
+
+    def forward(self, model: Any, inputs: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            return model(inputs)
+
+    def postprocess(self, outputs: Any, n: int) -> list[np.ndarray]:
+        """Model outputs of a batch -> one payload array (payload_dtype) per sample."""
+        raise NotImplementedError
+
+    # --- accuracy -------------------------------------------------------------
+    def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int) -> dict:
+        """(qsl_idx, payload bytes) pairs of the merged log -> metrics keyed by checker metric name."""
+        raise NotImplementedError
+
+    def accuracy_lines(self, metrics: dict) -> list[str]:
+        """Lines of accuracy.txt, as the reference accuracy script prints them (plain numbers)."""
+        raise NotImplementedError
+
+    def scale_targets(self, n_count: int) -> dict[str, float]:
+        """Per-metric factor for sum-type metrics (e.g. GEN_LEN) when n_count < dataset_size."""
+        return {}
+
+    # --- synthetic ----------------------------------------------------------------
+    def synthesize(self, out: Path, n: int, seed: int) -> list[np.ndarray]:
+        """Write out/dataset (published layout) and out/model (published checkpoint format).
+
+        Ground truth must be the model's own fp32 batch-1 output; returns those
+        payloads, one per sample, so the core can prove an index shift fails.
+        """
+        raise NotImplementedError
+
+    def synthetic_reference(self) -> dict[str, float]:
+        """Metric values of a perfect run on synthetic data (100 for exact metrics)."""
+        raise NotImplementedError

@@ -1,0 +1,95 @@
+"""Score a merged log and compare with the MLPerf targets.
+
+Writes accuracy.txt (lines the submission checker's regexes parse, plus
+hash=), accuracy.json, and prints the PASS/FAIL table. Knows nothing about
+LoadGen or partitions.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from . import registry, targets
+from .accuracy_log import decode_payloads
+from .errors import KitError
+from .gather import GATHER_INFO, MERGED
+from .manifest import read_synthetic
+from .util import atomic_write_json, atomic_write_text, sha256_file
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.6g}" if abs(x) >= 1e5 else f"{x:.4f}"
+
+
+def format_table(result: dict) -> str:
+    rows = result["rows"]
+    head = (f"{result['model']} ({result['checker_name']}, accuracy target {result['accuracy_target']}%)"
+            + (" -- SYNTHETIC data: references are the synthetic model's own outputs" if result["synthetic"] else ""))
+    hdr = ("metric", "value", "reference", "% of ref", "target", "verdict")
+    body = []
+    for r in rows:
+        pct = "-" if r["pct_of_reference"] is None else f"{r['pct_of_reference']:.2f}%"
+        tgt = (">= " if r["kind"] == "min" else "<= ") + _fmt(r["target"]) + (" (scaled)" if r["scaled"] else "")
+        body.append((r["metric"], _fmt(r["value"]), _fmt(r["reference"]), pct, tgt, "PASS" if r["pass"] else "FAIL"))
+    widths = [max(len(str(x[i])) for x in [hdr] + body) for i in range(len(hdr))]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    sep = "  ".join("-" * w for w in widths)
+    lines = [head, fmt.format(*hdr), sep] + [fmt.format(*b) for b in body] + [sep]
+    if result["n_count"] < result["dataset_size"]:
+        lines.append(f"PARTIAL run: {result['n_count']} of {result['dataset_size']} samples "
+                     f"(the checker requires the full dataset for a submission)")
+    lines.append(f"RESULT: {result['verdict']}")
+    return "\n".join(lines)
+
+
+def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | None = None,
+          targets_version: str | None = None) -> dict:
+    run_dir = Path(run_dir)
+    info_f, merged = run_dir / GATHER_INFO, run_dir / MERGED
+    if not merged.exists() or not info_f.exists():
+        raise KitError(f"{run_dir} has no {MERGED} / {GATHER_INFO}; run `python -m evalkit gather {run_dir}` first")
+    info = json.loads(info_f.read_text())
+    bench = registry.get(info["model"])
+    dataset = Path(dataset or info["dataset"])
+    target = accuracy_target or bench.default_accuracy_target
+    if target not in bench.checker_names:
+        raise KitError(f"--accuracy_target {target} is not defined for {bench.name} "
+                       f"(choose {', '.join(bench.checker_names)})")
+    checker_name = bench.checker_names[target]
+    if targets_version:
+        checker_name = f"{checker_name}@{targets_version}"
+    mt = targets.get(checker_name)
+    n_count = int(info["n_count"])
+    synth = read_synthetic(dataset)
+    if bool(synth) != bool(info["config"].get("synthetic")):
+        raise KitError(f"dataset {dataset} is {'' if synth else 'not '}synthetic but the run was "
+                       f"{'' if info['config'].get('synthetic') else 'not '}; pass the dataset the run used")
+    t0 = time.time()
+    metrics = bench.accuracy(decode_payloads(merged), dataset, n_count)
+    score_s = time.time() - t0
+    dataset_size = int(synth["n"]) if synth else bench.dataset_size
+    scale = {m: n_count / dataset_size for m in mt.metrics()} if n_count < dataset_size else {}
+    override = {k: float(v) for k, v in synth["reference"].items()} if synth else None
+    verdict = targets.evaluate(mt, metrics, scale=scale, reference_override=override)
+    lines = bench.accuracy_lines(metrics)
+    text = "\n".join(lines) + f"\nhash={sha256_file(merged)}\n"
+    # Self-check: every metric the checker needs must be readable by its own regex.
+    for r in verdict.rows:
+        pattern_key = "WER" if r["metric"] == "WER" else r["metric"]
+        vals = targets.parse_accuracy_txt(text, pattern_key)
+        if not vals:
+            raise KitError(f"internal: accuracy.txt line for {r['metric']} does not match the checker pattern")
+    atomic_write_text(run_dir / "accuracy.txt", text)
+    result = {
+        "model": bench.name, "checker_name": checker_name, "accuracy_target": target,
+        "metrics": {k: v for k, v in metrics.items()}, "rows": verdict.rows,
+        "verdict": "PASS" if verdict.passed else "FAIL", "synthetic": bool(synth),
+        "n_count": n_count, "dataset_size": dataset_size, "partial": n_count < dataset_size,
+        "config_hash": info["config_hash"], "config": info["config"], "score_seconds": round(score_s, 3),
+        "targets_source": mt.source,
+    }
+    atomic_write_json(run_dir / "accuracy.json", result)
+    return result

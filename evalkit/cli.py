@@ -1,0 +1,160 @@
+"""python -m evalkit <command>: targets, models, synth, run, gather, check, info."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import registry, targets
+from .errors import KitError
+from .util import ROOT
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="kit model name (python -m evalkit models)")
+    p.add_argument("--data", choices=("real", "synthetic"), default="real",
+                   help="default dataset/model paths: data/{dataset,models}/<model> or data/synthetic/<model>")
+    p.add_argument("--dataset", type=Path, help="dataset dir in the published layout")
+    p.add_argument("--model_path", type=Path, help="checkpoint dir in the published format")
+    p.add_argument("--log_path", type=Path, help="run dir (default logs/<model>/<scenario>/<timestamp>)")
+    p.add_argument("--n_count", type=int, default=0, help="first N samples (default: all)")
+    p.add_argument("--n_partitions", type=int, default=0, help="partitions of the run (default: n_devices)")
+    p.add_argument("--partition_offset", type=int, default=0, help="first partition this command runs")
+    p.add_argument("--n_devices", type=int, default=1, help="worker processes, one per device")
+    p.add_argument("--scenario", default="Offline")
+    p.add_argument("--mode", default="accuracy", help="accuracy (AccuracyOnly) or performance (PerformanceOnly)")
+    p.add_argument("--data_type", default="fp32", help="fp32, fp16 or bf16")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--batch_size", type=int, default=0, help="max samples per forward (default: model's)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers)")
+    p.add_argument("--user_conf", type=Path, help="LoadGen user.conf (default: one made from the knobs)")
+    p.add_argument("--target_qps", type=float)
+    p.add_argument("--target_latency", type=float, help="ms (SingleStream/MultiStream)")
+    p.add_argument("--min_duration", type=int, help="ms")
+    p.add_argument("--min_query_count", type=int)
+    p.add_argument("--no_channels_last", action="store_true", help="vision models: keep NCHW memory format")
+    p.add_argument("--accuracy_target", help="99 or 99.9 (default: the model's first)")
+    p.add_argument("--no_check", action="store_true", help="do not gather/check even when all partitions are done")
+
+
+def _spec(a):
+    from .runner import RunSpec
+
+    if a.data == "synthetic":
+        base = ROOT / "data" / "synthetic" / a.model
+        ds, mp = base / "dataset", base / "model"
+    else:
+        ds, mp = ROOT / "data" / "dataset" / a.model, ROOT / "data" / "models" / a.model
+    log_path = a.log_path or ROOT / "logs" / a.model / a.scenario / time.strftime("%Y%m%d-%H%M%S")
+    perf = {"target_qps": a.target_qps, "target_latency": a.target_latency,
+            "min_duration": a.min_duration, "min_query_count": a.min_query_count}
+    return RunSpec(model=a.model, dataset=a.dataset or ds, model_path=a.model_path or mp, log_path=log_path,
+                   n_count=a.n_count, n_partitions=a.n_partitions, partition_offset=a.partition_offset,
+                   n_devices=a.n_devices, scenario=a.scenario, mode=a.mode, data_type=a.data_type,
+                   device=a.device, batch_size=a.batch_size, threads=a.threads, user_conf=a.user_conf,
+                   perf={k: v for k, v in perf.items() if v is not None},
+                   options={"channels_last": not a.no_channels_last})
+
+
+def _finish_run(spec, accuracy_target, no_check) -> int:
+    from .check import check, format_table
+    from .gather import gather, is_current
+    from .launcher import complete_partitions
+
+    present = complete_partitions(spec.log_path)
+    P = spec.n_partitions
+    missing = [p for p in range(P) if p not in present]
+    if missing:
+        print(f"run dir {spec.log_path}: partitions {sorted(present)} of 0..{P - 1} complete; "
+              f"missing {missing}. Run them (--partition_offset), then: "
+              f"python -m evalkit gather {spec.log_path} [OTHER_RUN_DIRS...] && python -m evalkit check {spec.log_path}",
+              file=sys.stderr)
+        return 0
+    if spec.mode != "accuracy" or no_check:
+        print(f"run dir {spec.log_path}: all {P} partitions complete", file=sys.stderr)
+        return 0
+    if not is_current(spec.log_path, [spec.log_path]):
+        gather([spec.log_path], force=True)
+    result = check(spec.log_path, accuracy_target=accuracy_target)
+    print(format_table(result))
+    print(f"run dir: {spec.log_path}")
+    return 0 if result["verdict"] == "PASS" else 1
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m evalkit", description="MLPerf Inference accuracy-evaluation kit")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("targets", help="print the MLPerf accuracy targets table")
+    sub.add_parser("models", help="list the models of this kit")
+    p = sub.add_parser("info", help="a model's facts as JSON (used by the scripts)")
+    p.add_argument("model")
+    p = sub.add_parser("synth", help="write a synthetic dataset + checkpoint in the published formats")
+    p.add_argument("model")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("run", help="run partitions under LoadGen; gather and check when all are done")
+    _add_run_args(p)
+    p = sub.add_parser("_worker")  # internal: one partition in a worker process
+    p.add_argument("spec_json")
+    p = sub.add_parser("gather", help="merge partition logs of one or more run dirs")
+    p.add_argument("run_dirs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, help="where to write the merged log (default: the first run dir)")
+    p.add_argument("--force", action="store_true", help="replace an existing merged log (kept as .bak)")
+    p = sub.add_parser("check", help="score the merged log, write accuracy.txt/json, PASS/FAIL table")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--dataset", type=Path, help="dataset dir if it moved since the run")
+    p.add_argument("--accuracy_target", help="99 or 99.9")
+    p.add_argument("--targets_version", help="older checker value set, e.g. v4.1 (mixtral)")
+    a = ap.parse_args(argv)
+    try:
+        return _dispatch(a)
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(a) -> int:
+    if a.cmd == "targets":
+        print(targets.format_table())
+        return 0
+    if a.cmd == "models":
+        for n in registry.names():
+            print(n)
+        return 0
+    if a.cmd == "info":
+        b = registry.get(a.model)
+        print(json.dumps({"name": b.name, "mlperf_name": b.mlperf_name, "checker_names": b.checker_names,
+                          "dataset_size": b.dataset_size, "payload_dtype": b.payload_dtype,
+                          "default_batch_size": b.default_batch_size}))
+        return 0
+    if a.cmd == "synth":
+        from .synth import describe, synthesize
+        print(describe(synthesize(a.model, a.out, a.n, a.seed)))
+        return 0
+    if a.cmd == "_worker":
+        from .launcher import prepare, spec_from_json
+        from .runner import run_partition
+        spec = spec_from_json(a.spec_json)
+        bench, dataset, config = prepare(spec)
+        status = run_partition(bench, spec, spec.partition_offset, config, dataset)
+        print(f"{status} ({spec.device}, {spec.threads} threads)")
+        return 0
+    if a.cmd == "run":
+        from .launcher import run_local
+        spec = _spec(a)
+        run_local(spec)
+        return _finish_run(spec, a.accuracy_target, a.no_check)
+    if a.cmd == "gather":
+        from .gather import gather
+        merged = gather(a.run_dirs, a.out, a.force)
+        print(merged)
+        return 0
+    if a.cmd == "check":
+        from .check import check, format_table
+        result = check(a.run_dir, a.dataset, a.accuracy_target, a.targets_version)
+        print(format_table(result))
+        return 0 if result["verdict"] == "PASS" else 1
+    raise AssertionError(a.cmd)

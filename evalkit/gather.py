@@ -1,0 +1,167 @@
+"""Merge partition accuracy logs into one LoadGen-format log with global qsl_idx.
+
+Before writing anything it proves the set is whole: every partition 0..P-1
+exactly once, one config hash, each log matching its manifest (size, sha256),
+every local index inside its range, and every global index 0..n_count-1 once.
+Gather streams entry by entry; memory is one entry plus an n_count bitmap.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import manifest as mf
+from .accuracy_log import Writer, iter_entries
+from .errors import KitError
+from .runner import ACCURACY_LOG
+from .util import atomic_write_json
+
+MERGED = "merged_mlperf_log_accuracy.json"
+GATHER_INFO = "gather.json"
+
+
+def find_partitions(run_dirs: list[Path]) -> dict[int, tuple[Path, dict]]:
+    found: dict[int, tuple[Path, dict]] = {}
+    incomplete: list[str] = []
+    for rd in run_dirs:
+        rd = Path(rd)
+        if not rd.is_dir():
+            raise KitError(f"run dir {rd} does not exist")
+        # Numeric order, never lexicographic: "10" sorts after "9".
+        for d in sorted((x for x in rd.iterdir() if x.is_dir() and x.name.isdigit()), key=lambda x: int(x.name)):
+            m = mf.read_manifest(d)
+            if m is None:
+                incomplete.append(str(d))
+                continue
+            p = int(m["partition"])
+            if p != int(d.name):
+                raise KitError(f"{d / mf.MANIFEST}: manifest says partition {p} but the dir is {d.name}")
+            if p in found:
+                raise KitError(f"partition {p} appears twice: {found[p][0]} and {d}; keep one copy")
+            found[p] = (d, m)
+    if not found:
+        raise KitError(f"no complete partition in {', '.join(map(str, run_dirs))}"
+                       + (f" (unfinished: {', '.join(incomplete)})" if incomplete else ""))
+    return found
+
+
+def validate(found: dict[int, tuple[Path, dict]]) -> dict:
+    """The shared manifest facts; KitError on a mismatch or a missing partition."""
+    ref_p = min(found)
+    ref = found[ref_p][1]
+    for p, (d, m) in sorted(found.items()):
+        if m["config_hash"] != ref["config_hash"]:
+            diff = sorted(k for k in set(m["config"]) | set(ref["config"]) if m["config"].get(k) != ref["config"].get(k))
+            raise KitError(f"partition {p} ({d}) is from another config than partition {ref_p} "
+                           f"(hash {m['config_hash']} vs {ref['config_hash']}; differs in {', '.join(diff)})")
+    P = int(ref["n_partitions"])
+    missing = [p for p in range(P) if p not in found]
+    if missing:
+        raise KitError(f"partitions {', '.join(map(str, missing))} of 0..{P - 1} are missing or unfinished; run them "
+                       f"(--partition_offset) or copy their dirs here, then gather again")
+    extra = [p for p in found if p >= P]
+    if extra:
+        raise KitError(f"partition {extra[0]} is outside 0..{P - 1}")
+    return ref
+
+
+def _backup(path: Path) -> Path:
+    bak = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+    os.replace(path, bak)
+    return bak
+
+
+def gather(run_dirs: list[Path], out_dir: Path | None = None, force: bool = False) -> Path:
+    found = find_partitions(run_dirs)
+    ref = validate(found)
+    if ref["config"]["mode"] != "accuracy":
+        raise KitError(f"run {run_dirs[0]} is a {ref['config']['mode']} run; only accuracy runs have logs to gather")
+    out_dir = Path(out_dir or run_dirs[0])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged = out_dir / MERGED
+    if merged.exists() and not force:
+        raise KitError(f"{merged} already exists; it is never overwritten: remove it, use --force "
+                       f"(the old file is kept as a .bak) or gather into another --out dir")
+    n_count = int(ref["n_count"])
+    itemsize = np.dtype(ref["payload_dtype"]).itemsize
+    seen = np.zeros(n_count, dtype=bool)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{MERGED}.", suffix=".tmp")
+    parts_info = []
+    try:
+        with os.fdopen(fd, "w") as f:
+            w = Writer(f)
+            for p in sorted(found):
+                d, m = found[p]
+                log = d / ACCURACY_LOG
+                start, stop = m["range"]
+                expect = m.get("logs", {}).get(ACCURACY_LOG)
+                if not log.exists():
+                    raise KitError(f"partition {p}: {log} is missing although its manifest is complete")
+                if expect and log.stat().st_size != expect["size"]:
+                    raise KitError(f"partition {p}: {log} is {log.stat().st_size} bytes, the manifest says "
+                                   f"{expect['size']} (truncated or replaced); rerun the partition")
+                h = hashlib.sha256()
+                with open(log, "rb") as raw:
+                    for chunk in iter(lambda: raw.read(1 << 20), b""):
+                        h.update(chunk)
+                if expect and h.hexdigest() != expect["sha256"]:
+                    raise KitError(f"partition {p}: {log} does not match its manifest's sha256 (modified); rerun the partition")
+                count = 0
+                for e in iter_entries(log, f"partition {p}:"):
+                    local = int(e["qsl_idx"])
+                    if not 0 <= local < stop - start:
+                        raise KitError(f"partition {p}: {log} has qsl_idx {local} outside its range 0..{stop - start - 1}")
+                    data = e["data"]
+                    if len(data) % (2 * itemsize):
+                        raise KitError(f"partition {p}: {log} qsl_idx {local}: payload of {len(data) // 2} bytes "
+                                       f"is not a whole number of {ref['payload_dtype']}")
+                    g = start + local
+                    if seen[g]:
+                        raise KitError(f"partition {p}: {log} has qsl_idx {local} twice")
+                    seen[g] = True
+                    out = {"seq_id": w.n, "qsl_idx": g}
+                    out.update((k, v) for k, v in e.items() if k not in ("seq_id", "qsl_idx"))
+                    w.write(out)
+                    count += 1
+                parts_info.append({"partition": p, "dir": str(d.resolve()), "range": [start, stop],
+                                   "entries": count, "host": m.get("host"), "device": m.get("device"),
+                                   "timings": m.get("timings", {}), "accuracy_log_sha256": h.hexdigest()})
+            w.close()
+        if not seen.all():
+            gap = int(np.flatnonzero(~seen)[0])
+            raise KitError(f"global qsl_idx {gap} (and {int((~seen).sum()) - 1} more) missing from the partition "
+                           f"logs; the run is incomplete")
+        if merged.exists():
+            print(f"note: existing {merged} kept as {_backup(merged)}", file=sys.stderr)
+        os.replace(tmp, merged)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    info = {k: ref[k] for k in ("model", "n_count", "n_partitions", "payload_dtype", "config", "config_hash",
+                                "dataset", "model_path")}
+    info.update({"partitions": parts_info, "run_dirs": [str(Path(r).resolve()) for r in run_dirs],
+                 "merged_log": MERGED})
+    atomic_write_json(out_dir / GATHER_INFO, info)
+    return merged
+
+
+def is_current(out_dir: Path, run_dirs: list[Path]) -> bool:
+    """True when the merged log was gathered from exactly these partition logs."""
+    import json
+    info_f = Path(out_dir) / GATHER_INFO
+    if not (Path(out_dir) / MERGED).exists() or not info_f.exists():
+        return False
+    info = json.loads(info_f.read_text())
+    try:
+        found = find_partitions(run_dirs)
+    except KitError:
+        return False
+    have = {pi["partition"]: pi["accuracy_log_sha256"] for pi in info.get("partitions", [])}
+    now = {p: m.get("logs", {}).get(ACCURACY_LOG, {}).get("sha256") for p, (_, m) in found.items()}
+    return have == now

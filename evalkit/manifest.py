@@ -1,0 +1,98 @@
+"""Partition manifests (<run>/<p>/partition.json) and the run config they carry.
+
+A partition exists only once its manifest is there: it is written atomically
+after LoadGen finished, with the accuracy log's size and sha256 so gather can
+tell a complete log from a truncated or replaced one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from .errors import KitError
+from .util import KIT_VERSION, atomic_write_json, config_hash, git_commit, sha256_file
+
+MANIFEST = "partition.json"
+SYNTHETIC_MARKER = "SYNTHETIC.json"
+
+
+def read_synthetic(dataset: Path) -> dict | None:
+    f = Path(dataset) / SYNTHETIC_MARKER
+    if not f.exists():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except ValueError:
+        raise KitError(f"{f}: corrupt synthetic-data marker; rerun `python -m evalkit synth`") from None
+
+
+def run_config(bench, spec) -> dict:
+    """What must be identical across partitions for their logs to merge (hashed).
+
+    Device, batch size, offsets and paths are left out on purpose: nodes differ
+    in those, the results must not.
+    """
+    synth = read_synthetic(spec.dataset)
+    return {
+        "model": bench.name,
+        "mlperf_name": bench.mlperf_name,
+        "n_count": spec.n_count,
+        "n_partitions": spec.n_partitions,
+        "scenario": spec.scenario,
+        "mode": spec.mode,
+        "data_type": spec.data_type,
+        "payload_dtype": bench.payload_dtype,
+        "synthetic": synth is not None,
+        "synthetic_seed": synth.get("seed") if synth else None,
+        "fingerprint": bench.fingerprint(Path(spec.dataset), Path(spec.model_path)),
+    }
+
+
+def write_manifest(part_dir: Path, bench, spec, p: int, rng: tuple[int, int], config: dict,
+                   chash: str, timings: dict) -> dict:
+    logs = {}
+    for name in sorted(os.listdir(part_dir)):
+        if name.startswith("mlperf_log_"):
+            f = part_dir / name
+            logs[name] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
+    m = {
+        "status": "complete",
+        "model": bench.name,
+        "partition": p,
+        "n_partitions": spec.n_partitions,
+        "n_count": spec.n_count,
+        "range": list(rng),
+        "payload_dtype": bench.payload_dtype,
+        "config": config,
+        "config_hash": chash,
+        "dataset": str(Path(spec.dataset).resolve()),
+        "model_path": str(Path(spec.model_path).resolve()),
+        "device": spec.device,
+        "batch_size": spec.batch_size or bench.default_batch_size,
+        "host": socket.gethostname(),
+        "timings": timings,
+        "logs": logs,
+        "kit_version": KIT_VERSION,
+        "kit_commit": git_commit(),
+    }
+    atomic_write_json(part_dir / MANIFEST, m)
+    return m
+
+
+def read_manifest(part_dir: Path) -> dict | None:
+    """The manifest, or None when the partition is not complete."""
+    f = Path(part_dir) / MANIFEST
+    if not f.exists():
+        return None
+    try:
+        m = json.loads(f.read_text())
+    except ValueError:
+        raise KitError(f"{f}: corrupt partition manifest; delete the partition dir to rerun it") from None
+    if m.get("status") != "complete" or "config_hash" not in m:
+        return None
+    return m
+
+
+__all__ = ["MANIFEST", "read_manifest", "write_manifest", "run_config", "config_hash", "read_synthetic"]

@@ -1,0 +1,77 @@
+"""Per-partition progress: a terminal bar and progress.json next to the partition log."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .util import atomic_write_json
+
+PROGRESS_FILE = "progress.json"
+
+
+def fmt_eta(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "--:--"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+def line(label: str, done: int, total: int, rate: float) -> str:
+    eta = (total - done) / rate if rate > 0 else None
+    pct = 100.0 * done / total if total else 100.0
+    return f"{label}: {done}/{total} ({pct:5.1f}%) {rate:.2f} samples/s ETA {fmt_eta(eta)}"
+
+
+class Progress:
+    """Thread-safe counter; redraws at most every `interval` seconds."""
+
+    def __init__(self, part_dir: Path, partition: int, total: int, interval: float = 1.0, stream=None):
+        self.path = Path(part_dir) / PROGRESS_FILE
+        self.partition = partition
+        self.total = total
+        self.done = 0
+        self.interval = interval
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.started = time.time()
+        self._last = 0.0
+        self._last_pct_printed = -1
+        self._lock = threading.Lock()
+        self.write("running")
+
+    @property
+    def rate(self) -> float:
+        el = time.time() - self.started
+        return self.done / el if el > 0 else 0.0
+
+    def write(self, status: str) -> None:
+        atomic_write_json(self.path, {"partition": self.partition, "done": self.done, "total": self.total,
+                                      "rate": round(self.rate, 4), "started": self.started,
+                                      "updated": time.time(), "status": status})
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.done += n
+            now = time.time()
+            if now - self._last < self.interval and self.done < self.total:
+                return
+            self._last = now
+            self.write("running")
+            text = line(f"partition {self.partition}", self.done, self.total, self.rate)
+            if self.tty:
+                self.stream.write("\r" + text)
+                if self.done >= self.total:
+                    self.stream.write("\n")
+            else:
+                # Logs and pipes get a line per 10 % instead of a redraw storm.
+                pct = int(10 * self.done / self.total) if self.total else 10
+                if pct != self._last_pct_printed:
+                    self._last_pct_printed = pct
+                    self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def finish(self, status: str) -> None:
+        with self._lock:
+            self.write(status)

@@ -1,0 +1,234 @@
+"""One partition under mlcommons-loadgen: QSL over the partition's global range,
+a SUT that batches whatever LoadGen has issued, and the partition manifest.
+
+The runner knows LoadGen and the Benchmark interface; it knows nothing about
+DVC, gather or targets.
+"""
+from __future__ import annotations
+
+import array
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import manifest as mf
+from .benchmark import Benchmark
+from .errors import KitError
+from .partition import partition_range
+from .progress import Progress
+
+SCENARIOS = ("Offline", "SingleStream", "MultiStream", "Server")
+MODES = {"accuracy": "AccuracyOnly", "performance": "PerformanceOnly"}
+ACCURACY_LOG = "mlperf_log_accuracy.json"
+
+
+@dataclass
+class RunSpec:
+    model: str
+    dataset: Path
+    model_path: Path
+    log_path: Path
+    n_count: int
+    n_partitions: int = 1
+    partition_offset: int = 0
+    n_devices: int = 1
+    scenario: str = "Offline"
+    mode: str = "accuracy"
+    data_type: str = "fp32"
+    device: str = "cpu"
+    batch_size: int = 0
+    threads: int = 0
+    user_conf: Path | None = None
+    perf: dict = field(default_factory=dict)      # target_qps, target_latency, min_duration, min_query_count
+    options: dict = field(default_factory=dict)   # model options, e.g. channels_last
+
+
+def user_conf_text(bench: Benchmark, spec: RunSpec) -> str:
+    """The partition's user.conf: the user's file verbatim, or one made from the knobs."""
+    if spec.user_conf is not None:
+        try:
+            text = Path(spec.user_conf).read_text()
+        except OSError as e:
+            raise KitError(f"--user_conf {spec.user_conf}: cannot read ({e.strerror})") from None
+    else:
+        text = "# written by evalkit from the run's knobs\n"
+    knobs = dict(spec.perf)
+    if spec.mode == "accuracy" and spec.scenario == "Server" and "target_qps" not in knobs:
+        # Accuracy runs only need every sample once; don't pace them at a low default QPS.
+        knobs["target_qps"] = 1000
+    for key, value in knobs.items():
+        if value is not None:
+            text += f"{bench.mlperf_name}.{spec.scenario}.{key} = {value}\n"
+    return text
+
+
+class _SUT:
+    """Queue + one worker thread: LoadGen's callbacks never block on the model."""
+
+    def __init__(self, bench, model, samples, spec, progress, lg):
+        self.bench, self.model, self.samples, self.spec = bench, model, samples, spec
+        self.progress, self.lg = progress, lg
+        self.q: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.batch_size = spec.batch_size or bench.default_batch_size
+        self.thread = threading.Thread(target=self._work, daemon=True)
+        self.thread.start()
+
+    def issue(self, query_samples):
+        for qs in query_samples:
+            self.q.put(qs)
+
+    def flush(self):
+        pass
+
+    def stop(self):
+        self.q.put(None)
+        self.thread.join()
+
+    def _take_batch(self):
+        first = self.q.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < self.batch_size:
+            try:
+                nxt = self.q.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self.q.put(None)
+                break
+            batch.append(nxt)
+        return batch
+
+    def _complete(self, batch, payloads):
+        lg = self.lg
+        keep, responses = [], []
+        for qs, payload in zip(batch, payloads):
+            buf = array.array("B", np.ascontiguousarray(payload).tobytes())
+            keep.append(buf)  # the buffer must outlive QuerySamplesComplete
+            ptr, size = buf.buffer_info()
+            responses.append(lg.QuerySampleResponse(qs.id, ptr, size))
+        lg.QuerySamplesComplete(responses)
+
+    def _work(self):
+        b, spec = self.bench, self.spec
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            if self.error is not None:
+                # Fail fast but let LoadGen finish: answer with empty payloads, the run is
+                # marked failed afterwards (the reference SUT would log and carry on).
+                self._complete(batch, [np.zeros(0, np.uint8)] * len(batch))
+                continue
+            try:
+                inputs = b.make_batch([self.samples[qs.index] for qs in batch], spec.device,
+                                      spec.data_type, spec.options)
+                outputs = b.forward(self.model, inputs)
+                payloads = b.postprocess(outputs, len(batch))
+                want = np.dtype(b.payload_dtype)
+                for pl in payloads:
+                    if pl.dtype != want:
+                        raise KitError(f"{b.name}: postprocess returned {pl.dtype}, payload dtype is {want}")
+            except BaseException as e:  # recorded and re-raised after LoadGen returns
+                self.error = e
+                self._complete(batch, [np.zeros(0, np.uint8)] * len(batch))
+                continue
+            self._complete(batch, payloads)
+            self.progress.add(len(batch))
+
+
+def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset) -> str:
+    """Run partition p; return "skipped" or "done". Raises KitError on failure."""
+    import mlperf_loadgen as lg
+
+    part_dir = Path(spec.log_path) / str(p)
+    chash = mf.config_hash(config)
+    existing = mf.read_manifest(part_dir)
+    if existing is not None:
+        if existing["config_hash"] != chash:
+            raise KitError(f"partition {p} in {part_dir} was made with another config "
+                           f"(hash {existing['config_hash']}, this run {chash}); use a new LOG_PATH")
+        print(f"partition {p}: complete manifest found, skipped (resume)", file=sys.stderr)
+        return "skipped"
+    start, stop = partition_range(spec.n_count, spec.n_partitions, p)
+    dataset.check_available(start, stop)
+    part_dir.mkdir(parents=True, exist_ok=True)
+    for name in (ACCURACY_LOG, "mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_trace.json"):
+        (part_dir / name).unlink(missing_ok=True)  # leftovers of an unfinished attempt
+    (part_dir / "user.conf").write_text(user_conf_text(bench, spec))
+
+    if spec.threads:
+        import torch
+        torch.set_num_threads(spec.threads)
+    t0 = time.time()
+    model = bench.load_model(Path(spec.model_path), spec.device, spec.data_type, spec.options)
+    t_load = time.time() - t0
+
+    size = stop - start
+    samples: dict[int, object] = {}
+    load_error: list[BaseException] = []
+
+    def load(indices):
+        for i in indices:
+            if i in samples:
+                continue
+            try:
+                samples[i] = dataset.load(start + i)
+            except BaseException as e:  # raising inside LoadGen's callback would abort the process:
+                load_error.append(e)    # record it; the SUT then fails the batch and we report after
+                return
+
+    def unload(indices):
+        for i in indices:
+            samples.pop(i, None)
+
+    progress = Progress(part_dir, p, size)
+    sut_impl = _SUT(bench, model, samples, spec, progress, lg)
+    sut = lg.ConstructSUT(sut_impl.issue, sut_impl.flush)
+    qsl = lg.ConstructQSL(size, min(size, bench.performance_sample_count or size), load, unload)
+    settings = lg.TestSettings()
+    conf = str(part_dir / "user.conf")
+    # One FromConfig call: it loads the embedded mlperf.conf, then user.conf (facts §6).
+    rc = settings.FromConfig(conf, bench.mlperf_name, spec.scenario)
+    if rc != 0:
+        raise KitError(f"LoadGen rejected user.conf {conf} (FromConfig returned {rc})")
+    settings.scenario = getattr(lg.TestScenario, spec.scenario)
+    settings.mode = getattr(lg.TestMode, MODES[spec.mode])
+    out = lg.LogOutputSettings()
+    out.outdir = str(part_dir)
+    out.copy_summary_to_stdout = False
+    log_settings = lg.LogSettings()
+    log_settings.log_output = out
+    log_settings.enable_trace = False
+    t1 = time.time()
+    try:
+        lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+    finally:
+        sut_impl.stop()
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)
+    t_run = time.time() - t1
+    err = sut_impl.error or (load_error[0] if load_error else None)
+    if err is not None:
+        progress.finish("failed")
+        if isinstance(err, KitError):
+            raise err
+        raise KitError(f"partition {p}: the model failed: {type(err).__name__}: {err}") from err
+    if spec.mode == "accuracy" and not (part_dir / ACCURACY_LOG).exists():
+        progress.finish("failed")
+        raise KitError(f"partition {p}: LoadGen wrote no {ACCURACY_LOG} in {part_dir}")
+    progress.finish("complete")
+    mf.write_manifest(part_dir, bench, spec, p, (start, stop), config, chash,
+                      {"load_model_s": round(t_load, 3), "loadgen_s": round(t_run, 3),
+                       "samples_per_s": round(size / t_run, 4) if t_run > 0 else None,
+                       "started": t0, "finished": time.time()})
+    return "done"
+

@@ -1,0 +1,64 @@
+"""Synthetic data: the model's published layouts, ground truth = its own fp32 output.
+
+After the benchmark writes dataset + checkpoint, the core proves the set can
+catch index bugs: the true payloads must score the synthetic reference, and
+the same payloads shifted by one index must score far below the target.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from . import registry, targets
+from .errors import KitError
+from .manifest import SYNTHETIC_MARKER, read_synthetic
+from .util import atomic_write_json
+
+SHIFT_MAX_FRACTION = 0.5  # a shifted run must score below half the synthetic reference
+
+
+def synthesize(model: str, out: Path, n: int, seed: int = 0) -> dict:
+    bench = registry.get(model)
+    out = Path(out)
+    if n < 2:
+        raise KitError(f"--n {n}: a synthetic set needs at least 2 samples (an index shift must be detectable)")
+    marker = out / "dataset" / SYNTHETIC_MARKER
+    if marker.exists():
+        have = read_synthetic(out / "dataset")
+        if have.get("model") == bench.name and have.get("n") == n and have.get("seed") == seed \
+                and (out / "model").exists():
+            print(f"synthetic {bench.name} set in {out} already there (n={n}, seed={seed})", file=sys.stderr)
+            return have
+        raise KitError(f"{out} already holds another synthetic set ({have.get('model')}, n={have.get('n')}, "
+                       f"seed={have.get('seed')}); choose another --out or remove it")
+    for sub in ("dataset", "model"):
+        if (out / sub).exists() and any((out / sub).iterdir()):
+            raise KitError(f"{out / sub} exists and is not a synthetic set; choose another --out")
+    try:
+        payloads = bench.synthesize(out, n, seed)
+        ds = out / "dataset"
+        reference = bench.synthetic_reference()
+        truth = bench.accuracy(((i, p.tobytes()) for i, p in enumerate(payloads)), ds, n)
+        shifted = bench.accuracy(((i, payloads[(i + 1) % n].tobytes()) for i in range(n)), ds, n)
+        primary = next(iter(reference))
+        if abs(float(truth[primary]) - reference[primary]) > 1e-6 * max(1.0, abs(reference[primary])):
+            raise KitError(f"synthetic {bench.name}: ground truth scores {truth[primary]} {primary}, "
+                           f"not the reference {reference[primary]}")
+        if float(shifted[primary]) >= SHIFT_MAX_FRACTION * reference[primary]:
+            raise KitError(f"synthetic {bench.name}: an index shift by one still scores {shifted[primary]:.3f} "
+                           f"{primary} (reference {reference[primary]}); labels are not diverse enough, try another --seed")
+    except BaseException:
+        for sub in ("dataset", "model"):
+            shutil.rmtree(out / sub, ignore_errors=True)  # never leave a half-written set behind
+        raise
+    info = {"model": bench.name, "n": n, "seed": seed, "reference": reference,
+            "index_shift": {k: float(v) for k, v in shifted.items()},
+            "checker_targets": {t: targets.get(c).checker_name for t, c in bench.checker_names.items()}}
+    atomic_write_json(marker, info)
+    return info
+
+
+def describe(info: dict) -> str:
+    return json.dumps(info, indent=2)

@@ -1,0 +1,182 @@
+"""MLPerf accuracy targets, exactly as the submission checker defines them.
+
+Values and rules come from the facts sheet §1 (checker MODEL_CONFIG tuples).
+A lower bound is `reference * ratio`; an upper limit is `reference * ratio`
+too (ratio > 1), so the table keeps the reference next to every bound.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import KitError
+
+
+@dataclass(frozen=True)
+class Bound:
+    metric: str          # checker metric name: acc, mAP, F1, ROUGE1, GEN_LEN, ...
+    reference: float     # the reference value the bound is derived from
+    ratio: float         # bound = reference * ratio
+    kind: str            # "min" (value >= bound) or "max" (value <= bound)
+    scalable: bool = False  # sum-type metric: scaled by n_count / dataset_size
+
+    @property
+    def value(self) -> float:
+        return round(self.reference * self.ratio, 6)
+
+
+@dataclass(frozen=True)
+class ModelTargets:
+    checker_name: str
+    bounds: tuple[Bound, ...]
+    source: str
+    note: str = ""
+
+    def metrics(self) -> list[str]:
+        seen: list[str] = []
+        for b in self.bounds:
+            if b.metric not in seen:
+                seen.append(b.metric)
+        return seen
+
+
+def _lower(metric, ref, ratio, scalable=False):
+    return Bound(metric, ref, ratio, "min", scalable)
+
+
+def _upper(metric, ref, ratio):
+    return Bound(metric, ref, ratio, "max")
+
+
+def _rouge(r1, r2, rl, ratio):
+    return (_lower("ROUGE1", r1, ratio), _lower("ROUGE2", r2, ratio), _lower("ROUGEL", rl, ratio))
+
+
+def _table() -> dict[str, ModelTargets]:
+    t: list[ModelTargets] = [
+        ModelTargets("resnet", (_lower("acc", 76.46, 0.99),), "checker v4.1-v6.1"),
+        ModelTargets("retinanet", (_lower("mAP", 37.55, 0.99),), "checker v4.1-v6.0"),
+        ModelTargets("bert-99", (_lower("F1", 90.874, 0.99),), "checker v4.1-v6.1"),
+        ModelTargets("bert-99.9", (_lower("F1", 90.874, 0.999),), "checker v4.1-v6.1"),
+        ModelTargets("dlrm-v2-99", (_lower("AUC", 80.31, 0.99),), "checker v4.1-v6.0"),
+        ModelTargets("dlrm-v2-99.9", (_lower("AUC", 80.31, 0.999),), "checker v4.1-v6.0"),
+        ModelTargets("3d-unet-99", (_lower("DICE", 0.86170, 0.99),), "checker v4.1-v6.1", "DICE on a 0-1 scale"),
+        ModelTargets("3d-unet-99.9", (_lower("DICE", 0.86170, 0.999),), "checker v4.1-v6.1", "DICE on a 0-1 scale"),
+    ]
+    for suffix, ratio in (("99", 0.99), ("99.9", 0.999)):
+        t.append(ModelTargets(
+            f"gptj-{suffix}",
+            _rouge(42.9865, 20.1235, 29.9881, ratio) + (_lower("GEN_LEN", 4016878, 0.9, scalable=True),),
+            "checker v4.1, v5.0", "GEN_LEN = total characters of the decoded predictions; no upper limit"))
+        t.append(ModelTargets(
+            f"llama2-70b-{suffix}",
+            _rouge(44.4312, 22.0352, 28.6162, ratio)
+            + (_lower("TOKENS_PER_SAMPLE", 294.45, 0.9), _upper("TOKENS_PER_SAMPLE", 294.45, 1.1)),
+            "checker v4.1-v6.0 (-99.9 also v6.1)"))
+    mixtral_upper = _upper("TOKENS_PER_SAMPLE", 145.9, 1.1)  # checker never moved the upper ref to 144.84
+    t.append(ModelTargets(
+        "mixtral-8x7b",
+        _rouge(45.5989, 23.3526, 30.4608, 0.99)
+        + (_lower("TOKENS_PER_SAMPLE", 144.84, 0.9), mixtral_upper,
+           _lower("gsm8k_accuracy", 73.66, 0.99), _lower("mbxp_accuracy", 60.16, 0.99)),
+        "checker v5.0, v5.1, v6.0", "lower and upper TOKENS_PER_SAMPLE use different references"))
+    t.append(ModelTargets(
+        "mixtral-8x7b@v4.1",
+        _rouge(45.4911, 23.2829, 30.3615, 0.99)
+        + (_lower("TOKENS_PER_SAMPLE", 145.9, 0.9), mixtral_upper,
+           _lower("gsm8k_accuracy", 73.78, 0.99), _lower("mbxp_accuracy", 60.12, 0.99)),
+        "checker v4.1 (submission_checker.py line 271)"))
+    t.append(ModelTargets(
+        "stable-diffusion-xl",
+        (_lower("CLIP_SCORE", 31.68631873, 1.0), _lower("FID_SCORE", 23.01085758, 1.0),
+         _upper("CLIP_SCORE", 31.81331801, 1.0), _upper("FID_SCORE", 23.95007626, 1.0)),
+        "checker v4.0-v6.1", "two-sided: CLIP in [31.686, 31.813], FID in [23.011, 23.950]"))
+    t.append(ModelTargets("rnnt", (_lower("WER", 100 - 7.452, 0.99),), "checker v4.0",
+                          "value is 100 - WER% (the 'accuracy=' figure)"))
+    return {m.checker_name: m for m in t}
+
+
+TARGETS: dict[str, ModelTargets] = _table()
+
+# The checker's ACC_PATTERN (HEAD constants.py): what accuracy.txt lines must match.
+ACC_PATTERN: dict[str, str] = {
+    "acc": r"^(?:\{\"accuracy|accuracy)[\": ]*=?\s*([\d\.]+).*",
+    "AUC": r"^AUC=([\d\.]+).*",
+    "mAP": r".*(?:mAP=|'Total':)\s*([\d.]+)",
+    "F1": r"^{[\"']exact_match[\"']\:\s*[\d\.]+,\s*[\"']f1[\"']\:\s*([\d\.]+)}",
+    "WER": r"Word Error Rate\:.*, accuracy=([0-9\.]+)%",
+    "DICE": r"Accuracy\:\s*mean\s*=\s*([\d\.]+).*",
+    "ROUGE1": r".*'rouge1':\s+'?([\d.]+)'?.*",
+    "ROUGE2": r".*'rouge2':\s+'?([\d.]+)'?.*",
+    "ROUGEL": r".*'rougeL':\s+'?([\d.]+)'?.*",
+    "ROUGELSUM": r".*'rougeLsum':\s+'?([\d.]+)'?.*",
+    "GEN_LEN": r".*'gen_len':\s([\d.]+).*",
+    "TOKENS_PER_SAMPLE": r".*'tokens_per_sample':\s([\d.]+).*",
+    "CLIP_SCORE": r".*'CLIP_SCORE':\s+'?([\d.]+).*",
+    "FID_SCORE": r".*'FID_SCORE':\s+'?([\d.]+).*",
+    "gsm8k_accuracy": r".*'gsm8k':\s([\d.]+).*",
+    "mbxp_accuracy": r".*'mbxp':\s([\d.]+).*",
+    "exact_match": r".*'exact_match':\s([\d.]+).*",
+}
+
+
+def get(checker_name: str) -> ModelTargets:
+    try:
+        return TARGETS[checker_name]
+    except KeyError:
+        raise KitError(f"no accuracy targets for '{checker_name}'; known: {', '.join(TARGETS)}") from None
+
+
+def parse_accuracy_txt(text: str, metric: str) -> list[float]:
+    """Every value the checker's regex for `metric` finds, line by line (re.match)."""
+    pat = re.compile(ACC_PATTERN[metric])
+    out = []
+    for line in text.splitlines():
+        m = pat.match(line)
+        if m:
+            out.append(float(m.group(1)))
+    return out
+
+
+@dataclass
+class Verdict:
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.rows) and all(r["pass"] for r in self.rows)
+
+
+def evaluate(targets: ModelTargets, metrics: dict, scale: dict | None = None,
+             reference_override: dict | None = None) -> Verdict:
+    """Compare metrics with every bound. `scale` scales sum-type bounds (partial runs);
+    `reference_override` replaces references (synthetic runs keep the ratios)."""
+    scale = scale or {}
+    v = Verdict()
+    for b in targets.bounds:
+        ref = b.reference
+        if reference_override is not None:
+            if b.metric not in reference_override:
+                continue
+            ref = reference_override[b.metric]
+        bound = round(ref * b.ratio * (scale.get(b.metric, 1.0) if b.scalable else 1.0), 6)
+        if b.metric not in metrics:
+            raise KitError(f"accuracy result has no '{b.metric}' metric, which {targets.checker_name} requires")
+        value = float(metrics[b.metric])
+        ok = value >= bound if b.kind == "min" else value <= bound
+        v.rows.append({"metric": b.metric, "value": value, "reference": ref,
+                       "pct_of_reference": (100.0 * value / ref) if ref else None,
+                       "kind": b.kind, "target": bound, "ratio": b.ratio, "pass": ok,
+                       "scaled": bool(b.scalable and scale.get(b.metric, 1.0) != 1.0)})
+    return v
+
+
+def format_table() -> str:
+    lines = [f"{'checker model':<22} {'metric':<18} {'rule':<5} {'reference':>12} {'x':>6} {'bound':>14}  source"]
+    for name, mt in TARGETS.items():
+        for b in mt.bounds:
+            rule = ">=" if b.kind == "min" else "<="
+            lines.append(f"{name:<22} {b.metric:<18} {rule:<5} {b.reference:>12g} {b.ratio:>6g} {b.value:>14.6f}  {mt.source}")
+        if mt.note:
+            lines.append(f"{'':<22} note: {mt.note}")
+    return "\n".join(lines)
