@@ -40,6 +40,7 @@ class Benchmark:
     payload_dtype: str = "float32"    # numpy dtype of each response payload
     default_batch_size: int = 1
     data_types: tuple[str, ...] = ("fp32", "fp16", "bf16")
+    synthetic_n: int = 64             # default size of the synthetic set (DATA=synthetic)
 
     # --- data ---------------------------------------------------------------
     def open_dataset(self, path: Path) -> Dataset:

@@ -22,7 +22,7 @@ class Bound:
 
     @property
     def value(self) -> float:
-        return round(self.reference * self.ratio, 6)
+        return round(self.reference * self.ratio, 10)  # strips float noise only
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def evaluate(targets: ModelTargets, metrics: dict, scale: dict | None = None,
             if b.metric not in reference_override:
                 continue
             ref = reference_override[b.metric]
-        bound = round(ref * b.ratio * (scale.get(b.metric, 1.0) if b.scalable else 1.0), 6)
+        bound = round(ref * b.ratio * (scale.get(b.metric, 1.0) if b.scalable else 1.0), 10)
         if b.metric not in metrics:
             raise KitError(f"accuracy result has no '{b.metric}' metric, which {targets.checker_name} requires")
         value = float(metrics[b.metric])

@@ -1,0 +1,179 @@
+# Shared shell logic for scripts/build_<model>_env.sh and scripts/eval_<model>.sh.
+# Sourced, never run. Every function fails loudly: callers run under set -euo pipefail.
+
+KIT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+ENV_DIR="${ENV_DIR:-$KIT_ROOT/.envs}"
+
+die() { echo "error: $*" >&2; exit 2; }
+say() { echo "[evalkit] $*" >&2; }
+
+env_path() { echo "$ENV_DIR/$1"; }
+
+# The env spec's hash: an env is rebuilt only when its spec changed (or --force).
+spec_hash() { sha256sum "$1" | cut -d' ' -f1; }
+
+pick_manager() {
+  local want="${ENV_MANAGER:-auto}"
+  case "$want" in
+    auto)
+      for m in micromamba mamba conda; do
+        if command -v "$m" >/dev/null 2>&1; then echo "$m"; return; fi
+      done
+      echo venv ;;
+    conda)
+      for m in micromamba mamba conda; do
+        if command -v "$m" >/dev/null 2>&1; then echo "$m"; return; fi
+      done
+      die "ENV_MANAGER=conda but none of micromamba, mamba, conda is on PATH" ;;
+    venv) echo venv ;;
+    *) die "ENV_MANAGER=$want is not one of auto, conda, venv" ;;
+  esac
+}
+
+# make_env SPEC_YML TARGET_DIR [--force]: build TARGET_DIR from the spec, idempotently.
+make_env() {
+  local spec="$1" target="$2" force="${3:-}"
+  [ -f "$spec" ] || die "env spec $spec does not exist"
+  local hash stamp="$target/.evalkit-env"
+  hash="$(spec_hash "$spec")"
+  if [ "$force" != "--force" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ]; then
+    say "env $target is up to date with $spec"
+    return 0
+  fi
+  local mgr
+  mgr="$(pick_manager)"
+  if [ -e "$target" ]; then
+    say "rebuilding $target (spec changed or --force)"
+    rm -rf "$target"
+  fi
+  mkdir -p "$(dirname "$target")"
+  # Build into a temp dir and rename at the end: an interrupted build leaves no half env.
+  local tmp="$target.partial"
+  rm -rf "$tmp"
+  if [ "$mgr" = venv ]; then
+    local want_py py="${PYTHON:-}"
+    want_py="$(python3 "$KIT_ROOT/scripts/lib/envspec.py" python "$spec")"
+    if [ -z "$py" ]; then
+      if [ -n "$want_py" ] && command -v "python$want_py" >/dev/null 2>&1; then py="python$want_py"; else py=python3; fi
+    fi
+    say "building venv $target from $spec with $py"
+    "$py" -m venv "$tmp"
+    "$tmp/bin/python" -m pip install --quiet --upgrade pip
+    local reqs
+    reqs="$(python3 "$KIT_ROOT/scripts/lib/envspec.py" pip "$spec")"
+    if [ -n "$reqs" ]; then
+      # shellcheck disable=SC2086
+      "$tmp/bin/python" -m pip install --quiet $reqs
+    fi
+  else
+    say "building $mgr env $target from $spec"
+    if [ "$mgr" = micromamba ]; then
+      micromamba create --yes -p "$tmp" -f "$spec"
+    else
+      "$mgr" env create -p "$tmp" -f "$spec"
+    fi
+  fi
+  echo "$hash" > "$tmp/.evalkit-env"
+  mv "$tmp" "$target"
+  say "env ready: $target"
+}
+
+kit_python() {
+  local py
+  py="$(env_path "$1")/bin/python"
+  [ -x "$py" ] || die "no environment for $1 at $(env_path "$1"); run scripts/build_$1_env.sh first"
+  echo "$py"
+}
+
+# evalkit MODEL ARGS...: run the kit inside MODEL's env.
+evalkit() {
+  local model="$1"; shift
+  local py
+  py="$(kit_python "$model")"
+  PYTHONPATH="$KIT_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$py" -m evalkit "$@"
+}
+
+# prepare_data MODEL: synthetic -> write once under data/synthetic/<model>; real -> DVC pull.
+prepare_data() {
+  local model="$1" data="${DATA:-real}"
+  case "$data" in
+    synthetic)
+      local n="${SYNTH_N:-}"
+      if [ -z "$n" ]; then
+        n="$(evalkit "$model" info "$model" | "$(kit_python "$model")" -c 'import json,sys; print(json.load(sys.stdin)["synthetic_n"])')"
+      fi
+      evalkit "$model" synth "$model" --out "$KIT_ROOT/data/synthetic/$model" --n "$n" --seed "${SYNTH_SEED:-0}" >/dev/null
+      say "synthetic $model data ready in data/synthetic/$model" ;;
+    real)
+      pull_data "$model" ;;
+    *) die "DATA=$data is not one of real, synthetic" ;;
+  esac
+}
+
+# pull_data MODEL: fetch the model's dataset and checkpoint with DVC (no-op when present).
+pull_data() {
+  local model="$1" targets=() t
+  for t in "data/dataset/$model.dvc" "data/models/$model.dvc"; do
+    if [ -f "$KIT_ROOT/$t" ]; then targets+=("$t"); fi
+  done
+  if [ "${#targets[@]}" -eq 0 ]; then
+    if [ -d "$KIT_ROOT/data/dataset/$model" ] && [ -d "$KIT_ROOT/data/models/$model" ]; then
+      say "using data/dataset/$model and data/models/$model as they are (no DVC pointers)"
+      return 0
+    fi
+    die "no DVC pointer data/dataset/$model.dvc for $model; import the data once with 'make data_add_$model SRC=... MODEL_SRC=...', or run with DATA=synthetic"
+  fi
+  command -v dvc >/dev/null 2>&1 || die "dvc is not installed; run 'make dev' or 'pip install dvc[s3]'"
+  (cd "$KIT_ROOT" && dvc pull "${targets[@]}")
+}
+
+# build_env MODEL [--force]: the whole build step of `make MODEL`.
+build_env() {
+  local model="$1"; shift
+  local force=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --force) force="--force" ;;
+      -h|--help) echo "usage: scripts/build_${model}_env.sh [--force]   (ENV_MANAGER=auto|conda|venv, DATA=real|synthetic)"; exit 0 ;;
+      *) die "build_${model}_env.sh: unknown option '$1'" ;;
+    esac
+    shift
+  done
+  make_env "$KIT_ROOT/envs/$model.yml" "$(env_path "$model")" "$force"
+  prepare_data "$model"
+}
+
+# eval_model MODEL [--n_count N] [--n_devices D] [--n_partitions P] [--partition_offset O] [-- extra args]
+eval_model() {
+  local model="$1"; shift
+  local n_count="${N_COUNT:-}" n_devices="${N_DEVICES:-1}" n_partitions="${N_PARTITIONS:-}"
+  local offset="${PARTITION_OFFSET:-0}" extra=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --n_count|--n_devices|--n_partitions|--partition_offset)
+        [ $# -ge 2 ] || die "eval_${model}.sh: $1 needs a value"
+        case "$1" in
+          --n_count) n_count="$2" ;;
+          --n_devices) n_devices="$2" ;;
+          --n_partitions) n_partitions="$2" ;;
+          --partition_offset) offset="$2" ;;
+        esac
+        shift 2 ;;
+      -h|--help)
+        echo "usage: scripts/eval_${model}.sh [--n_count N] [--n_devices D] [--n_partitions P] [--partition_offset O] [-- evalkit run options]"
+        exit 0 ;;
+      --) shift; extra+=("$@"); break ;;
+      *) die "eval_${model}.sh: unknown option '$1' (see --help)" ;;
+    esac
+  done
+  local args=(run "$model" --data "${DATA:-real}" --scenario "${SCENARIO:-Offline}" --mode "${MODE:-accuracy}"
+              --data_type "${DATA_TYPE:-fp32}" --device "${DEVICE:-cpu}" --n_devices "$n_devices"
+              --partition_offset "$offset")
+  if [ -n "$n_count" ]; then args+=(--n_count "$n_count"); fi
+  if [ -n "$n_partitions" ]; then args+=(--n_partitions "$n_partitions"); fi
+  if [ -n "${BATCH_SIZE:-}" ]; then args+=(--batch_size "$BATCH_SIZE"); fi
+  if [ -n "${LOG_PATH:-}" ]; then args+=(--log_path "$LOG_PATH"); fi
+  if [ -n "${ACCURACY_TARGET:-}" ]; then args+=(--accuracy_target "$ACCURACY_TARGET"); fi
+  if [ -n "${USER_CONF:-}" ]; then args+=(--user_conf "$USER_CONF"); fi
+  evalkit "$model" "${args[@]}" "${extra[@]}"
+}

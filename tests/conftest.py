@@ -1,0 +1,52 @@
+"""Shared fixtures: the real CLI in subprocesses, synthetic data made once per session."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def kit_env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["HF_HUB_OFFLINE"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def evalkit(*args, check=False, cwd=None, timeout=600, **env) -> subprocess.CompletedProcess:
+    """Run `python -m evalkit ARGS` as a user would; returns the completed process."""
+    cp = subprocess.run([sys.executable, "-m", "evalkit", *map(str, args)], cwd=cwd or ROOT,
+                        env=kit_env(**env), capture_output=True, text=True, timeout=timeout)
+    if check and cp.returncode != 0:
+        raise AssertionError(f"evalkit {' '.join(map(str, args))} failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
+    return cp
+
+
+def one_line_error(cp: subprocess.CompletedProcess) -> str:
+    """The CLI's error contract: exit 2 and exactly one 'error:' line, no traceback."""
+    assert cp.returncode == 2, (cp.returncode, cp.stdout, cp.stderr)
+    assert "Traceback" not in cp.stderr, cp.stderr
+    errs = [l for l in cp.stderr.splitlines() if l.startswith("error:")]
+    assert len(errs) == 1, cp.stderr
+    return errs[0]
+
+
+@pytest.fixture(scope="session")
+def resnet_synth(tmp_path_factory) -> Path:
+    """A 24-image synthetic ImageNet set + random ResNet50 checkpoint (published layouts)."""
+    out = tmp_path_factory.mktemp("resnet_synth")
+    evalkit("synth", "resnet", "--out", out, "--n", 24, "--seed", 0, check=True)
+    return out
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

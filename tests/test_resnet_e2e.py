@@ -1,0 +1,239 @@
+"""ResNet50 end to end with real LoadGen on synthetic data: partitions, merge, check,
+index shift, resume, and every bad input of the core issue."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from evalkit import targets
+from evalkit.accuracy_log import Writer, iter_entries
+
+from conftest import evalkit, one_line_error
+
+MERGED = "merged_mlperf_log_accuracy.json"
+
+
+def run(synth: Path, log: Path, *extra, **env):
+    return evalkit("run", "resnet", "--dataset", synth / "dataset", "--model_path", synth / "model",
+                   "--log_path", log, "--batch_size", 4, *extra, **env)
+
+
+def entries(path: Path) -> list[dict]:
+    return sorted(iter_entries(path), key=lambda e: e["qsl_idx"])
+
+
+@pytest.fixture(scope="module")
+def runs(resnet_synth, tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    one = run(resnet_synth, base / "p1", "--n_devices", 1)
+    assert one.returncode == 0, one.stderr
+    three = run(resnet_synth, base / "p3", "--n_devices", 3, "--n_partitions", 3)
+    assert three.returncode == 0, three.stderr
+    return base, one, three
+
+
+def test_three_partitions_merge_to_the_single_run(runs):
+    base, one, three = runs
+    a, b = entries(base / "p1" / MERGED), entries(base / "p3" / MERGED)
+    assert len(a) == len(b) == 24
+    assert [(e["qsl_idx"], e["data"]) for e in a] == [(e["qsl_idx"], e["data"]) for e in b]
+    # global indices: partition 2 covers 16..23, so local indices were shifted
+    info = json.loads((base / "p3" / "gather.json").read_text())
+    assert [p["range"] for p in info["partitions"]] == [[0, 8], [8, 16], [16, 24]]
+    for res in (one, three):
+        assert "RESULT: PASS" in res.stdout
+        assert "SYNTHETIC" in res.stdout
+
+
+def test_accuracy_outputs_parse_with_the_checker_regex(runs):
+    base, _, _ = runs
+    run_dir = base / "p3"
+    text = (run_dir / "accuracy.txt").read_text()
+    assert targets.parse_accuracy_txt(text, "acc") == [100.0]
+    sha = hashlib.sha256((run_dir / MERGED).read_bytes()).hexdigest()
+    assert f"hash={sha}" in text.splitlines()
+    acc = json.loads((run_dir / "accuracy.json").read_text())
+    assert acc["verdict"] == "PASS" and acc["synthetic"] is True and acc["n_count"] == 24
+    assert acc["metrics"]["acc"] == 100.0
+
+
+def test_index_shift_drops_the_score(runs, resnet_synth, tmp_path):
+    """A merged log whose qsl_idx are off by one must FAIL: the synthetic labels catch it."""
+    base, _, _ = runs
+    shifted = tmp_path / "shifted"
+    shutil.copytree(base / "p3", shifted)
+    es = entries(shifted / MERGED)
+    with open(shifted / MERGED, "w") as f:
+        w = Writer(f)
+        for e in es:
+            w.write({"seq_id": e["seq_id"], "qsl_idx": (e["qsl_idx"] + 1) % 24, "data": e["data"]})
+        w.close()
+    cp = evalkit("check", shifted)
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    acc = json.loads((shifted / "accuracy.json").read_text())
+    assert acc["verdict"] == "FAIL" and acc["metrics"]["acc"] < 50.0
+    marker = json.loads((resnet_synth / "dataset" / "SYNTHETIC.json").read_text())
+    assert marker["index_shift"]["acc"] < 50.0
+
+
+def test_resume_reruns_only_the_missing_partition(resnet_synth, tmp_path):
+    log = tmp_path / "run"
+    assert run(resnet_synth, log, "--n_devices", 3, "--n_partitions", 3).returncode == 0
+    before = {p: (log / str(p) / "mlperf_log_accuracy.json").stat().st_mtime_ns for p in range(3)}
+    merged_before = (log / MERGED).read_text()
+    (log / "1" / "partition.json").unlink()
+    cp = run(resnet_synth, log, "--n_devices", 3, "--n_partitions", 3)
+    assert cp.returncode == 0, cp.stderr
+    after = {p: (log / str(p) / "mlperf_log_accuracy.json").stat().st_mtime_ns for p in range(3)}
+    assert after[0] == before[0] and after[2] == before[2]
+    assert after[1] != before[1]
+    assert "skipped" in (log / "0" / "worker.log").read_text()
+    assert "done" in (log / "1" / "worker.log").read_text().splitlines()[-1]
+    assert "RESULT: PASS" in cp.stdout
+    # same results as before (LoadGen's issue order may differ, so compare sorted by qsl_idx)
+    old = sorted(json.loads(merged_before), key=lambda e: e["qsl_idx"])
+    assert [(e["qsl_idx"], e["data"]) for e in entries(log / MERGED)] == [(e["qsl_idx"], e["data"]) for e in old]
+    assert list(log.glob(f"{MERGED}.*.bak")), "the stale merged log is kept as a backup, not overwritten"
+
+
+def test_manual_offsets_over_two_dirs_then_gather(resnet_synth, tmp_path):
+    a, b = tmp_path / "node0", tmp_path / "node1"
+    cp = run(resnet_synth, a, "--n_partitions", 2, "--partition_offset", 0)
+    assert cp.returncode == 0 and "missing [1]" in cp.stderr
+    assert run(resnet_synth, b, "--n_partitions", 2, "--partition_offset", 1).returncode == 0
+    evalkit("gather", a, b, "--out", tmp_path / "merged", check=True)
+    cp = evalkit("check", tmp_path / "merged")
+    assert cp.returncode == 0 and "RESULT: PASS" in cp.stdout
+
+
+# ----------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("n_count", [-1, 25, 1000])
+def test_n_count_outside_dataset(resnet_synth, tmp_path, n_count):
+    err = one_line_error(run(resnet_synth, tmp_path / "r", "--n_count", n_count))
+    assert f"--n_count {n_count}" in err and "[1, 24]" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_offset_plus_devices_beyond_partitions(resnet_synth, tmp_path):
+    err = one_line_error(run(resnet_synth, tmp_path / "r", "--n_partitions", 2, "--partition_offset", 1,
+                             "--n_devices", 2))
+    assert "--partition_offset 1" in err and "--n_partitions 2" in err
+
+
+def test_more_devices_than_accelerators(resnet_synth, tmp_path):
+    err = one_line_error(run(resnet_synth, tmp_path / "r", "--device", "cuda", "--n_devices", 64))
+    assert "--n_devices 64" in err and "cuda" in err
+
+
+def test_more_cpu_workers_than_cores_is_allowed_with_warning(resnet_synth, tmp_path):
+    n = (os.cpu_count() or 1) + 1
+    cp = run(resnet_synth, tmp_path / "r", "--n_count", n, "--n_devices", n)
+    assert cp.returncode == 0, cp.stderr
+    assert "warning:" in cp.stderr and "1 thread" in cp.stderr
+
+
+def test_unknown_model(tmp_path):
+    err = one_line_error(evalkit("run", "resnet51", "--dataset", tmp_path))
+    assert "unknown model 'resnet51'" in err and "resnet" in err
+
+
+def test_missing_dataset_dir(resnet_synth, tmp_path):
+    err = one_line_error(evalkit("run", "resnet", "--dataset", tmp_path / "nope", "--model_path",
+                                 resnet_synth / "model", "--log_path", tmp_path / "r"))
+    assert str(tmp_path / "nope") in err
+
+
+def test_missing_image_is_an_error_not_a_skip(resnet_synth, tmp_path):
+    ds = tmp_path / "ds"
+    shutil.copytree(resnet_synth / "dataset", ds)
+    victim = (ds / "val_map.txt").read_text().splitlines()[13].split()[0]
+    (ds / victim).unlink()
+    cp = evalkit("run", "resnet", "--dataset", ds, "--model_path", resnet_synth / "model",
+                 "--log_path", tmp_path / "r", "--n_devices", 2)
+    assert cp.returncode != 0
+    assert victim in cp.stderr
+    assert "partition 1" in cp.stderr  # image 13 lies in partition 1 of 2
+    assert (tmp_path / "r" / "0" / "partition.json").exists(), "the good partition is kept"
+    assert not (tmp_path / "r" / "1" / "partition.json").exists()
+
+
+def _complete_run(resnet_synth, tmp_path, name="r", *extra):
+    log = tmp_path / name
+    cp = run(resnet_synth, log, "--n_devices", 1, "--n_partitions", 2, "--partition_offset", 0, *extra)
+    assert cp.returncode == 0, cp.stderr
+    cp = run(resnet_synth, log, "--n_devices", 1, "--n_partitions", 2, "--partition_offset", 1, *extra)
+    assert cp.returncode == 0, cp.stderr
+    return log
+
+
+def test_truncated_partition_log(resnet_synth, tmp_path):
+    log = _complete_run(resnet_synth, tmp_path, "r", "--no_check")
+    f = log / "1" / "mlperf_log_accuracy.json"
+    f.write_bytes(f.read_bytes()[:-40])
+    err = one_line_error(evalkit("gather", log))
+    assert "partition 1" in err and str(f) in err
+    assert not (log / MERGED).exists()
+
+
+def test_corrupt_partition_log_with_matching_manifest(resnet_synth, tmp_path):
+    """Even a log whose manifest was rewritten to match is parsed entry by entry."""
+    log = _complete_run(resnet_synth, tmp_path, "r", "--no_check")
+    f = log / "0" / "mlperf_log_accuracy.json"
+    f.write_text(f.read_text().replace('"data" : "', '"data" : "zz', 1))
+    m = json.loads((log / "0" / "partition.json").read_text())
+    m["logs"]["mlperf_log_accuracy.json"] = {"size": f.stat().st_size,
+                                             "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+    (log / "0" / "partition.json").write_text(json.dumps(m))
+    err = one_line_error(evalkit("gather", log))
+    assert "partition 0" in err
+
+
+def test_partition_from_another_config(resnet_synth, tmp_path):
+    log = _complete_run(resnet_synth, tmp_path, "r", "--no_check")
+    other = _complete_run(resnet_synth, tmp_path, "other", "--no_check", "--scenario", "SingleStream")
+    shutil.rmtree(log / "1")
+    shutil.copytree(other / "1", log / "1")
+    err = one_line_error(evalkit("gather", log))
+    assert "partition 1" in err and "scenario" in err
+    # and running into that dir with this config refuses to reuse the foreign partition
+    err = one_line_error(run(resnet_synth, log, "--n_partitions", 2, "--partition_offset", 1))
+    assert "partition 1" in err and "another config" in err
+
+
+def test_missing_partition(resnet_synth, tmp_path):
+    log = _complete_run(resnet_synth, tmp_path, "r", "--no_check")
+    shutil.rmtree(log / "1")
+    err = one_line_error(evalkit("gather", log))
+    assert "partitions 1 of 0..1" in err
+
+
+def test_existing_merged_file_is_never_overwritten(resnet_synth, tmp_path):
+    log = _complete_run(resnet_synth, tmp_path, "r", "--no_check")
+    (log / MERGED).write_text("precious")
+    err = one_line_error(evalkit("gather", log))
+    assert MERGED in err and "already exists" in err
+    assert (log / MERGED).read_text() == "precious"
+    evalkit("gather", log, "--force", check=True)
+    baks = list(log.glob(f"{MERGED}.*.bak"))
+    assert len(baks) == 1 and baks[0].read_text() == "precious"
+
+
+def test_eleven_partitions_gather_in_numeric_order(resnet_synth, tmp_path):
+    log = tmp_path / "r"
+    for p in range(11):
+        cp = run(resnet_synth, log, "--n_count", 22, "--n_partitions", 11, "--partition_offset", p, "--no_check")
+        assert cp.returncode == 0, cp.stderr
+    evalkit("gather", log, check=True)
+    info = json.loads((log / "gather.json").read_text())
+    assert [p["partition"] for p in info["partitions"]] == list(range(11))
+    es = list(iter_entries(log / MERGED))
+    assert [e["seq_id"] for e in es] == list(range(22))
+    assert sorted(e["qsl_idx"] for e in es) == list(range(22))
+    cp = evalkit("check", log)
+    assert cp.returncode == 0 and "PARTIAL run: 22 of 24" in cp.stdout

@@ -1,0 +1,328 @@
+"""ResNet50 v1.5 on ImageNet 2012 val (MLPerf `resnet50`, checker `resnet`).
+
+Follows the reference `imagenet_pytorch` profile: torchvision 1000-class
+weights, PIL preprocessing, argmax with offset 0, label sent as one float32
+(the reference vision SUT casts every result to float32).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from evalkit.benchmark import Benchmark, Dataset
+from evalkit.errors import KitError
+
+from .preprocess import preprocess_file
+
+VAL_MAP = "val_map.txt"
+CHECKPOINT = "resnet50.pth"
+NUM_CLASSES = 1000
+_DTYPES = ("fp32", "fp16", "bf16")
+
+# synthetic data knobs
+_CALIB_IMAGES = 16        # BN/fc calibration set, drawn independently of n so the model depends on seed only
+_MIN_REL_MARGIN = 0.05    # (top1 - top2) / std(logits): skip near-ties so batch size / kernel choice cannot flip a label
+_MAX_ATTEMPTS = 50
+
+
+def _read_val_map(root: Path) -> tuple[list[str], np.ndarray]:
+    """Parse <root>/val_map.txt -> (relative image paths, int64 labels); KitError on any problem."""
+    root = Path(root)
+    if not root.is_dir():
+        raise KitError(f"ImageNet dataset directory {root} does not exist; prepare the ImageNet 2012 "
+                       f"validation set there (val_map.txt + images) or pass the right path.")
+    vm = root / VAL_MAP
+    if not vm.is_file():
+        raise KitError(f"{vm} not found; the ImageNet dataset directory must contain val_map.txt "
+                       f"('<image path> <label>' per line) next to the images.")
+    try:
+        lines = vm.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise KitError(f"cannot read {vm}: {e}; check the file.") from None
+    while lines and not lines[-1].strip():  # trailing blank lines only; a blank line inside shifts indices
+        lines.pop()
+    names: list[str] = []
+    labels: list[int] = []
+    for lineno, line in enumerate(lines, 1):
+        cols = line.split()
+        label = None
+        if len(cols) == 2:
+            try:
+                label = int(cols[1])
+            except ValueError:
+                pass
+        if label is None or not 0 <= label < NUM_CLASSES:
+            raise KitError(f"{vm} line {lineno} is malformed: expected '<image path> <label 0..999>', "
+                           f"got {line!r}; fix or re-download val_map.txt.")
+        names.append(cols[0])
+        labels.append(label)
+    if not names:
+        raise KitError(f"{vm} is empty; re-download val_map.txt.")
+    return names, np.asarray(labels, dtype=np.int64)
+
+
+class ImageNetDataset(Dataset):
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.names, self.labels = _read_val_map(self.root)
+        self.size = len(self.names)
+
+    def path(self, index: int) -> Path:
+        if not 0 <= index < self.size:
+            raise KitError(f"sample index {index} is outside the dataset {self.root} (size {self.size}).")
+        return self.root / self.names[index]
+
+    def load(self, index: int) -> np.ndarray:
+        p = self.path(index)
+        try:
+            return preprocess_file(p)
+        except FileNotFoundError:
+            raise KitError(f"image {p} (index {index}) is missing; restore it, never skip it "
+                           f"(a skip shifts every later index).") from None
+        except (OSError, ValueError, SyntaxError) as e:
+            raise KitError(f"image {p} (index {index}) is unreadable ({type(e).__name__}: {e}); "
+                           f"replace the file.") from None
+
+    def check_available(self, start: int, stop: int) -> None:
+        if start < 0 or stop > self.size or start > stop:
+            raise KitError(f"sample range [{start}, {stop}) is outside the dataset {self.root} (size {self.size}).")
+        for i in range(start, stop):
+            p = self.root / self.names[i]
+            if not os.path.exists(p):
+                raise KitError(f"image {p} (index {i}) is missing; restore it before running "
+                               f"(a skip would shift every later index).")
+
+
+def _checkpoint_path(model_path: Path) -> Path:
+    p = Path(model_path)
+    return p / CHECKPOINT if p.is_dir() else p
+
+
+def _torch_dtype(data_type: str):
+    import torch
+
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if data_type not in table:
+        raise KitError(f"data type {data_type!r} is not supported by resnet; use one of {', '.join(_DTYPES)}.")
+    return table[data_type]
+
+
+def _synthetic_image(rng: np.random.Generator):
+    """A random RGB picture with structure: gradient + soft blobs + stripes + noise, 180-320 px a side."""
+    from PIL import Image
+
+    w, h = (int(v) for v in rng.integers(180, 321, size=2))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy /= h
+    xx /= w
+    a = rng.uniform(0, 2 * np.pi)
+    t = np.cos(a) * xx + np.sin(a) * yy
+    t = (t - t.min()) / (t.max() - t.min() + 1e-6)
+    c0, c1 = rng.uniform(0, 255, (2, 3)).astype(np.float32)
+    img = c0 + (c1 - c0) * t[..., None]
+    for _ in range(int(rng.integers(2, 7))):
+        cy, cx = rng.uniform(0, 1, 2)
+        s = rng.uniform(0.05, 0.3)
+        col = rng.uniform(0, 255, 3).astype(np.float32)
+        m = (rng.uniform(0.5, 1.0) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s)))[..., None]
+        img = img * (1 - m) + col * m
+    f, b = rng.uniform(2, 30), rng.uniform(0, 2 * np.pi)
+    stripes = np.sin(2 * np.pi * f * (np.cos(b) * xx + np.sin(b) * yy) + rng.uniform(0, 2 * np.pi))
+    img += stripes[..., None] * rng.uniform(0, 40, 3).astype(np.float32)
+    img += rng.normal(0, rng.uniform(2, 12), img.shape).astype(np.float32)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+class ResNet50(Benchmark):
+    name = "resnet"
+    mlperf_name = "resnet50"
+    checker_names = {"99": "resnet"}
+    default_accuracy_target = "99"
+    dataset_size = 50000
+    performance_sample_count = 1024
+    payload_dtype = "float32"
+    default_batch_size = 32
+    data_types = _DTYPES
+
+    # --- data -----------------------------------------------------------------
+    def open_dataset(self, path: Path) -> ImageNetDataset:
+        return ImageNetDataset(Path(path))
+
+    def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
+        vm = Path(dataset_path) / VAL_MAP
+        if not vm.is_file():
+            raise KitError(f"{vm} not found; the ImageNet dataset directory must contain val_map.txt.")
+        ckpt = _checkpoint_path(model_path)
+        if not ckpt.is_file():
+            raise KitError(f"checkpoint {ckpt} not found; put the torchvision ResNet50 state dict there "
+                           f"as {CHECKPOINT}.")
+        return {
+            "val_map_sha256": hashlib.sha256(vm.read_bytes()).hexdigest(),
+            "checkpoint": [{"name": ckpt.name, "size": ckpt.stat().st_size}],
+        }
+
+    # --- model ----------------------------------------------------------------
+    def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
+        import torch
+
+        from .model import resnet50
+
+        dtype = _torch_dtype(data_type)
+        ckpt = _checkpoint_path(model_path)
+        if not ckpt.is_file():
+            raise KitError(f"checkpoint {ckpt} not found; put the torchvision ResNet50 state dict "
+                           f"(e.g. resnet50-0676ba61.pth) there as {CHECKPOINT}.")
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except Exception as e:  # corrupt / non-torch file
+            raise KitError(f"cannot load checkpoint {ckpt} ({type(e).__name__}: {e}); re-download it.") from None
+        model = resnet50()
+        try:
+            model.load_state_dict(state, strict=True)
+        except (RuntimeError, TypeError, AttributeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise KitError(f"checkpoint {ckpt} is not a torchvision resnet50 state dict ({first}); "
+                           f"use the torchvision weights file.") from None
+        model.eval()
+        model.to(device=device, dtype=dtype)
+        if options.get("channels_last", True):
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def make_batch(self, samples: Sequence[Any], device: str, data_type: str, options: dict) -> Any:
+        import torch
+
+        x = torch.from_numpy(np.stack([np.asarray(s, dtype=np.float32) for s in samples]))
+        x = x.to(device=device, dtype=_torch_dtype(data_type))
+        if options.get("channels_last", True):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def postprocess(self, outputs: Any, n: int) -> list[np.ndarray]:
+        import torch
+
+        logits = torch.as_tensor(outputs)[:n]
+        # offset 0: torchvision's 1000 classes are already 0..999
+        labels = logits.argmax(dim=1).cpu().numpy()
+        return [np.array([lab], dtype=np.float32) for lab in labels]
+
+    # --- accuracy -------------------------------------------------------------
+    def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int) -> dict:
+        _, labels = _read_val_map(Path(dataset_path))
+        vm = Path(dataset_path) / VAL_MAP
+        seen: set[int] = set()
+        good = 0
+        for qsl_idx, payload in entries:
+            qsl_idx = int(qsl_idx)
+            # validate every entry (duplicates too): a bad length means the wrong payload dtype
+            if len(payload) == 0 or len(payload) % 4:
+                raise KitError(f"response for qsl_idx {qsl_idx} has {len(payload)} bytes; a resnet payload "
+                               f"is float32 labels (non-empty, multiple of 4 bytes). Check the payload dtype.")
+            if not 0 <= qsl_idx < n_count:
+                raise KitError(f"qsl_idx {qsl_idx} in the accuracy log is outside the evaluated range "
+                               f"0..{n_count - 1}; the log does not belong to this run.")
+            if qsl_idx >= len(labels):
+                raise KitError(f"qsl_idx {qsl_idx} has no line in {vm} ({len(labels)} lines).")
+            if qsl_idx in seen:  # first occurrence wins, like accuracy-imagenet.py
+                continue
+            seen.add(qsl_idx)
+            value = float(np.frombuffer(payload, dtype=np.float32)[0])
+            if not np.isfinite(value):
+                raise KitError(f"response for qsl_idx {qsl_idx} is {value}, not a class label.")
+            if int(value) == int(labels[qsl_idx]):
+                good += 1
+        total = len(seen)
+        if total == 0:
+            raise KitError("the accuracy log has no entries; the run produced no responses.")
+        return {"acc": 100.0 * good / total, "good": good, "total": total}
+
+    def accuracy_lines(self, metrics: dict) -> list[str]:
+        return ["accuracy={:.3f}%, good={}, total={}".format(
+            float(metrics["acc"]), int(metrics["good"]), int(metrics["total"]))]
+
+    # --- synthetic ------------------------------------------------------------
+    def synthesize(self, out: Path, n: int, seed: int) -> list[np.ndarray]:
+        import torch
+
+        from .model import resnet50
+        from .preprocess import preprocess_image
+
+        out = Path(out)
+        ds_dir, model_dir = out / "dataset", out / "model"
+        ds_dir.mkdir(parents=True, exist_ok=True)
+        model_dir.mkdir(parents=True, exist_ok=True)
+
+        def jpeg_roundtrip(img) -> np.ndarray:
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=90)
+            buf.seek(0)
+            return preprocess_file(buf)
+
+        # 1. random network (seeded without disturbing the caller's RNG)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = resnet50()
+        calib = np.stack([jpeg_roundtrip(_synthetic_image(np.random.default_rng([seed, 1, k])))
+                          for k in range(_CALIB_IMAGES)])
+        xc = torch.from_numpy(calib)
+        with torch.no_grad():
+            # 2. BN running stats = exact statistics of the synthetic inputs (momentum=None: cumulative)
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.reset_running_stats()
+                    m.momentum = None
+            model.train()
+            model(xc)
+            model.eval()
+            # 3. standardise each class logit over the calibration set; without it every image of a
+            #    random net lands in the same one or two classes (a shared mean feature dominates fc)
+            feats = []
+            hook = model.avgpool.register_forward_hook(lambda mod, i, o: feats.append(torch.flatten(o, 1)))
+            model(xc)
+            hook.remove()
+            logits = feats[0] @ model.fc.weight.T
+            mu, sd = logits.mean(0), logits.std(0) + 1e-6
+            model.fc.weight.div_(sd[:, None])
+            model.fc.bias.copy_(-mu / sd)
+        torch.save(model.state_dict(), model_dir / CHECKPOINT)
+        del model
+
+        # 4. ground truth = the saved model's own fp32 batch-1 prediction via the real load path
+        net = self.load_model(model_dir, "cpu", "fp32", {})
+        names, labels, payloads = [], [], []
+        for i in range(n):
+            name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+            for attempt in range(_MAX_ATTEMPTS):
+                _synthetic_image(np.random.default_rng([seed, 2, i, attempt])).save(ds_dir / name, "JPEG", quality=90)
+                x = preprocess_file(ds_dir / name)
+                y = self.forward(net, self.make_batch([x], "cpu", "fp32", {})).float()
+                top2 = y[0].topk(2).values
+                if float(top2[0] - top2[1]) >= _MIN_REL_MARGIN * float(y[0].std()):
+                    break
+            else:
+                raise KitError(f"could not draw a synthetic image {i} with a clear top-1 class in "
+                               f"{_MAX_ATTEMPTS} tries (seed {seed}); try another seed.")
+            payload = self.postprocess(y, 1)[0]
+            names.append(name)
+            labels.append(int(payload[0]))
+            payloads.append(payload)
+
+        same = sum(labels[i] == labels[i + 1] for i in range(n - 1)) / max(n - 1, 1)
+        distinct = len(set(labels))
+        if same > 0.2 or distinct < min(n, 10) // 2:
+            raise KitError(f"the synthetic labels are not diverse enough ({distinct} distinct of {n}, "
+                           f"{same:.0%} equal neighbours; seed {seed}); an index shift would go unnoticed. "
+                           f"Try another seed or a larger n.")
+        (ds_dir / VAL_MAP).write_text("".join(f"{nm} {lab}\n" for nm, lab in zip(names, labels)))
+        return payloads
+
+    def synthetic_reference(self) -> dict[str, float]:
+        return {"acc": 100.0}
+
+
+BENCHMARK = ResNet50()
