@@ -78,10 +78,6 @@ class Benchmark:
         """Lines of accuracy.txt, as the reference accuracy script prints them (plain numbers)."""
         raise NotImplementedError
 
-    def scale_targets(self, n_count: int) -> dict[str, float]:
-        """Per-metric factor for sum-type metrics (e.g. GEN_LEN) when n_count < dataset_size."""
-        return {}
-
     # --- synthetic ----------------------------------------------------------------
     def synthesize(self, out: Path, n: int, seed: int) -> list[np.ndarray]:
         """Write out/dataset (published layout) and out/model (published checkpoint format).
@@ -92,5 +88,7 @@ class Benchmark:
         raise NotImplementedError
 
     def synthetic_reference(self) -> dict[str, float]:
-        """Metric values of a perfect run on synthetic data (100 for exact metrics)."""
+        """Perfect values of the exact metrics on synthetic data (e.g. {"acc": 100.0}); the first
+        is the one an index shift must break. Other target metrics (GEN_LEN, ...) take the
+        value the ground truth itself scores."""
         raise NotImplementedError
