@@ -19,7 +19,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", type=Path, help="dataset dir in the published layout")
     p.add_argument("--model_path", type=Path, help="checkpoint dir in the published format")
     p.add_argument("--log_path", type=Path, help="run dir (default logs/<model>/<scenario>/<timestamp>)")
-    p.add_argument("--n_count", type=int, default=0, help="first N samples (default: all)")
+    p.add_argument("--n_count", type=int, help="first N samples (default: all)")
     p.add_argument("--n_partitions", type=int, default=0, help="partitions of the run (default: n_devices)")
     p.add_argument("--partition_offset", type=int, default=0, help="first partition this command runs")
     p.add_argument("--n_devices", type=int, default=1, help="worker processes, one per device")

@@ -44,7 +44,7 @@ def prepare(spec: RunSpec):
     if spec.data_type not in bench.data_types:
         raise KitError(f"--data_type {spec.data_type} is not supported by {bench.name} ({', '.join(bench.data_types)})")
     dataset = bench.open_dataset(Path(spec.dataset))
-    if spec.n_count is None or spec.n_count == 0:
+    if spec.n_count is None:
         spec.n_count = dataset.size
     if not 1 <= spec.n_count <= dataset.size:
         raise KitError(f"--n_count {spec.n_count} is outside [1, {dataset.size}] "

@@ -34,7 +34,7 @@ class RunSpec:
     dataset: Path
     model_path: Path
     log_path: Path
-    n_count: int
+    n_count: int | None
     n_partitions: int = 1
     partition_offset: int = 0
     n_devices: int = 1

@@ -50,3 +50,30 @@ def resnet_synth(tmp_path_factory) -> Path:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def env_dir(tmp_path_factory) -> Path:
+    """One ENV_DIR for the session: the first build script run builds the model env, later ones reuse it."""
+    return tmp_path_factory.mktemp("envs")
+
+
+def fresh_clone(dst: Path) -> Path:
+    """What a user's fresh clone holds: tracked files plus new, not-ignored ones (this work tree)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    return dst
+
+
+def sh(cmd, cwd, timeout=1200, **env) -> subprocess.CompletedProcess:
+    """A shell command as a user types it (make, scripts), with the test's env additions."""
+    e = dict(os.environ)
+    e.pop("PYTHONPATH", None)
+    e["HF_HUB_OFFLINE"] = "1"
+    e.update({k: str(v) for k, v in env.items()})
+    return subprocess.run(["bash", "-c", cmd], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)

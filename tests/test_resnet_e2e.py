@@ -113,7 +113,7 @@ def test_manual_offsets_over_two_dirs_then_gather(resnet_synth, tmp_path):
 
 # ----------------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize("n_count", [-1, 25, 1000])
+@pytest.mark.parametrize("n_count", [-1, 0, 25, 1000])
 def test_n_count_outside_dataset(resnet_synth, tmp_path, n_count):
     err = one_line_error(run(resnet_synth, tmp_path / "r", "--n_count", n_count))
     assert f"--n_count {n_count}" in err and "[1, 24]" in err

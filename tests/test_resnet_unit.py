@@ -53,7 +53,7 @@ def test_state_dict_matches_torchvision():
 def test_init_and_forward_shape():
     torch.manual_seed(0)
     m = resnet50().eval()
-    w = m.layer3[0].conv2.weight  # fan_out = 256 * 3 * 3
+    w = m.layer3[0].conv2.weight.detach()  # fan_out = 256 * 3 * 3
     assert abs(float(w.std()) - (2.0 / (256 * 9)) ** 0.5) < 0.1 * (2.0 / (256 * 9)) ** 0.5
     assert torch.all(m.layer1[0].bn3.weight == 1) and torch.all(m.layer1[0].bn3.bias == 0)
     with torch.no_grad():

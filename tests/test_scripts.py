@@ -1,0 +1,81 @@
+"""The make targets and shell scripts, run as a user runs them, in a fresh copy of the repo."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, fresh_clone, sh
+
+MODELS = ["resnet", "retinanet", "3d-unet", "bert", "gpt-j", "llama2", "mixtral", "stablediffusion", "dlrm", "rnnt"]
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    return fresh_clone(tmp_path_factory.mktemp("clone"))
+
+
+def test_make_help_and_pending_models(clone):
+    cp = sh("make help", clone)
+    assert cp.returncode == 0 and "make <model>" in cp.stdout and "resnet" in cp.stdout
+    pending = [m for m in MODELS if not (ROOT / "scripts" / f"eval_{m}.sh").exists()]
+    if pending:
+        cp = sh(f"make {pending[0]}", clone)
+        assert cp.returncode != 0 and f"model '{pending[0]}' is not in this kit yet" in cp.stderr
+
+
+def test_make_resnet_synthetic_three_devices(clone, env_dir, tmp_path):
+    log = tmp_path / "x"
+    cp = sh(f"make resnet DATA=synthetic N_COUNT=24 N_DEVICES=3 LOG_PATH={log}", clone, ENV_DIR=env_dir)
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-3000:]
+    assert "RESULT: PASS" in cp.stdout
+    for p in range(3):
+        assert (log / str(p) / "partition.json").exists()
+    acc = json.loads((log / "accuracy.json").read_text())
+    assert acc["n_count"] == 24 and acc["synthetic"] and acc["verdict"] == "PASS"
+    # the build step is idempotent: env and synthetic data are reused
+    cp = sh("scripts/build_resnet_env.sh", clone, ENV_DIR=env_dir, DATA="synthetic")
+    assert cp.returncode == 0 and "up to date" in cp.stderr and "already there" in cp.stderr
+
+
+def test_make_demo(clone, env_dir):
+    cp = sh("make demo", clone, ENV_DIR=env_dir)
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-3000:]
+    assert "RESULT: PASS" in cp.stdout and "demo run dir: logs/demo/resnet-" in cp.stdout
+    run_dir = clone / cp.stdout.split("demo run dir: ")[1].split()[0]
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.isdigit()) == ["0", "1"]
+
+
+def test_a_failing_eval_fails_make(clone, env_dir, tmp_path):
+    cp = sh(f"make resnet DATA=synthetic N_COUNT=100000 LOG_PATH={tmp_path / 'r'}", clone, ENV_DIR=env_dir)
+    assert cp.returncode != 0
+    assert "error: --n_count 100000 is outside" in cp.stderr
+
+
+def test_script_flags_and_bad_options(clone, env_dir, tmp_path):
+    cp = sh(f"DATA=synthetic LOG_PATH={tmp_path / 'r'} scripts/eval_resnet.sh --n_count 6 --n_devices 2 "
+            f"--n_partitions 3 --partition_offset 1", clone, ENV_DIR=env_dir)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir() if p.name.isdigit()) == ["1", "2"]
+    assert "missing [0]" in cp.stderr
+    cp = sh("scripts/eval_resnet.sh --n_cout 6", clone, ENV_DIR=env_dir)
+    assert cp.returncode == 2 and "unknown option '--n_cout'" in cp.stderr
+    cp = sh("scripts/build_resnet_env.sh", clone, ENV_DIR=env_dir, ENV_MANAGER="pip")
+    assert cp.returncode == 2 and "ENV_MANAGER=pip" in cp.stderr
+    cp = sh("scripts/build_resnet_env.sh", clone, ENV_DIR=env_dir, DATA="fake")
+    assert cp.returncode == 2 and "DATA=fake" in cp.stderr
+
+
+def test_real_data_without_pointer_says_how_to_import(clone, env_dir):
+    cp = sh("scripts/build_resnet_env.sh", clone, ENV_DIR=env_dir, DATA="real")
+    assert cp.returncode == 2
+    assert "make data_add_resnet" in cp.stderr
+
+
+def test_shell_scripts_parse():
+    for f in list((ROOT / "scripts").glob("*.sh")) + list((ROOT / "scripts" / "lib").glob("*.sh")):
+        cp = sh(f"bash -n {f}", ROOT)
+        assert cp.returncode == 0, (f, cp.stderr)
+        if f.parent.name == "scripts":
+            assert "set -euo pipefail" in f.read_text(), f
