@@ -12,6 +12,8 @@ PENDING := $(filter-out $(READY),$(MODELS))
 # Knobs read by scripts/lib/common.sh; exported so `make resnet N_COUNT=24` reaches the scripts.
 export SCENARIO N_COUNT N_DEVICES N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE BATCH_SIZE \
        DATA LOG_PATH MODE ACCURACY_TARGET USER_CONF ENV_MANAGER ENV_DIR SYNTH_N SYNTH_SEED
+# Multi-node (README "Several nodes"): LAUNCHER=local|torchrun and torchrun's rendezvous.
+export LAUNCHER NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT DRY_RUN
 
 VENV := .venv
 DEV_STAMP := $(VENV)/.evalkit-env
@@ -27,8 +29,14 @@ help: ## this list
 	@echo "make dev         developer environment in $(VENV)"
 	@echo "make test        test suite in $(VENV)"
 	@echo "make targets     MLPerf accuracy targets table"
+	@echo "make remote URL=s3://bucket/prefix [ENDPOINT=http://host:port]   point the DVC remote mlperf-data"
+	@echo "make data_add_<model> SRC=dataset_dir [MODEL_SRC=checkpoint_dir]   validate, dvc add + push once"
+	@echo "make log_<model> | log_all      pull the team's verified log(s) into logs/internal/<model>/"
+	@echo "make publish_log_<model> RUN=run_dir [ALLOW_SYNTHETIC=1] [ALLOW_PARTIAL=1]   publish a PASSing run"
+	@echo "make compare_<model> RUN=run_dir   metric-by-metric difference vs logs/internal/<model>"
 	@echo "variables: SCENARIO N_COUNT N_DEVICES N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE"
 	@echo "           BATCH_SIZE DATA=real|synthetic LOG_PATH MODE ACCURACY_TARGET USER_CONF ENV_MANAGER"
+	@echo "           LAUNCHER=local|torchrun NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT DRY_RUN=1"
 
 $(READY): %:
 	scripts/build_$*_env.sh
@@ -54,3 +62,31 @@ test: dev
 
 targets: dev
 	$(VENV)/bin/python -m evalkit targets
+
+# --- data, checkpoints and verified logs through DVC: all logic in evalkit/data.py ---------------
+# data_cmd (scripts/lib/common.sh) runs `evalkit data ...` in the model's env, where its loader works.
+PUBLISHED_LOGS := $(patsubst logs/internal/%.dvc,%,$(wildcard logs/internal/*.dvc))
+.PHONY: remote log_all
+
+remote: dev
+	[ -n "$(URL)" ] || { echo "error: make remote needs URL=s3://bucket/prefix (or a local dir)" >&2; exit 2; }
+	$(VENV)/bin/python -m evalkit data remote "$(URL)" $(if $(ENDPOINT),--endpoint "$(ENDPOINT)")
+
+data_add_%:
+	[ -n "$(SRC)" ] || { echo "error: make $@ needs SRC=/path/to/dataset [MODEL_SRC=/path/to/checkpoint]" >&2; exit 2; }
+	source scripts/lib/common.sh && data_cmd $* add $* --src "$(SRC)" $(if $(MODEL_SRC),--model_src "$(MODEL_SRC)")
+
+log_%:
+	source scripts/lib/common.sh && data_cmd $* pull-log $*
+
+log_all: $(addprefix log_,$(PUBLISHED_LOGS))
+	@echo "verified logs: $(or $(PUBLISHED_LOGS),none published yet (make publish_log_<model> RUN=...))"
+
+publish_log_%:
+	[ -n "$(RUN)" ] || { echo "error: make $@ needs RUN=<run dir>" >&2; exit 2; }
+	source scripts/lib/common.sh && data_cmd $* publish-log $* "$(RUN)" \
+	  $(if $(filter 1,$(ALLOW_SYNTHETIC)),--allow_synthetic) $(if $(filter 1,$(ALLOW_PARTIAL)),--allow_partial)
+
+compare_%:
+	[ -n "$(RUN)" ] || { echo "error: make $@ needs RUN=<run dir>" >&2; exit 2; }
+	source scripts/lib/common.sh && evalkit $* compare "$(RUN)" logs/internal/$*

@@ -14,39 +14,54 @@ from typing import IO, Iterator
 from .errors import KitError
 
 
-def iter_entries(path: Path, what: str = "") -> Iterator[dict]:
-    """Yield each entry dict; KitError naming the file on any corruption or truncation."""
+def _parse(raw: bytes, label: str, where: str) -> dict:
+    s = raw.strip()
+    if s.endswith(b","):
+        s = s[:-1]
+    try:
+        e = json.loads(s.decode("ascii"))
+        int(e["qsl_idx"]), int(e["seq_id"]), str(e["data"])
+    except (ValueError, KeyError, TypeError):
+        raise KitError(f"{label}: corrupt entry at {where}") from None
+    return e
+
+
+def iter_entries(path: Path, what: str = "", offsets: bool = False) -> Iterator:
+    """Yield each entry dict (or (byte offset, entry) with offsets=True); KitError naming
+    the file on any corruption or truncation."""
     label = f"{what} {path}".strip()
     try:
-        f = open(path, "r", encoding="ascii")
+        f = open(path, "rb")
     except FileNotFoundError:
         raise KitError(f"{label}: accuracy log is missing") from None
     with f:
         first = f.readline()
-        if first.strip() != "[":
+        if first.strip() != b"[":
             raise KitError(f"{label}: not a LoadGen accuracy log (first line is not '[')")
         closed = False
         lineno = 1
+        pos = len(first)
         for line in f:
             lineno += 1
+            off, pos = pos, pos + len(line)
             s = line.strip()
             if not s:
                 continue
             if closed:
                 raise KitError(f"{label}: unexpected content after ']' at line {lineno}")
-            if s == "]":
+            if s == b"]":
                 closed = True
                 continue
-            if s.endswith(","):
-                s = s[:-1]
-            try:
-                e = json.loads(s)
-                int(e["qsl_idx"]), int(e["seq_id"]), str(e["data"])
-            except (ValueError, KeyError, TypeError):
-                raise KitError(f"{label}: corrupt entry at line {lineno}") from None
-            yield e
+            e = _parse(s, label, f"line {lineno}")
+            yield (off, e) if offsets else e
         if not closed:
             raise KitError(f"{label}: truncated (no closing ']'); the run that wrote it did not finish")
+
+
+def entry_at(f: IO[bytes], offset: int, label: str) -> dict:
+    """The entry starting at a byte offset that iter_entries(offsets=True) reported."""
+    f.seek(offset)
+    return _parse(f.readline(), label, f"byte {offset}")
 
 
 def format_entry(e: dict) -> str:

@@ -38,6 +38,7 @@ class Benchmark:
     dataset_size: int = 0             # full validation set size (checker "dataset-size")
     performance_sample_count: int = 0
     payload_dtype: str = "float32"    # numpy dtype of each response payload
+    token_payload: bool = False       # payload = token ids: LoadGen gets n_tokens = payload length
     default_batch_size: int = 1
     data_types: tuple[str, ...] = ("fp32", "fp16", "bf16")
     synthetic_n: int = 64             # default size of the synthetic set (DATA=synthetic)
@@ -73,6 +74,20 @@ class Benchmark:
     def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int) -> dict:
         """(qsl_idx, payload bytes) pairs of the merged log -> metrics keyed by checker metric name."""
         raise NotImplementedError
+
+    def accuracy_model_path(self, dataset_path: Path) -> Path:
+        """Checkpoint dir whose tokenizer decodes payloads at accuracy time (accuracy() only gets the
+        dataset path): the synthetic layout's sibling `model/`, else data/models/<name> next to
+        data/dataset/<name>. KitError naming both when neither is there."""
+        from .errors import KitError
+
+        ds = Path(dataset_path)
+        candidates = [ds.parent / "model", ds.parent.parent / "models" / ds.name]
+        for c in candidates:
+            if c.is_dir():
+                return c
+        raise KitError(f"no checkpoint dir for the {self.name} tokenizer next to dataset {ds} "
+                       f"(looked in {candidates[0]} and {candidates[1]})")
 
     def accuracy_lines(self, metrics: dict) -> list[str]:
         """Lines of accuracy.txt, as the reference accuracy script prints them (plain numbers)."""

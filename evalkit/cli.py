@@ -1,4 +1,4 @@
-"""python -m evalkit <command>: targets, models, synth, run, gather, check, info."""
+"""python -m evalkit <command>: targets, models, synth, run, gather, check, performance, report, metrics, info."""
 from __future__ import annotations
 
 import argparse
@@ -18,7 +18,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="default dataset/model paths: data/{dataset,models}/<model> or data/synthetic/<model>")
     p.add_argument("--dataset", type=Path, help="dataset dir in the published layout")
     p.add_argument("--model_path", type=Path, help="checkpoint dir in the published format")
-    p.add_argument("--log_path", type=Path, help="run dir (default logs/<model>/<scenario>/<timestamp>)")
+    p.add_argument("--log_path", type=Path, help="run dir (default logs/<model>/<scenario>/<mode>-<timestamp>)")
     p.add_argument("--n_count", type=int, help="first N samples (default: all)")
     p.add_argument("--n_partitions", type=int, default=0, help="partitions of the run (default: n_devices)")
     p.add_argument("--partition_offset", type=int, default=0, help="first partition this command runs")
@@ -37,6 +37,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no_channels_last", action="store_true", help="vision models: keep NCHW memory format")
     p.add_argument("--accuracy_target", help="99 or 99.9 (default: the model's first)")
     p.add_argument("--no_check", action="store_true", help="do not gather/check even when all partitions are done")
+    p.add_argument("--init_timeout", type=float, default=300,
+                   help="torchrun: seconds to reach the rendezvous and see every rank join")
+    p.add_argument("--dist_timeout", type=float, default=300,
+                   help="torchrun: a rank silent (no heartbeat) this many seconds counts as dead")
 
 
 def _spec(a):
@@ -47,7 +51,8 @@ def _spec(a):
         ds, mp = base / "dataset", base / "model"
     else:
         ds, mp = ROOT / "data" / "dataset" / a.model, ROOT / "data" / "models" / a.model
-    log_path = a.log_path or ROOT / "logs" / a.model / a.scenario / time.strftime("%Y%m%d-%H%M%S")
+    # mode in the dir name: accuracy and performance runs of one configuration sit side by side
+    log_path = a.log_path or ROOT / "logs" / a.model / a.scenario / f"{a.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     perf = {"target_qps": a.target_qps, "target_latency": a.target_latency,
             "min_duration": a.min_duration, "min_query_count": a.min_query_count}
     return RunSpec(model=a.model, dataset=a.dataset or ds, model_path=a.model_path or mp, log_path=log_path,
@@ -72,8 +77,13 @@ def _finish_run(spec, accuracy_target, no_check) -> int:
               f"python -m evalkit gather {spec.log_path} [OTHER_RUN_DIRS...] && python -m evalkit check {spec.log_path}",
               file=sys.stderr)
         return 0
-    if spec.mode != "accuracy" or no_check:
+    if no_check:
         print(f"run dir {spec.log_path}: all {P} partitions complete", file=sys.stderr)
+        return 0
+    if spec.mode == "performance":
+        from .perf import format_table as perf_table, write_performance
+        print(perf_table(write_performance(spec.log_path)))
+        print(f"run dir: {spec.log_path}")
         return 0
     if not is_current(spec.log_path, [spec.log_path]):
         gather([spec.log_path], force=True)
@@ -108,6 +118,36 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", type=Path, help="dataset dir if it moved since the run")
     p.add_argument("--accuracy_target", help="99 or 99.9")
     p.add_argument("--targets_version", help="older checker value set, e.g. v4.1 (mixtral)")
+    p = sub.add_parser("performance", help="parse the partitions' LoadGen summaries into performance.json")
+    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser("report", help="HTML + Markdown report over every run under LOG_DIR")
+    p.add_argument("log_dir", type=Path, nargs="?", default=ROOT / "logs")
+    p.add_argument("--out", type=Path, help="where to write report.html/report.md (default: LOG_DIR)")
+    p = sub.add_parser("metrics", help="dashboard rows (CSV + JSON) over every run under LOG_DIR")
+    p.add_argument("log_dir", type=Path, nargs="?", default=ROOT / "logs")
+    p.add_argument("--out", type=Path, help="where to write metrics.csv/metrics.json (default: LOG_DIR)")
+    p.add_argument("--system", help="system name in the metric names (default: this host's name)")
+    p = sub.add_parser("data", help="DVC: point the remote, import data, pull data / verified logs, publish a log")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    q = dsub.add_parser("remote", help="point the default remote mlperf-data at URL")
+    q.add_argument("url")
+    q.add_argument("--endpoint", help="S3-compatible endpoint, e.g. http://host:9000")
+    q = dsub.add_parser("add", help="validate SRC, lay it out in data/, dvc add + push")
+    q.add_argument("model")
+    q.add_argument("--src", type=Path, required=True, help="dataset dir in the published layout")
+    q.add_argument("--model_src", type=Path, help="checkpoint dir in the published format")
+    q = dsub.add_parser("pull", help="dvc pull the model's dataset + checkpoint (no-op when present)")
+    q.add_argument("model")
+    q = dsub.add_parser("pull-log", help="dvc pull logs/internal/<model>")
+    q.add_argument("model")
+    q = dsub.add_parser("publish-log", help="copy a PASSing full run to logs/internal/<model>, dvc add + push")
+    q.add_argument("model")
+    q.add_argument("run_dir", type=Path)
+    q.add_argument("--allow_synthetic", action="store_true")
+    q.add_argument("--allow_partial", action="store_true")
+    p = sub.add_parser("compare", help="metric-by-metric difference of a run vs a reference run (accuracy.json)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("ref_dir", type=Path)
     a = ap.parse_args(argv)
     try:
         return _dispatch(a)
@@ -144,8 +184,13 @@ def _dispatch(a) -> int:
         print(f"{status} ({spec.device}, {spec.threads} threads)")
         return 0
     if a.cmd == "run":
+        from .distributed import torchrun_env
         from .launcher import run_local
         spec = _spec(a)
+        if torchrun_env() is not None:
+            from . import distributed
+            return distributed.run(spec, a.log_path is not None, a.accuracy_target, a.no_check,
+                                   a.init_timeout, a.dist_timeout)
         run_local(spec)
         return _finish_run(spec, a.accuracy_target, a.no_check)
     if a.cmd == "gather":
@@ -153,9 +198,40 @@ def _dispatch(a) -> int:
         merged = gather(a.run_dirs, a.out, a.force)
         print(merged)
         return 0
+    if a.cmd == "performance":
+        from .perf import format_table as perf_table, write_performance
+        print(perf_table(write_performance(a.run_dir)))
+        return 0
+    if a.cmd == "report":
+        from .report import write_report
+        html, md = write_report(a.log_dir, a.out)
+        print(f"report: {html}\nmarkdown: {md}")
+        return 0
+    if a.cmd == "metrics":
+        from .metrics import write_metrics
+        for path in write_metrics(a.log_dir, a.out, a.system):
+            print(path)
+        return 0
     if a.cmd == "check":
         from .check import check, format_table
         result = check(a.run_dir, a.dataset, a.accuracy_target, a.targets_version)
         print(format_table(result))
         return 0 if result["verdict"] == "PASS" else 1
+    if a.cmd == "data":
+        from . import data
+        if a.data_cmd == "remote":
+            data.set_remote(a.url, a.endpoint)
+        elif a.data_cmd == "add":
+            data.add(a.model, a.src, a.model_src)
+        elif a.data_cmd == "pull":
+            data.pull_model_data(a.model)
+        elif a.data_cmd == "pull-log":
+            data.pull_log(a.model)
+        else:
+            data.publish_log(a.model, a.run_dir, a.allow_synthetic, a.allow_partial)
+        return 0
+    if a.cmd == "compare":
+        from .data import compare
+        print(compare(a.run_dir, a.ref_dir))
+        return 0
     raise AssertionError(a.cmd)

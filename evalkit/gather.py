@@ -3,7 +3,8 @@
 Before writing anything it proves the set is whole: every partition 0..P-1
 exactly once, one config hash, each log matching its manifest (size, sha256),
 every local index inside its range, and every global index 0..n_count-1 once.
-Gather streams entry by entry; memory is one entry plus an n_count bitmap.
+Gather streams entry by entry, each partition in qsl_idx order; memory is one entry,
+an n_count bitmap and one (qsl_idx, offset) pair per sample of a partition.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import manifest as mf
-from .accuracy_log import Writer, iter_entries
+from .accuracy_log import Writer, entry_at, iter_entries
 from .errors import KitError
 from .runner import ACCURACY_LOG
 from .util import atomic_write_json
@@ -112,8 +113,8 @@ def gather(run_dirs: list[Path], out_dir: Path | None = None, force: bool = Fals
                         h.update(chunk)
                 if expect and h.hexdigest() != expect["sha256"]:
                     raise KitError(f"partition {p}: {log} does not match its manifest's sha256 (modified); rerun the partition")
-                count = 0
-                for e in iter_entries(log, f"partition {p}:"):
+                order = []
+                for off, e in iter_entries(log, f"partition {p}:", offsets=True):
                     local = int(e["qsl_idx"])
                     if not 0 <= local < stop - start:
                         raise KitError(f"partition {p}: {log} has qsl_idx {local} outside its range 0..{stop - start - 1}")
@@ -125,10 +126,17 @@ def gather(run_dirs: list[Path], out_dir: Path | None = None, force: bool = Fals
                     if seen[g]:
                         raise KitError(f"partition {p}: {log} has qsl_idx {local} twice")
                     seen[g] = True
-                    out = {"seq_id": w.n, "qsl_idx": g}
-                    out.update((k, v) for k, v in e.items() if k not in ("seq_id", "qsl_idx"))
-                    w.write(out)
-                    count += 1
+                    order.append((local, off))
+                # Sorted by qsl_idx within the partition: LoadGen's completion order varies between
+                # runs, so this makes the merged log canonical (a resumed run is byte-identical).
+                order.sort()
+                with open(log, "rb") as raw:
+                    for local, off in order:
+                        e = entry_at(raw, off, f"partition {p}: {log}")
+                        out = {"seq_id": w.n, "qsl_idx": start + local}
+                        out.update((k, v) for k, v in e.items() if k not in ("seq_id", "qsl_idx"))
+                        w.write(out)
+                count = len(order)
                 parts_info.append({"partition": p, "dir": str(d.resolve()), "range": [start, stop],
                                    "entries": count, "host": m.get("host"), "device": m.get("device"),
                                    "timings": m.get("timings", {}), "accuracy_log_sha256": h.hexdigest()})

@@ -51,6 +51,9 @@ def prepare(spec: RunSpec):
                        f"(dataset {spec.dataset} has {dataset.size} samples)")
     if spec.n_devices < 1:
         raise KitError(f"--n_devices {spec.n_devices} must be at least 1")
+    n_acc = accelerator_count(spec.device)
+    if n_acc is not None and spec.n_devices > n_acc and ":" not in spec.device:
+        raise KitError(f"--n_devices {spec.n_devices} but this machine has {n_acc} {spec.device} device(s)")
     if not spec.n_partitions:
         spec.n_partitions = spec.n_devices
     if spec.n_partitions > spec.n_count:
@@ -60,9 +63,6 @@ def prepare(spec: RunSpec):
                        f"exceeds --n_partitions {spec.n_partitions}")
     if spec.batch_size < 0:
         raise KitError(f"--batch_size {spec.batch_size} must be positive")
-    n_acc = accelerator_count(spec.device)
-    if n_acc is not None and spec.n_devices > n_acc and ":" not in spec.device:
-        raise KitError(f"--n_devices {spec.n_devices} but this machine has {n_acc} {spec.device} device(s)")
     if not Path(spec.model_path).exists():
         raise KitError(f"model checkpoint {spec.model_path} does not exist; build the env "
                        f"(scripts/build_{bench.name}_env.sh) or pass --model_path")
@@ -107,6 +107,13 @@ def _last_line(path: Path) -> str:
     return (errs or lines or [""])[-1].strip()
 
 
+def _exit_text(rc: int) -> str:
+    if rc < 0:
+        import signal
+        return f"killed by {signal.Signals(-rc).name}"
+    return f"exit {rc}"
+
+
 def _combined(log_path: Path, parts: list[int]) -> tuple[int, int, float]:
     done = total = 0
     rate = 0.0
@@ -122,13 +129,35 @@ def _combined(log_path: Path, parts: list[int]) -> tuple[int, int, float]:
     return done, total, rate
 
 
-def run_local(spec: RunSpec) -> list[int]:
-    """Run partitions offset..offset+n_devices-1. Returns them; raises KitError naming failures."""
+def resume_command(spec: RunSpec) -> str:
+    """The user's own command line, pinned to this run dir, so that rerunning it resumes."""
+    import shlex
+    script = os.environ.get("EVALKIT_RESUME_CMD")  # set by scripts/eval_<model>.sh
+    if script:
+        return script if "LOG_PATH=" in script else f"LOG_PATH={shlex.quote(str(spec.log_path))} {script}"
+    argv = [sys.executable, "-m", "evalkit", *sys.argv[1:]]
+    if os.environ.get("TORCHELASTIC_RUN_ID") is not None:
+        try:  # under torchrun the command to rerun is the agent's, our parent's
+            parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")[:-1]
+        except OSError:
+            parent = []
+        if parent:
+            argv = parent[1:] if Path(parent[1] if len(parent) > 1 else "").name == "torchrun" else parent
+    if not any(a == "--log_path" or a.startswith("--log_path=") for a in argv):
+        argv += ["--log_path", str(spec.log_path)]
+    return shlex.join(argv)
+
+
+def run_local(spec: RunSpec, isolate: bool = False) -> list[int]:
+    """Run partitions offset..offset+n_devices-1. Returns them; raises KitError naming failures.
+
+    isolate: a single partition also runs in a worker process, so its death is reported, not shared.
+    """
     bench, dataset, config = prepare(spec)
     Path(spec.log_path).mkdir(parents=True, exist_ok=True)
     parts = [spec.partition_offset + i for i in range(spec.n_devices)]
     devices = worker_devices(spec)
-    if spec.n_devices == 1:
+    if spec.n_devices == 1 and not isolate:
         spec.device, spec.threads = devices[0]
         run_partition(bench, spec, parts[0], config, dataset)
         return parts
@@ -166,10 +195,12 @@ def run_local(spec: RunSpec) -> list[int]:
         if pr.returncode == 0:
             print(f"partition {p}: {_last_line(Path(spec.log_path) / str(p) / 'worker.log')}", file=sys.stderr)
     if failed:
-        detail = "; ".join(f"partition {p} (exit {rc}): {_last_line(Path(spec.log_path) / str(p) / 'worker.log')} "
+        detail = "; ".join(f"partition {p} ({_exit_text(rc)}): {_last_line(Path(spec.log_path) / str(p) / 'worker.log')} "
                            f"[log {Path(spec.log_path) / str(p) / 'worker.log'}]" for p, rc in failed)
+        # Under torchrun (isolate) rank 0 prints one resume command for all ranks.
+        hint = "" if isolate else f"; resume the failed ones with: {resume_command(spec)}"
         raise KitError(f"{len(failed)} of {len(parts)} partitions failed: {detail}. "
-                       f"Finished partitions are kept; rerun the same command to resume.")
+                       f"Finished partitions are kept{hint}")
     return parts
 
 

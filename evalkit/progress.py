@@ -18,8 +18,15 @@ def fmt_eta(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
 
 
+def eta_seconds(done: int, total: int, rate: float) -> float | None:
+    return (total - done) / rate if rate > 0 and total > 0 else None
+
+
 def line(label: str, done: int, total: int, rate: float) -> str:
-    eta = (total - done) / rate if rate > 0 else None
+    if total <= 0:
+        # Performance runs: LoadGen decides how many samples (min_duration, min_query_count).
+        return f"{label}: {done} samples {rate:.2f} samples/s (performance run, length set by LoadGen)"
+    eta = eta_seconds(done, total, rate)
     pct = 100.0 * done / total if total else 100.0
     return f"{label}: {done}/{total} ({pct:5.1f}%) {rate:.2f} samples/s ETA {fmt_eta(eta)}"
 
@@ -27,9 +34,11 @@ def line(label: str, done: int, total: int, rate: float) -> str:
 class Progress:
     """Thread-safe counter; redraws at most every `interval` seconds."""
 
-    def __init__(self, part_dir: Path, partition: int, total: int, interval: float = 1.0, stream=None):
+    def __init__(self, part_dir: Path, partition: int, total: int, interval: float = 1.0, stream=None,
+                 meta: dict | None = None):
         self.path = Path(part_dir) / PROGRESS_FILE
         self.partition = partition
+        self.meta = meta or {}  # model, scenario, mode, ...: lets the report show a run that has no manifest yet
         self.total = total
         self.done = 0
         self.interval = interval
@@ -47,26 +56,29 @@ class Progress:
         return self.done / el if el > 0 else 0.0
 
     def write(self, status: str) -> None:
+        rate = self.rate
+        eta = eta_seconds(self.done, self.total, rate) if status == "running" else None
         atomic_write_json(self.path, {"partition": self.partition, "done": self.done, "total": self.total,
-                                      "rate": round(self.rate, 4), "started": self.started,
-                                      "updated": time.time(), "status": status})
+                                      "rate": round(rate, 4), "eta_s": None if eta is None else round(eta, 1),
+                                      "started": self.started, "updated": time.time(), "status": status,
+                                      **self.meta})
 
     def add(self, n: int) -> None:
         with self._lock:
             self.done += n
             now = time.time()
-            if now - self._last < self.interval and self.done < self.total:
+            if now - self._last < self.interval and (self.done < self.total or self.total <= 0):
                 return
             self._last = now
             self.write("running")
             text = line(f"partition {self.partition}", self.done, self.total, self.rate)
             if self.tty:
                 self.stream.write("\r" + text)
-                if self.done >= self.total:
+                if 0 < self.total <= self.done:
                     self.stream.write("\n")
             else:
                 # Logs and pipes get a line per 10 % instead of a redraw storm.
-                pct = int(10 * self.done / self.total) if self.total else 10
+                pct = int(10 * self.done / self.total) if self.total > 0 else int(now - self.started) // 10
                 if pct != self._last_pct_printed:
                     self._last_pct_printed = pct
                     self.stream.write(text + "\n")

@@ -114,7 +114,11 @@ class _SUT:
             buf = array.array("B", np.ascontiguousarray(payload).tobytes())
             keep.append(buf)  # the buffer must outlive QuerySamplesComplete
             ptr, size = buf.buffer_info()
-            responses.append(lg.QuerySampleResponse(qs.id, ptr, size))
+            if self.bench.token_payload:
+                # LLMs: LoadGen wants n_tokens = payload length (token latencies, TEST06)
+                responses.append(lg.QuerySampleResponse(qs.id, ptr, size, int(np.asarray(payload).size)))
+            else:
+                responses.append(lg.QuerySampleResponse(qs.id, ptr, size))
         lg.QuerySamplesComplete(responses)
 
     def _work(self):
@@ -190,7 +194,10 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
         for i in indices:
             samples.pop(i, None)
 
-    progress = Progress(part_dir, p, size)
+    # Performance runs issue as many samples as LoadGen wants: total 0 = unknown.
+    progress = Progress(part_dir, p, size if spec.mode == "accuracy" else 0,
+                        meta={k: config[k] for k in ("model", "scenario", "mode", "data_type", "synthetic",
+                                                     "n_count", "n_partitions")} | {"device": spec.device})
     sut_impl = _SUT(bench, model, samples, spec, progress, lg)
     sut = lg.ConstructSUT(sut_impl.issue, sut_impl.flush)
     qsl = lg.ConstructQSL(size, min(size, bench.performance_sample_count or size), load, unload)

@@ -6,6 +6,8 @@ ENV_DIR="${ENV_DIR:-$KIT_ROOT/.envs}"
 
 die() { echo "error: $*" >&2; exit 2; }
 say() { echo "[evalkit] $*" >&2; }
+# qjoin ARGS...: one line that the shell reads back as exactly these words.
+qjoin() { local out; printf -v out '%q ' "$@"; echo "${out% }"; }
 
 env_path() { echo "$ENV_DIR/$1"; }
 
@@ -110,21 +112,18 @@ prepare_data() {
   esac
 }
 
-# pull_data MODEL: fetch the model's dataset and checkpoint with DVC (no-op when present).
+# pull_data MODEL: the model's dataset and checkpoint from DVC (no-op when present).
+# All DVC logic (pointers, dvc binary, one-line errors) lives in evalkit/data.py.
 pull_data() {
-  local model="$1" targets=() t
-  for t in "data/dataset/$model.dvc" "data/models/$model.dvc"; do
-    if [ -f "$KIT_ROOT/$t" ]; then targets+=("$t"); fi
-  done
-  if [ "${#targets[@]}" -eq 0 ]; then
-    if [ -d "$KIT_ROOT/data/dataset/$model" ] && [ -d "$KIT_ROOT/data/models/$model" ]; then
-      say "using data/dataset/$model and data/models/$model as they are (no DVC pointers)"
-      return 0
-    fi
-    die "no DVC pointer data/dataset/$model.dvc for $model; import the data once with 'make data_add_$model SRC=... MODEL_SRC=...', or run with DATA=synthetic"
-  fi
-  command -v dvc >/dev/null 2>&1 || die "dvc is not installed; run 'make dev' or 'pip install dvc[s3]'"
-  (cd "$KIT_ROOT" && dvc pull "${targets[@]}")
+  evalkit "$1" data pull "$1"
+}
+
+# data_cmd MODEL ARGS...: `python -m evalkit data ARGS` in MODEL's env (built first if needed):
+# the make targets data_add_/log_/publish_log_ run here, where the model's loader works.
+data_cmd() {
+  local model="$1"; shift
+  make_env "$KIT_ROOT/envs/$model.yml" "$(env_path "$model")"
+  evalkit "$model" data "$@"
 }
 
 # build_env MODEL [--force]: the whole build step of `make MODEL`.
@@ -143,37 +142,89 @@ build_env() {
   prepare_data "$model"
 }
 
-# eval_model MODEL [--n_count N] [--n_devices D] [--n_partitions P] [--partition_offset O] [-- extra args]
+# Variables that shape a run: recorded in the resume command the kit prints on failure.
+RUN_VARS=(DATA SCENARIO MODE N_COUNT N_DEVICES N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE BATCH_SIZE
+          LOG_PATH ACCURACY_TARGET USER_CONF TARGET_QPS TARGET_LATENCY MIN_DURATION MIN_QUERY_COUNT
+          LAUNCHER NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT ENV_DIR)
+
+# eval_model MODEL [--launcher local|torchrun] [--n_count N] [--n_devices D] [--n_partitions P] [--partition_offset O] [-- extra args]
 eval_model() {
   local model="$1"; shift
   local n_count="${N_COUNT:-}" n_devices="${N_DEVICES:-1}" n_partitions="${N_PARTITIONS:-}"
-  local offset="${PARTITION_OFFSET:-0}" extra=()
+  local offset="${PARTITION_OFFSET:-0}" launcher="${LAUNCHER:-local}" extra=() orig=("$@")
   while [ $# -gt 0 ]; do
     case "$1" in
-      --n_count|--n_devices|--n_partitions|--partition_offset)
+      --n_count|--n_devices|--n_partitions|--partition_offset|--launcher)
         [ $# -ge 2 ] || die "eval_${model}.sh: $1 needs a value"
         case "$1" in
           --n_count) n_count="$2" ;;
           --n_devices) n_devices="$2" ;;
           --n_partitions) n_partitions="$2" ;;
           --partition_offset) offset="$2" ;;
+          --launcher) launcher="$2" ;;
         esac
         shift 2 ;;
       -h|--help)
-        echo "usage: scripts/eval_${model}.sh [--n_count N] [--n_devices D] [--n_partitions P] [--partition_offset O] [-- evalkit run options]"
+        echo "usage: scripts/eval_${model}.sh [--launcher local|torchrun] [--n_count N] [--n_devices D] [--n_partitions P] [--partition_offset O] [-- evalkit run options]"
+        echo "       torchrun: N_DEVICES processes per node; NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT; DRY_RUN=1 prints the command"
         exit 0 ;;
       --) shift; extra+=("$@"); break ;;
       *) die "eval_${model}.sh: unknown option '$1' (see --help)" ;;
     esac
   done
   local args=(run "$model" --data "${DATA:-real}" --scenario "${SCENARIO:-Offline}" --mode "${MODE:-accuracy}"
-              --data_type "${DATA_TYPE:-fp32}" --device "${DEVICE:-cpu}" --n_devices "$n_devices"
-              --partition_offset "$offset")
+              --data_type "${DATA_TYPE:-fp32}" --device "${DEVICE:-cpu}" --partition_offset "$offset")
+  # Under torchrun every rank runs one partition: N_DEVICES becomes processes per node.
+  if [ "$launcher" = local ]; then args+=(--n_devices "$n_devices"); fi
   if [ -n "$n_count" ]; then args+=(--n_count "$n_count"); fi
   if [ -n "$n_partitions" ]; then args+=(--n_partitions "$n_partitions"); fi
   if [ -n "${BATCH_SIZE:-}" ]; then args+=(--batch_size "$BATCH_SIZE"); fi
   if [ -n "${LOG_PATH:-}" ]; then args+=(--log_path "$LOG_PATH"); fi
   if [ -n "${ACCURACY_TARGET:-}" ]; then args+=(--accuracy_target "$ACCURACY_TARGET"); fi
   if [ -n "${USER_CONF:-}" ]; then args+=(--user_conf "$USER_CONF"); fi
-  evalkit "$model" "${args[@]}" "${extra[@]}"
+  # LoadGen user.conf knobs (performance runs); unset = LoadGen's defaults
+  if [ -n "${TARGET_QPS:-}" ]; then args+=(--target_qps "$TARGET_QPS"); fi
+  if [ -n "${TARGET_LATENCY:-}" ]; then args+=(--target_latency "$TARGET_LATENCY"); fi
+  if [ -n "${MIN_DURATION:-}" ]; then args+=(--min_duration "$MIN_DURATION"); fi
+  if [ -n "${MIN_QUERY_COUNT:-}" ]; then args+=(--min_query_count "$MIN_QUERY_COUNT"); fi
+  if [ -n "${INIT_TIMEOUT:-}" ]; then args+=(--init_timeout "$INIT_TIMEOUT"); fi
+  if [ -n "${DIST_TIMEOUT:-}" ]; then args+=(--dist_timeout "$DIST_TIMEOUT"); fi
+  local resume="" v a
+  for v in "${RUN_VARS[@]}"; do
+    if [ -n "${!v:-}" ]; then resume+="$v=$(printf %q "${!v}") "; fi
+  done
+  resume+="$(printf %q "$0")"
+  for a in "${orig[@]}"; do resume+=" $(printf %q "$a")"; done
+  export EVALKIT_RESUME_CMD="$resume"
+  case "$launcher" in
+    local)
+      if [ "${DRY_RUN:-0}" = 1 ]; then
+        qjoin "$(kit_python "$model")" -m evalkit "${args[@]}" "${extra[@]}"; return 0
+      fi
+      evalkit "$model" "${args[@]}" "${extra[@]}" ;;
+    torchrun) torchrun_model "$model" "$n_devices" "${args[@]}" "${extra[@]}" ;;
+    *) die "LAUNCHER=$launcher (or --launcher) is not one of local, torchrun" ;;
+  esac
+}
+
+# torchrun_model MODEL NPROC EVALKIT_ARGS...: the kit under torchrun, one node of NNODES.
+# One node without MASTER_ADDR: --standalone; else a static rendezvous at MASTER_ADDR:MASTER_PORT
+# (node ranks fixed, so a resumed run finds each partition on the node that has it).
+torchrun_model() {
+  local model="$1" nproc="$2"; shift 2
+  local nnodes="${NNODES:-1}" trun
+  trun="$(env_path "$model")/bin/torchrun"
+  [ -x "$trun" ] || die "no torchrun in $(env_path "$model"); run scripts/build_${model}_env.sh first"
+  local cmd=("$trun" --nnodes "$nnodes" --nproc-per-node "$nproc" --max-restarts 0)
+  if [ "$nnodes" = 1 ] && [ -z "${MASTER_ADDR:-}" ]; then
+    cmd+=(--standalone)
+  else
+    [ -n "${MASTER_ADDR:-}" ] || die "NNODES=$nnodes needs MASTER_ADDR (the host of node rank 0)"
+    [ -n "${NODE_RANK:-}" ] || die "NNODES=$nnodes needs NODE_RANK (0..$((nnodes - 1)), this node's)"
+    cmd+=(--node-rank "$NODE_RANK" --master-addr "$MASTER_ADDR" --master-port "${MASTER_PORT:-29500}"
+          --rdzv-conf "timeout=${INIT_TIMEOUT:-300}")
+  fi
+  cmd+=(-m evalkit "$@")
+  if [ "${DRY_RUN:-0}" = 1 ]; then qjoin "${cmd[@]}"; return 0; fi
+  PYTHONPATH="$KIT_ROOT${PYTHONPATH:+:$PYTHONPATH}" "${cmd[@]}"
 }

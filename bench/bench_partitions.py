@@ -1,0 +1,77 @@
+"""Cost of splitting a run: total CPU time of P partitions vs one, same samples.
+
+Synthetic ResNet50 on CPU, `python -m evalkit run` as a user runs it (workers, LoadGen,
+gather, check), each partition's worker on one thread so that thread-pool spinning
+does not blur the comparison. CPU = user + sys of every process of the command
+(RUSAGE_CHILDREN around it; the workers are waited for, so they count).
+Goal: CPU(P) / CPU(1) <= 1.10. The per-partition fixed cost (interpreter, torch
+import, model load, LoadGen setup) is what P multiplies, so the ratio falls as
+n grows; the table prints that fixed cost too.
+
+    .venv/bin/python bench/bench_partitions.py [--n 256] [--partitions 8] [--batch 8] [--synth DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def kit(*args) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    subprocess.run([sys.executable, "-m", "evalkit", *map(str, args)], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def measure(synth: Path, log: Path, n: int, p: int, batch: int) -> tuple[float, float]:
+    c0, t0 = cpu_children(), time.perf_counter()
+    kit("run", "resnet", "--dataset", synth / "dataset", "--model_path", synth / "model", "--log_path", log,
+        "--n_count", n, "--n_partitions", p, "--n_devices", p, "--threads", 1, "--batch_size", batch)
+    return cpu_children() - c0, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--synth", type=Path, help="existing synthetic set with >= n images (else one is made)")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        synth = a.synth
+        if synth is None:
+            synth = tmp / "synth"
+            kit("synth", "resnet", "--out", synth, "--n", a.n, "--seed", 0)
+        # Interleaved 1, P, 1, P: machine noise hits both alike; the median of two is their mean.
+        rows = {1: [], a.partitions: []}
+        for rep in range(2):
+            for p in (1, a.partitions):
+                rows[p].append(measure(synth, tmp / f"p{p}-{rep}", a.n, p, a.batch))
+    cpu = {p: sum(c for c, _ in v) / len(v) for p, v in rows.items()}
+    wall = {p: sum(w for _, w in v) / len(v) for p, v in rows.items()}
+    P = a.partitions
+    fixed = (cpu[P] - cpu[1]) / (P - 1)
+    print(f"synthetic ResNet50, CPU, {a.n} samples, batch {a.batch}, 1 thread per worker, mean of 2 runs")
+    print(f"{'partitions':>10}  {'CPU s':>8}  {'wall s':>8}  {'CPU / sample ms':>15}")
+    for p in (1, P):
+        print(f"{p:>10}  {cpu[p]:>8.2f}  {wall[p]:>8.2f}  {1000 * cpu[p] / a.n:>15.1f}")
+    print(f"CPU ratio P={P} / P=1: {cpu[P] / cpu[1]:.3f}   goal <= 1.10")
+    print(f"fixed cost per extra partition: {fixed:.2f} CPU s "
+          f"(ratio <= 1.10 needs n >= ~{int(10 * (P - 1) * fixed / (cpu[1] / a.n))} samples)")
+
+
+if __name__ == "__main__":
+    main()

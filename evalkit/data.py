@@ -1,0 +1,385 @@
+"""Datasets, checkpoints and verified logs through DVC: import once, pull everywhere.
+
+Every DVC call of the kit goes through `_dvc` here: it finds the binary, bounds
+the remote's retries, keeps dvc's (redacted) output in .dvc/tmp/evalkit-dvc.log
+and turns a failure into one KitError sentence that says what to do. Nothing
+here knows about LoadGen or partitions beyond the files a run dir holds.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import registry
+from .errors import KitError
+from .manifest import read_synthetic
+from .util import ROOT, sha256_file
+
+REMOTE = "mlperf-data"
+UNSET_URL = "s3://set-me-with-make-remote/mlperf-data"  # shipped in .dvc/config until `make remote`
+# Remote options `make remote` writes for S3: an unreachable endpoint fails in seconds; a read
+# may wait longer since one object can be a multi-GB checkpoint shard.
+S3_OPTIONS = {"connect_timeout": "3", "read_timeout": "60"}
+# botocore reads these; DVC's S3 config has no retry knob. The user's own values win.
+AWS_RETRY_DEFAULTS = {"AWS_MAX_ATTEMPTS": "2", "AWS_RETRY_MODE": "standard"}
+DVC_LOG = Path(".dvc") / "tmp" / "evalkit-dvc.log"
+
+# What a verified log holds: the run's top-level results plus each partition's files.
+RUN_TOP_FILES = ("accuracy.json", "accuracy.txt", "gather.json", "merged_mlperf_log_accuracy.json")
+PARTITION_SKIP = ("progress.json",)  # live progress only; says nothing once the run is done
+
+
+def dataset_dir(model: str) -> Path:
+    return ROOT / "data" / "dataset" / model
+
+
+def model_dir(model: str) -> Path:
+    return ROOT / "data" / "models" / model
+
+
+def log_dir(model: str) -> Path:
+    return ROOT / "logs" / "internal" / model
+
+
+def pointer(path: Path) -> Path:
+    return path.with_name(path.name + ".dvc")
+
+
+def _rel(p: Path) -> str:
+    return str(Path(p).resolve().relative_to(ROOT))
+
+
+def say(msg: str) -> None:
+    print(f"[evalkit] {msg}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- dvc calls
+
+def dvc_executable() -> str:
+    """dvc from PATH, else the developer env's (.venv/bin/dvc, installed by `make dev`)."""
+    found = shutil.which("dvc")
+    if found:
+        return found
+    local = ROOT / ".venv" / "bin" / "dvc"
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    raise KitError("dvc is not installed: run `make dev` (puts it in .venv/bin) or `pip install 'dvc[s3]'`, "
+                   "then rerun")
+
+
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+_SECRET_PATTERNS = (
+    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{12,}\b"),
+    re.compile(r"(?i)((?:secret_access_key|access_key_id|session_token|aws_secret_access_key)\s*[=:]\s*)\S+"),
+    re.compile(r"(//)[^/@\s]+:[^/@\s]+@"),  # credentials inside a URL
+)
+
+
+def redact(text: str) -> str:
+    """Remove anything that may be a credential: the env's own values and key-like strings."""
+    for k in _SECRET_ENV:
+        v = os.environ.get(k)
+        if v and len(v) >= 4:
+            text = text.replace(v, "***")
+    for pat in _SECRET_PATTERNS:
+        text = pat.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
+    return text
+
+
+def _dvc_env() -> dict:
+    env = dict(os.environ)
+    for k, v in AWS_RETRY_DEFAULTS.items():
+        env.setdefault(k, v)
+    env["DVC_NO_ANALYTICS"] = "1"  # no telemetry call to the internet on every command
+    return env
+
+
+def _dvc(*args: str, what: str) -> str:
+    """Run `dvc ARGS` at the kit root; its output goes to DVC_LOG, a failure becomes one KitError line."""
+    exe = dvc_executable()
+    try:
+        cp = subprocess.run([exe, *args], cwd=ROOT, env=_dvc_env(), capture_output=True, text=True)
+    except OSError as e:
+        raise KitError(f"{what}: cannot start {exe} ({e.strerror}); reinstall dvc (`make dev`)") from None
+    out = redact(cp.stdout + cp.stderr)
+    log = ROOT / DVC_LOG
+    if log.parent.is_dir():
+        with open(log, "a") as f:
+            f.write(f"$ dvc {redact(' '.join(args))}  (exit {cp.returncode})\n{out}\n")
+    if cp.returncode != 0:
+        raise KitError(f"{what}: {_explain(out, args)} (dvc's output: {DVC_LOG})")
+    return out
+
+
+def _explain(out: str, args: tuple[str, ...]) -> str:
+    """dvc's multi-line error -> one sentence naming the cause and the fix."""
+    low = out.lower()
+    if "unable to locate credentials" in low or "nocredentialserror" in low:
+        return (f"no AWS credentials for remote '{REMOTE}'; export AWS_ACCESS_KEY_ID and "
+                f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and rerun")
+    if any(s in low for s in ("invalidaccesskeyid", "signaturedoesnotmatch", "invalidclienttokenid",
+                              "accessdenied", "access denied", "forbidden", "expiredtoken")):
+        return (f"remote '{REMOTE}' rejected the AWS credentials (wrong key, or no access to the bucket); "
+                f"check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE and rerun")
+    if any(s in low for s in ("could not connect to the endpoint", "connect timeout", "cannot connect to host",
+                              "connection refused", "endpointconnectionerror", "name or service not known",
+                              "temporary failure in name resolution", "connecttimeout")):
+        return (f"cannot reach remote '{REMOTE}' ({remote_url()}); check the network and the URL/ENDPOINT "
+                f"(`make remote URL=... ENDPOINT=...`), then rerun")
+    if "nosuchbucket" in low or "bucket does not exist" in low or ("(404)" in low and "listobjects" in low):
+        return (f"the bucket of remote '{REMOTE}' ({remote_url()}) does not exist; create it or fix the URL "
+                f"with `make remote URL=...`")
+    if any(s in low for s in ("missing cache files", "neither locally nor on remote", "checkout failed",
+                              "nosuchkey", "specified key does not exist")):
+        targets = " ".join(a for a in args if a.endswith(".dvc"))
+        return (f"objects of {targets or 'the targets'} are missing from remote '{REMOTE}' ({remote_url()}); "
+                f"run `dvc push {targets}` where the data was added (or re-import it with make data_add_<model>)")
+    if "does not exist" in low and "remote" in low:
+        return f"remote '{REMOTE}' is not configured; run `make remote URL=s3://bucket/prefix`"
+    errors = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("ERROR")]
+    last = errors[-1] if errors else (out.strip().splitlines() or ["no output"])[-1]
+    return re.sub(r"\s+", " ", last)[:300]
+
+
+@functools.lru_cache(maxsize=None)  # one dvc start (~1 s) per command, not one per message
+def remote_url() -> str:
+    try:
+        cp = subprocess.run([dvc_executable(), "config", f"remote.{REMOTE}.url"], cwd=ROOT, env=_dvc_env(),
+                            capture_output=True, text=True)
+    except (OSError, KitError):
+        return "unknown URL"
+    return redact(cp.stdout.strip()) if cp.returncode == 0 and cp.stdout.strip() else "no URL"
+
+
+def _require_remote() -> None:
+    url = remote_url()
+    if url in ("no URL", "unknown URL") or url == UNSET_URL:
+        raise KitError(f"DVC remote '{REMOTE}' points at no bucket yet; run `make remote URL=s3://bucket/prefix "
+                       f"[ENDPOINT=http://host:port]` (or `dvc remote modify --local {REMOTE} url ...`)")
+
+
+def set_remote(url: str, endpoint: str | None = None) -> None:
+    """Point the default remote at URL; S3 remotes get the bounded timeouts."""
+    _dvc("remote", "add", "--force", "--default", REMOTE, url, what=f"setting remote '{REMOTE}'")
+    remote_url.cache_clear()
+    if url.startswith("s3://"):
+        for k, v in S3_OPTIONS.items():
+            _dvc("remote", "modify", REMOTE, k, v, what=f"setting {k} of remote '{REMOTE}'")
+        if endpoint:
+            _dvc("remote", "modify", REMOTE, "endpointurl", endpoint, what=f"setting the endpoint of '{REMOTE}'")
+    elif endpoint:
+        raise KitError(f"ENDPOINT is for S3 remotes only; {url} is not s3://")
+    say(f"remote '{REMOTE}' -> {redact(url)}; commit it with: git add .dvc/config && git commit -m 'dvc remote'")
+
+
+# --------------------------------------------------------------------------- pull
+
+def _up_to_date(pointers: list[Path]) -> bool:
+    out = _dvc("status", "--json", *map(_rel, pointers), what="dvc status")
+    try:
+        return json.loads(out.strip().splitlines()[-1] if out.strip() else "{}") == {}
+    except ValueError:
+        return False
+
+
+def _pull(pointers: list[Path], what: str) -> None:
+    """Check out exactly these pointers' data; a no-op (no remote contact) when it is already there."""
+    outs = [p.with_name(p.name[:-len(".dvc")]) for p in pointers]
+    if all(o.exists() for o in outs) and _up_to_date(pointers):
+        say(f"{', '.join(map(_rel, outs))} already present")
+        return
+    _require_remote()
+    _dvc("pull", *map(_rel, pointers), what=f"pulling {what}")
+    say(f"pulled {', '.join(map(_rel, outs))}")
+
+
+def pull_model_data(model: str) -> None:
+    """Dataset + checkpoint of MODEL (the build step of `make MODEL` with DATA=real)."""
+    registry.get(model)
+    ds, md = dataset_dir(model), model_dir(model)
+    have = [pointer(d) for d in (ds, md) if pointer(d).is_file()]
+    hint = f"make data_add_{model} SRC=/path/to/dataset MODEL_SRC=/path/to/checkpoint"
+    if not have:
+        if ds.is_dir() and md.is_dir():
+            say(f"using {_rel(ds)} and {_rel(md)} as they are (no DVC pointers)")
+            return
+        raise KitError(f"no DVC pointer {_rel(pointer(ds))} for {model}; import the data once with "
+                       f"'{hint}', or run with DATA=synthetic")
+    for d in (ds, md):
+        if not pointer(d).is_file() and not d.is_dir():
+            raise KitError(f"no DVC pointer {_rel(pointer(d))} and no {_rel(d)}; import it with '{hint}'")
+    _pull(have, f"{model} data")
+
+
+def pull_log(model: str) -> None:
+    registry.get(model)
+    p = pointer(log_dir(model))
+    if not p.is_file():
+        raise KitError(f"no verified log for {model} yet ({_rel(p)} is missing); publish one with "
+                       f"`make publish_log_{model} RUN=<run dir>`")
+    _pull([p], f"the verified {model} log")
+
+
+# --------------------------------------------------------------------------- add / publish
+
+def _install_dir(fill, dst: Path) -> None:
+    """Build DST through `fill(tmp)` next to it, then swap it in: never a half-copied DST."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = dst.with_name(f".{dst.name}.partial"), dst.with_name(f".{dst.name}.old")
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    try:
+        fill(tmp)
+        if dst.exists():
+            os.replace(dst, old)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # the half copy only; DST or its old copy stays
+        if old.exists() and not dst.exists():
+            os.replace(old, dst)
+        raise
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _copy_in(src: Path, dst: Path) -> None:
+    if src.resolve() == dst.resolve():
+        return  # already laid out where the kit reads it
+    _install_dir(lambda tmp: shutil.copytree(src, tmp, symlinks=False), dst)
+
+
+def _add_and_push(dirs: list[Path], what: str) -> None:
+    _dvc("add", *map(_rel, dirs), what=f"dvc add of {what}")
+    pointers = [pointer(d) for d in dirs]
+    _dvc("push", *map(_rel, pointers), what=f"pushing {what}")
+    say(f"pushed {what} to remote '{REMOTE}'")
+    print(f"commit the pointer(s): git add {' '.join(map(_rel, pointers))} && git commit -m '{what}'")
+
+
+def validate_source(model: str, src: Path, model_src: Path | None) -> int:
+    """The loader opens SRC, every sample file is there, sample 0 loads, the checkpoint is found."""
+    bench = registry.get(model)
+    if not src.is_dir():
+        raise KitError(f"SRC {src} is not a directory; point SRC at the {model} dataset dir")
+    ds = bench.open_dataset(src)
+    synth = read_synthetic(src)
+    want = int(synth["n"]) if synth else bench.dataset_size
+    if ds.size != want:
+        kind = "its SYNTHETIC.json" if synth else "the MLPerf dataset-size"
+        raise KitError(f"{src} holds {ds.size} samples but {kind} says {want}; import the complete set")
+    ds.check_available(0, ds.size)
+    ds.load(0)
+    if model_src is not None:
+        if not model_src.exists():
+            raise KitError(f"MODEL_SRC {model_src} does not exist; point it at the {model} checkpoint")
+        bench.fingerprint(src, model_src)  # raises naming the expected checkpoint file
+    return ds.size
+
+
+def add(model: str, src: Path, model_src: Path | None = None) -> None:
+    src = Path(src).resolve()
+    model_src = Path(model_src).resolve() if model_src else None
+    n = validate_source(model, src, model_src)
+    _require_remote()
+    dirs = [dataset_dir(model)] + ([model_dir(model)] if model_src else [])
+    _copy_in(src, dirs[0])
+    if model_src:
+        _copy_in(model_src, dirs[1])
+    say(f"{model}: {n} samples{' + checkpoint' if model_src else ''} laid out in {', '.join(map(_rel, dirs))}")
+    _add_and_push(dirs, f"{model} data")
+
+
+def _check_publishable(model: str, run: Path, allow_synthetic: bool, allow_partial: bool) -> dict:
+    acc_f = run / "accuracy.json"
+    if not acc_f.is_file():
+        raise KitError(f"{run} has no accuracy.json; finish the run and `python -m evalkit check {run}` first")
+    try:
+        acc = json.loads(acc_f.read_text())
+    except ValueError:
+        raise KitError(f"{acc_f} is corrupt; rerun `python -m evalkit check {run}`") from None
+    if acc.get("model") != model:
+        raise KitError(f"{run} is a {acc.get('model')} run, not {model}")
+    if acc.get("verdict") != "PASS":
+        raise KitError(f"{run} did not PASS its check (verdict {acc.get('verdict')}); only passing runs are "
+                       f"published as verified logs")
+    if acc.get("synthetic") and not allow_synthetic:
+        raise KitError(f"{run} ran on synthetic data; publish real runs only (ALLOW_SYNTHETIC=1 to override)")
+    if acc.get("partial") or acc.get("n_count", 0) < acc.get("dataset_size", 1):
+        if not allow_partial:
+            raise KitError(f"{run} covers {acc.get('n_count')} of {acc.get('dataset_size')} samples; publish "
+                           f"full-dataset runs only (ALLOW_PARTIAL=1 to override)")
+    # accuracy.json must describe the merged log next to it (check writes its sha256 into accuracy.txt).
+    merged = run / "merged_mlperf_log_accuracy.json"
+    txt = run / "accuracy.txt"
+    if not merged.is_file() or not txt.is_file() or f"hash={sha256_file(merged)}" not in txt.read_text():
+        raise KitError(f"{run}: accuracy.txt does not match {merged.name}; rerun `python -m evalkit check {run}`")
+    return acc
+
+
+def publish_log(model: str, run: Path, allow_synthetic: bool = False, allow_partial: bool = False) -> None:
+    run = Path(run).resolve()
+    if not run.is_dir():
+        raise KitError(f"RUN {run} is not a run directory")
+    _check_publishable(model, run, allow_synthetic, allow_partial)
+    _require_remote()
+    info = json.loads((run / "gather.json").read_text())
+
+    def fill(tmp: Path) -> None:
+        tmp.mkdir()
+        for name in RUN_TOP_FILES:
+            shutil.copy2(run / name, tmp / name)
+        for part in info["partitions"]:  # partition dirs may live in other nodes' run dirs
+            src = Path(part["dir"])
+            if not src.is_dir():
+                raise KitError(f"partition {part['partition']} dir {src} (from gather.json) is gone; "
+                               f"publish from a run dir that still has it")
+            shutil.copytree(src, tmp / str(part["partition"]), ignore=shutil.ignore_patterns(*PARTITION_SKIP))
+
+    _install_dir(fill, log_dir(model))
+    _add_and_push([log_dir(model)], f"verified {model} log")
+
+
+# --------------------------------------------------------------------------- compare
+
+def compare(run: Path, ref: Path) -> str:
+    """Metric by metric: this run vs a reference (verified) run, from both accuracy.json."""
+    def load(d: Path) -> dict:
+        f = Path(d) / "accuracy.json"
+        if not f.is_file():
+            raise KitError(f"{d} has no accuracy.json; run `python -m evalkit check {d}` (or `make log_<model>` "
+                           f"for a verified log) first")
+        try:
+            return json.loads(f.read_text())
+        except ValueError:
+            raise KitError(f"{f} is corrupt; rerun `python -m evalkit check {d}`") from None
+
+    a, b = load(run), load(ref)
+    if a.get("model") != b.get("model"):
+        raise KitError(f"{run} is {a.get('model')} but {ref} is {b.get('model')}; compare runs of one model")
+    rows = [("metric", "run", "reference", "diff", "diff %")]
+    for k in sorted(set(a["metrics"]) | set(b["metrics"])):
+        x, y = a["metrics"].get(k), b["metrics"].get(k)
+        if x is None or y is None:
+            rows.append((k, _num(x), _num(y), "-", "-"))
+            continue
+        d = float(x) - float(y)
+        rows.append((k, _num(x), _num(y), f"{d:+.6g}", f"{100.0 * d / float(y):+.4f}%" if y else "-"))
+    w = [max(len(r[i]) for r in rows) for i in range(5)]
+    fmt = "  ".join("{:<%d}" % n for n in w)
+
+    def tag(x: dict) -> str:
+        return f"{x.get('verdict')}, n={x.get('n_count')}{', SYNTHETIC' if x.get('synthetic') else ''}"
+    lines = [f"{a['model']}: run {run} ({tag(a)}) vs reference {ref} ({tag(b)})", fmt.format(*rows[0]),
+             "  ".join("-" * n for n in w)] + [fmt.format(*r) for r in rows[1:]]
+    return "\n".join(lines)
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{float(x):.6g}"

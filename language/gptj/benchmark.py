@@ -1,0 +1,223 @@
+"""GPT-J 6B on CNN/DailyMail (MLPerf `gptj`, checker gptj-99 / gptj-99.9).
+
+Follows the reference `language/gpt-j` PyTorch SUT: Alpaca prompt_input template,
+prompts truncated to 1919 tokens, HF GPTJForCausalLM, beam search 4 with
+min_new_tokens 30 / max_new_tokens 128 / early stopping; payload = int64 ids of
+the generated part only. Accuracy as `evaluation.py`: decode, strip, one sentence
+per line, ROUGE with the stemmer (language/rouge.py), gen_len = characters.
+
+Offline batches several prompts (left padding, pad = eos). Batched output equals
+batch-1 output because padding is masked, positions come from the attention mask
+(HF generate), beam search keeps each prompt's beams apart, and the payload is cut
+after the first eos (what batch 1 returns; the rest of a batched row is padding).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from evalkit.benchmark import Benchmark, Dataset
+from evalkit.errors import KitError
+
+DATASET_FILE = "cnn_eval.json"
+MAX_INPUT_TOKENS = 1919
+# Alpaca "prompt_input" template, as the reference dataset.py formats each sample.
+PROMPT_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "
+                "context. Write a response that appropriately completes the request.\n\n"
+                "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:")
+# Reference gen_kwargs (backend_PyTorch.py); options may override them for experiments only.
+GEN_DEFAULTS = {"num_beams": 4, "min_new_tokens": 30, "max_new_tokens": 128, "early_stopping": True}
+_DTYPES = ("fp32", "fp16", "bf16")
+
+
+def _torch_dtype(data_type: str):
+    import torch
+
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if data_type not in table:
+        raise KitError(f"data type {data_type!r} is not supported by gpt-j; use one of {', '.join(_DTYPES)}.")
+    return table[data_type]
+
+
+def read_cnn_eval(root: Path) -> list[dict]:
+    """<root>/cnn_eval.json: a JSON list of {instruction, input, output}; KitError on any problem."""
+    f = Path(root) / DATASET_FILE
+    if not Path(root).is_dir():
+        raise KitError(f"CNN/DailyMail dataset directory {root} does not exist; put {DATASET_FILE} there "
+                       f"or pass the right --dataset.")
+    if not f.is_file():
+        raise KitError(f"{f} not found; the GPT-J dataset dir must hold {DATASET_FILE} "
+                       f"(JSON list of instruction/input/output).")
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise KitError(f"cannot read {f}: {e}; re-download it.") from None
+    if not isinstance(data, list) or not data:
+        raise KitError(f"{f} is not a non-empty JSON list of samples.")
+    for i, ex in enumerate(data):
+        if not isinstance(ex, dict) or not all(isinstance(ex.get(k), str) for k in ("instruction", "input", "output")):
+            raise KitError(f"{f} sample {i} lacks a string 'instruction', 'input' or 'output'; fix the file.")
+    return data
+
+
+def load_tokenizer(model_path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_path))
+    except (OSError, ValueError) as e:
+        raise KitError(f"cannot load the GPT-J tokenizer from {model_path} ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''}); it must be an HF checkpoint dir.") from None
+    # Reference: model_max_length 1919, left padding, pad = eos.
+    tok.model_max_length = MAX_INPUT_TOKENS
+    tok.padding_side = "left"
+    tok.pad_token = tok.eos_token
+    return tok
+
+
+class CNNDailyMail(Dataset):
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.samples = read_cnn_eval(self.root)
+        self.size = len(self.samples)
+
+    def load(self, index: int) -> str:
+        if not 0 <= index < self.size:
+            raise KitError(f"sample index {index} is outside {self.root / DATASET_FILE} (size {self.size}).")
+        return PROMPT_INPUT.format(**self.samples[index])
+
+    def check_available(self, start: int, stop: int) -> None:
+        if start < 0 or stop > self.size or start > stop:
+            raise KitError(f"sample range [{start}, {stop}) is outside {self.root / DATASET_FILE} (size {self.size}).")
+
+
+class _Generator:
+    """What load_model returns: tokenizer + model + generation settings."""
+
+    def __init__(self, tok, model, gen: dict, device: str):
+        self.tok, self.model, self.gen, self.device = tok, model, gen, device
+
+
+class GPTJ(Benchmark):
+    name = "gpt-j"
+    mlperf_name = "gptj"
+    checker_names = {"99": "gptj-99", "99.9": "gptj-99.9"}
+    default_accuracy_target = "99"
+    dataset_size = 13368
+    performance_sample_count = 13368
+    payload_dtype = "int64"       # evaluation.py --dtype default
+    token_payload = True
+    default_batch_size = 8        # reference SUT: 1; batching changes no token (see module doc)
+    data_types = _DTYPES
+    synthetic_n = 12
+
+    # --- data -----------------------------------------------------------------
+    def open_dataset(self, path: Path) -> CNNDailyMail:
+        return CNNDailyMail(Path(path))
+
+    def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
+        f = Path(dataset_path) / DATASET_FILE
+        if not f.is_file():
+            raise KitError(f"{f} not found; the GPT-J dataset dir must hold {DATASET_FILE}.")
+        mp = Path(model_path)
+        if not (mp / "config.json").is_file():
+            raise KitError(f"{mp / 'config.json'} not found; --model_path must be an HF GPT-J checkpoint dir.")
+        return {"cnn_eval_sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
+                "checkpoint": sorted([p.name, p.stat().st_size] for p in mp.iterdir() if p.is_file())}
+
+    # --- model ----------------------------------------------------------------
+    def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> _Generator:
+        from transformers import GPTJForCausalLM
+
+        mp = Path(model_path)
+        if not (mp / "config.json").is_file():
+            raise KitError(f"{mp / 'config.json'} not found; --model_path must be an HF GPT-J checkpoint dir "
+                           f"(config.json, weights, tokenizer files).")
+        tok = load_tokenizer(mp)
+        try:
+            model = GPTJForCausalLM.from_pretrained(str(mp), dtype=_torch_dtype(data_type))
+        except (OSError, ValueError, RuntimeError) as e:
+            raise KitError(f"cannot load GPT-J from {mp} ({type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}).") from None
+        model.eval().to(device)
+        gen = {k: options.get(k, v) for k, v in GEN_DEFAULTS.items()}
+        return _Generator(tok, model, gen, device)
+
+    def make_batch(self, samples: Sequence[Any], device: str, data_type: str, options: dict) -> list[str]:
+        return list(samples)  # prompts; tokenized in forward with the checkpoint's tokenizer
+
+    def forward(self, g: _Generator, prompts: list[str]) -> list[np.ndarray]:
+        import torch
+
+        enc = g.tok(prompts, return_tensors="pt", padding=True, truncation=True, max_length=MAX_INPUT_TOKENS)
+        enc = {k: v.to(g.device) for k, v in enc.items()}
+        with torch.inference_mode():
+            out = g.model.generate(**enc, **g.gen, do_sample=False, pad_token_id=g.tok.eos_token_id,
+                                   eos_token_id=g.tok.eos_token_id)
+        gen = out[:, enc["input_ids"].shape[1]:].cpu().numpy()
+        return [_cut_after_eos(row, g.tok.eos_token_id) for row in gen]
+
+    def postprocess(self, outputs: list[np.ndarray], n: int) -> list[np.ndarray]:
+        return [np.ascontiguousarray(o, dtype=np.int64) for o in outputs[:n]]
+
+    # --- accuracy -------------------------------------------------------------
+    def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int) -> dict:
+        from language import rouge
+
+        data = read_cnn_eval(Path(dataset_path))
+        tok = load_tokenizer(self.accuracy_model_path(Path(dataset_path)))
+        vocab = len(tok)
+        seen: set[int] = set()
+        preds_ids, targets = [], []
+        for qsl_idx, payload in entries:
+            qsl_idx = int(qsl_idx)
+            if len(payload) % 8:
+                raise KitError(f"response for qsl_idx {qsl_idx} has {len(payload)} bytes; a gpt-j payload is "
+                               f"int64 token ids (multiple of 8 bytes). Check the payload dtype.")
+            if not 0 <= qsl_idx < min(n_count, len(data)):
+                raise KitError(f"qsl_idx {qsl_idx} in the accuracy log is outside the evaluated range "
+                               f"0..{min(n_count, len(data)) - 1}; the log does not belong to this run.")
+            if qsl_idx in seen:  # first occurrence wins, like evaluation.py
+                continue
+            seen.add(qsl_idx)
+            ids = np.frombuffer(payload, dtype=np.int64)
+            if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+                raise KitError(f"response for qsl_idx {qsl_idx} holds token id {int(ids.max())} outside the "
+                               f"tokenizer's {vocab} ids; wrong tokenizer or payload dtype.")
+            preds_ids.append(ids.tolist())
+            targets.append(data[qsl_idx]["output"])
+        if not seen:
+            raise KitError("the accuracy log has no entries; the run produced no responses.")
+        preds = tok.batch_decode(preds_ids, skip_special_tokens=True)
+        preds, targets = rouge.postprocess(preds), rouge.postprocess(targets)
+        scores = rouge.rouge(preds, targets)
+        return {"ROUGE1": scores["rouge1"], "ROUGE2": scores["rouge2"], "ROUGEL": scores["rougeL"],
+                "ROUGELSUM": scores["rougeLsum"], "GEN_LEN": sum(len(p) for p in preds), "GEN_NUM": len(preds)}
+
+    def accuracy_lines(self, metrics: dict) -> list[str]:
+        d = {"rouge1": float(metrics["ROUGE1"]), "rouge2": float(metrics["ROUGE2"]),
+             "rougeL": float(metrics["ROUGEL"]), "rougeLsum": float(metrics["ROUGELSUM"]),
+             "gen_len": int(metrics["GEN_LEN"]), "gen_num": int(metrics["GEN_NUM"])}
+        return [repr(d)]  # the Python dict line evaluation.py prints (plain numbers)
+
+    # --- synthetic ------------------------------------------------------------
+    def synthesize(self, out: Path, n: int, seed: int) -> list[np.ndarray]:
+        from .synthetic import write_synthetic
+
+        return write_synthetic(self, Path(out), n, seed)
+
+    def synthetic_reference(self) -> dict[str, float]:
+        return {"ROUGE1": 100.0, "ROUGE2": 100.0, "ROUGEL": 100.0}
+
+
+def _cut_after_eos(row: np.ndarray, eos: int) -> np.ndarray:
+    hit = np.flatnonzero(row == eos)
+    return row[: hit[0] + 1] if hit.size else row
+
+
+BENCHMARK = GPTJ()
