@@ -14,6 +14,8 @@ export SCENARIO N_COUNT N_DEVICES N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE
        DATA LOG_PATH MODE ACCURACY_TARGET USER_CONF ENV_MANAGER ENV_DIR SYNTH_N SYNTH_SEED
 # Multi-node (README "Several nodes"): LAUNCHER=local|torchrun and torchrun's rendezvous.
 export LAUNCHER NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT DRY_RUN
+# LoadGen user.conf knobs for MODE=performance (README "Performance mode").
+export TARGET_QPS TARGET_LATENCY MIN_DURATION MIN_QUERY_COUNT
 
 VENV := .venv
 DEV_STAMP := $(VENV)/.evalkit-env
@@ -29,6 +31,8 @@ help: ## this list
 	@echo "make dev         developer environment in $(VENV)"
 	@echo "make test        test suite in $(VENV)"
 	@echo "make targets     MLPerf accuracy targets table"
+	@echo "make report      HTML + Markdown report over every run in LOG_DIR (default logs/)"
+	@echo "make metrics     dashboard rows (metrics.csv/json) over LOG_DIR [SYSTEM=name]"
 	@echo "make remote URL=s3://bucket/prefix [ENDPOINT=http://host:port]   point the DVC remote mlperf-data"
 	@echo "make data_add_<model> SRC=dataset_dir [MODEL_SRC=checkpoint_dir]   validate, dvc add + push once"
 	@echo "make log_<model> | log_all      pull the team's verified log(s) into logs/internal/<model>/"
@@ -51,17 +55,38 @@ all: $(READY)
 demo:
 	$(MAKE) --no-print-directory resnet DATA=synthetic N_DEVICES=2 N_PARTITIONS=2 LOG_PATH=$(DEMO_LOG)
 	@echo "demo run dir: $(DEMO_LOG)"
+	$(MAKE) --no-print-directory bert DATA=synthetic N_DEVICES=3 N_PARTITIONS=3 SYNTH_N=12 LOG_PATH=$(DEMO_LOG:resnet-%=bert-%)
+	$(MAKE) --no-print-directory gpt-j DATA=synthetic N_DEVICES=3 N_PARTITIONS=3 SYNTH_N=6 LOG_PATH=$(DEMO_LOG:resnet-%=gpt-j-%)
+	$(MAKE) --no-print-directory report
 
 $(DEV_STAMP): envs/dev.yml scripts/lib/common.sh
 	source scripts/lib/common.sh && ENV_MANAGER=venv make_env envs/dev.yml "$(CURDIR)/$(VENV)"
 
 dev: $(DEV_STAMP)
 
-test: dev
+test: dev browser
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q tests
 
 targets: dev
 	$(VENV)/bin/python -m evalkit targets
+
+# --- reports: stdlib + numpy only, so any built env will do (the demo has only .envs/resnet) ----
+LOG_DIR ?= logs
+KIT_PY = $(firstword $(wildcard $(VENV)/bin/python $(or $(ENV_DIR),.envs)/*/bin/python) python3)
+.PHONY: report metrics browser
+
+report:
+	PYTHONPATH="$(CURDIR)" $(KIT_PY) -m evalkit report "$(LOG_DIR)"
+
+metrics:
+	PYTHONPATH="$(CURDIR)" $(KIT_PY) -m evalkit metrics "$(LOG_DIR)" $(if $(SYSTEM),--system "$(SYSTEM)")
+
+# tests/test_report.py renders the report in headless Chromium; CI runs `make test` as root on a clean machine.
+browser:
+	if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then \
+	  [ "$$(id -u)" = 0 ] || { echo "error: the report test needs Chromium: sudo apt-get install -y chromium" >&2; exit 2; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
 
 # --- data, checkpoints and verified logs through DVC: all logic in evalkit/data.py ---------------
 # data_cmd (scripts/lib/common.sh) runs `evalkit data ...` in the model's env, where its loader works.

@@ -8,7 +8,7 @@ Goal: CPU(P) / CPU(1) <= 1.10. The per-partition fixed cost (interpreter, torch
 import, model load, LoadGen setup) is what P multiplies, so the ratio falls as
 n grows; the table prints that fixed cost too.
 
-    .venv/bin/python bench/bench_partitions.py [--n 256] [--partitions 8] [--batch 8] [--synth DIR]
+    .venv/bin/python bench/bench_partitions.py [--n 256] [--partitions 8] [--batch 8] [--repeats 2] [--synth DIR]
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--synth", type=Path, help="existing synthetic set with >= n images (else one is made)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,16 +56,16 @@ def main() -> None:
         if synth is None:
             synth = tmp / "synth"
             kit("synth", "resnet", "--out", synth, "--n", a.n, "--seed", 0)
-        # Interleaved 1, P, 1, P: machine noise hits both alike; the median of two is their mean.
+        # Interleaved 1, P, 1, P, ...: machine noise hits both alike.
         rows = {1: [], a.partitions: []}
-        for rep in range(2):
+        for rep in range(a.repeats):
             for p in (1, a.partitions):
                 rows[p].append(measure(synth, tmp / f"p{p}-{rep}", a.n, p, a.batch))
     cpu = {p: sum(c for c, _ in v) / len(v) for p, v in rows.items()}
     wall = {p: sum(w for _, w in v) / len(v) for p, v in rows.items()}
     P = a.partitions
     fixed = (cpu[P] - cpu[1]) / (P - 1)
-    print(f"synthetic ResNet50, CPU, {a.n} samples, batch {a.batch}, 1 thread per worker, mean of 2 runs")
+    print(f"synthetic ResNet50, CPU, {a.n} samples, batch {a.batch}, 1 thread per worker, mean of {a.repeats} run(s)")
     print(f"{'partitions':>10}  {'CPU s':>8}  {'wall s':>8}  {'CPU / sample ms':>15}")
     for p in (1, P):
         print(f"{p:>10}  {cpu[p]:>8.2f}  {wall[p]:>8.2f}  {1000 * cpu[p] / a.n:>15.1f}")

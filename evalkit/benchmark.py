@@ -44,8 +44,9 @@ class Benchmark:
     synthetic_n: int = 64             # default size of the synthetic set (DATA=synthetic)
 
     # --- data ---------------------------------------------------------------
-    def open_dataset(self, path: Path) -> Dataset:
-        """Open the published on-disk layout at `path`; KitError if it is not there."""
+    def open_dataset(self, path: Path, model_path: Path | None = None) -> Dataset:
+        """Open the published on-disk layout at `path`; KitError if it is not there.
+        `model_path` is for datasets whose features depend on the checkpoint (a tokenizer)."""
         raise NotImplementedError
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
@@ -71,16 +72,22 @@ class Benchmark:
         raise NotImplementedError
 
     # --- accuracy -------------------------------------------------------------
-    def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int) -> dict:
-        """(qsl_idx, payload bytes) pairs of the merged log -> metrics keyed by checker metric name."""
+    def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int,
+                 model_path: Path | None = None) -> dict:
+        """(qsl_idx, payload bytes) pairs of the merged log -> metrics keyed by checker metric name.
+        `model_path` is the run's checkpoint (its tokenizer decodes token payloads)."""
         raise NotImplementedError
 
-    def accuracy_model_path(self, dataset_path: Path) -> Path:
-        """Checkpoint dir whose tokenizer decodes payloads at accuracy time (accuracy() only gets the
-        dataset path): the synthetic layout's sibling `model/`, else data/models/<name> next to
-        data/dataset/<name>. KitError naming both when neither is there."""
+    def accuracy_model_path(self, dataset_path: Path, model_path: Path | None = None) -> Path:
+        """Checkpoint dir whose tokenizer the dataset/accuracy need: the run's `model_path` when
+        given, else the layout's convention (synthetic sibling `model/`, or data/models/<name>
+        next to data/dataset/<name>). KitError naming both when neither is there."""
         from .errors import KitError
 
+        if model_path is not None:
+            if not Path(model_path).is_dir():
+                raise KitError(f"checkpoint dir {model_path} for the {self.name} tokenizer does not exist")
+            return Path(model_path)
         ds = Path(dataset_path)
         candidates = [ds.parent / "model", ds.parent.parent / "models" / ds.name]
         for c in candidates:

@@ -46,7 +46,7 @@ def format_table(result: dict) -> str:
 
 
 def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | None = None,
-          targets_version: str | None = None) -> dict:
+          targets_version: str | None = None, model_path: Path | None = None) -> dict:
     run_dir = Path(run_dir)
     info_f, merged = run_dir / GATHER_INFO, run_dir / MERGED
     if not merged.exists() or not info_f.exists():
@@ -54,6 +54,7 @@ def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | Non
     info = json.loads(info_f.read_text())
     bench = registry.get(info["model"])
     dataset = Path(dataset or info["dataset"])
+    model_path = Path(model_path or info["model_path"])
     target = accuracy_target or bench.default_accuracy_target
     if target not in bench.checker_names:
         raise KitError(f"--accuracy_target {target} is not defined for {bench.name} "
@@ -68,7 +69,7 @@ def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | Non
         raise KitError(f"dataset {dataset} is {'' if synth else 'not '}synthetic but the run was "
                        f"{'' if info['config'].get('synthetic') else 'not '}; pass the dataset the run used")
     t0 = time.time()
-    metrics = bench.accuracy(decode_payloads(merged), dataset, n_count)
+    metrics = bench.accuracy(decode_payloads(merged), dataset, n_count, model_path)
     score_s = time.time() - t0
     dataset_size = int(synth["n"]) if synth else bench.dataset_size
     scale = {m: n_count / dataset_size for m in mt.metrics()} if n_count < dataset_size else {}

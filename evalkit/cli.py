@@ -116,6 +116,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("check", help="score the merged log, write accuracy.txt/json, PASS/FAIL table")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--dataset", type=Path, help="dataset dir if it moved since the run")
+    p.add_argument("--model_path", type=Path, help="checkpoint dir if it moved since the run (tokenizers)")
     p.add_argument("--accuracy_target", help="99 or 99.9")
     p.add_argument("--targets_version", help="older checker value set, e.g. v4.1 (mixtral)")
     p = sub.add_parser("performance", help="parse the partitions' LoadGen summaries into performance.json")
@@ -214,7 +215,7 @@ def _dispatch(a) -> int:
         return 0
     if a.cmd == "check":
         from .check import check, format_table
-        result = check(a.run_dir, a.dataset, a.accuracy_target, a.targets_version)
+        result = check(a.run_dir, a.dataset, a.accuracy_target, a.targets_version, a.model_path)
         print(format_table(result))
         return 0 if result["verdict"] == "PASS" else 1
     if a.cmd == "data":

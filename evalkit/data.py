@@ -140,6 +140,10 @@ def _explain(out: str, args: tuple[str, ...]) -> str:
         targets = " ".join(a for a in args if a.endswith(".dvc"))
         return (f"objects of {targets or 'the targets'} are missing from remote '{REMOTE}' ({remote_url()}); "
                 f"run `dvc push {targets}` where the data was added (or re-import it with make data_add_<model>)")
+    if "without a confirmation" in low or "use `-f` to force" in low:
+        targets = " ".join(a for a in args if a.endswith(".dvc"))
+        return (f"the data of {targets} has local changes that differ from the pointers; restore it with "
+                f"`dvc checkout --force {targets}` (or re-import it with make data_add_<model>)")
     if "does not exist" in low and "remote" in low:
         return f"remote '{REMOTE}' is not configured; run `make remote URL=s3://bucket/prefix`"
     errors = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("ERROR")]
@@ -378,7 +382,7 @@ def compare(run: Path, ref: Path) -> str:
         return f"{x.get('verdict')}, n={x.get('n_count')}{', SYNTHETIC' if x.get('synthetic') else ''}"
     lines = [f"{a['model']}: run {run} ({tag(a)}) vs reference {ref} ({tag(b)})", fmt.format(*rows[0]),
              "  ".join("-" * n for n in w)] + [fmt.format(*r) for r in rows[1:]]
-    return "\n".join(lines)
+    return "\n".join(ln.rstrip() for ln in lines)
 
 
 def _num(x) -> str:

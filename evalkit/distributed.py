@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import socket
 import sys
@@ -145,10 +144,13 @@ def _stream(part_dir: Path, files: list[dict]) -> None:
     import torch
     import torch.distributed as dist
 
-    for meta in files:
-        with open(part_dir / meta["name"], "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                dist.send(torch.frombuffer(bytearray(chunk), dtype=torch.uint8), dst=0)
+    try:
+        for meta in files:
+            with open(part_dir / meta["name"], "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    dist.send(torch.frombuffer(bytearray(chunk), dtype=torch.uint8), dst=0)
+    except RuntimeError as e:  # gloo: peer gone or timed out
+        raise KitError(f"sending {part_dir} to rank 0 failed: {str(e).strip()[:200]}") from None
 
 
 def _receive(ranks: _Ranks, src: int, run_dir: Path, p: int, files: list[dict]) -> None:
@@ -187,7 +189,8 @@ def _receive(ranks: _Ranks, src: int, run_dir: Path, p: int, files: list[dict]) 
         if old is not None:
             shutil.rmtree(old)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
         raise
 
 
@@ -201,7 +204,7 @@ def _resume_command(spec, env: dict) -> str:
     return cmd
 
 
-def _own_partition(ranks: _Ranks, spec, env: dict, plan: dict, chash: str, config: dict) -> dict:
+def _own_partition(spec, env: dict, plan: dict, chash: str) -> dict:
     """Run (or skip) this rank's partition; returns its result record."""
     from .launcher import cpu_cores, run_local
 
@@ -271,7 +274,7 @@ def _rank0(ranks: _Ranks, spec, env, accuracy_target, no_check) -> int:
         plan = {"log_path": str(run_dir), "token": nonce, "config_hash": chash,
                 "complete": {str(p): m["config_hash"] for p, m in complete_partitions(run_dir).items()}}
         ranks.put("plan", plan)
-        results = {0: _own_partition(ranks, spec, env, plan, chash, config)}
+        results = {0: _own_partition(spec, env, plan, chash)}
         pending = set(range(1, env["world_size"]))
         while pending:
             for r in sorted(pending):
@@ -332,7 +335,7 @@ def _rank_n(ranks: _Ranks, spec, env, log_path_given: bool) -> int:
         except KitError as e:
             res["error"] = str(e)
         else:
-            res = _own_partition(ranks, spec, env, plan, mf.config_hash(config), config)
+            res = _own_partition(spec, env, plan, mf.config_hash(config))
         tok = Path(spec.log_path) / TOKEN
         shared = tok.exists() and tok.read_text() == plan["token"]
         part_dir = Path(spec.log_path) / str(res["partition"])

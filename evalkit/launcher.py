@@ -15,7 +15,7 @@ from pathlib import Path
 from . import manifest as mf
 from . import registry
 from .errors import KitError
-from .progress import PROGRESS_FILE, line
+from .progress import PROGRESS_FILE, line, partition_detail
 from .runner import MODES, SCENARIOS, RunSpec, run_partition
 
 
@@ -43,7 +43,7 @@ def prepare(spec: RunSpec):
         raise KitError(f"--mode {spec.mode} is not one of {', '.join(MODES)}")
     if spec.data_type not in bench.data_types:
         raise KitError(f"--data_type {spec.data_type} is not supported by {bench.name} ({', '.join(bench.data_types)})")
-    dataset = bench.open_dataset(Path(spec.dataset))
+    dataset = bench.open_dataset(Path(spec.dataset), Path(spec.model_path))
     if spec.n_count is None:
         spec.n_count = dataset.size
     if not 1 <= spec.n_count <= dataset.size:
@@ -176,7 +176,7 @@ def run_local(spec: RunSpec, isolate: bool = False) -> list[int]:
             time.sleep(0.5)
             done, total, rate = _combined(Path(spec.log_path), parts)
             if total:
-                text = line(f"{len(parts)} partitions", done, total, rate)
+                text = line(f"{len(parts)} partitions", done, total, rate) + partition_detail(Path(spec.log_path), parts)
                 if tty:
                     sys.stderr.write("\r" + text)
                 elif int(10 * done / total) != last_decile:

@@ -175,5 +175,5 @@ def format_table(result: dict) -> str:
     sep = "  ".join("-" * w for w in widths)
     head = (f"{result['model']} {result['scenario']} PerformanceOnly, {result['data_type']}"
             + (" -- SYNTHETIC data" if result["synthetic"] else ""))
-    return "\n".join([head, fmt.format(*hdr), sep] + [fmt.format(*r) for r in rows] + [sep,
+    return "\n".join(x.rstrip() for x in [head, fmt.format(*hdr), sep] + [fmt.format(*r) for r in rows] + [sep,
                      f"RESULT: {result['result']}"])

@@ -1,6 +1,7 @@
 """Per-partition progress: a terminal bar and progress.json next to the partition log."""
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -29,6 +30,20 @@ def line(label: str, done: int, total: int, rate: float) -> str:
     eta = eta_seconds(done, total, rate)
     pct = 100.0 * done / total if total else 100.0
     return f"{label}: {done}/{total} ({pct:5.1f}%) {rate:.2f} samples/s ETA {fmt_eta(eta)}"
+
+
+def partition_detail(log_path: Path, parts: list[int]) -> str:
+    """' | p0 12/32 ETA 00:10 | p1 ...': each partition's own state, appended to the combined line."""
+    out = []
+    for p in parts:
+        try:
+            pr = json.loads((Path(log_path) / str(p) / PROGRESS_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        done, total, rate = int(pr.get("done", 0)), int(pr.get("total", 0)), float(pr.get("rate", 0.0))
+        state = f"ETA {fmt_eta(eta_seconds(done, total, rate))}" if pr.get("status") == "running" else pr.get("status")
+        out.append(f"p{p} {done}/{total} {state}" if total > 0 else f"p{p} {done} {state}")
+    return "".join(f" | {x}" for x in out)
 
 
 class Progress:

@@ -12,6 +12,8 @@ from .errors import KitError
 
 MODELS: dict[str, str] = {
     "resnet": "vision.resnet50.benchmark",
+    "bert": "language.bert.benchmark",
+    "gpt-j": "language.gptj.benchmark",
 }
 
 

@@ -21,6 +21,7 @@ from .util import atomic_write_text
 
 VERIFIED_DIR = "internal"  # logs/internal/<model>/accuracy.json: verified reference logs
 STRAGGLER = 1.25           # a partition this many times the median wall time is flagged
+STALE_S = 600              # a "running" progress.json not updated for this long: the worker is gone
 
 
 def _read_json(path: Path) -> dict | None:
@@ -37,7 +38,7 @@ def _partition_dirs(d: Path) -> list[Path]:
 
 
 def _is_run(d: Path) -> bool:
-    return any((d / n).exists() for n in ("accuracy.json", PERFORMANCE)) or any(
+    return any((d / n).exists() for n in ("accuracy.json", PERFORMANCE, "gather.json")) or any(
         (p / mf.MANIFEST).exists() or (p / PROGRESS_FILE).exists() for p in _partition_dirs(d))
 
 
@@ -67,24 +68,37 @@ def verified_logs(log_dir: Path) -> dict[str, dict]:
     return out
 
 
+def _wall(timings: dict) -> float | None:
+    return timings["finished"] - timings["started"] if "finished" in timings else timings.get("loadgen_s")
+
+
 def load_run(run_dir: Path, log_dir: Path, verified: dict[str, dict]) -> dict:
     run_dir = Path(run_dir)
     acc = _read_json(run_dir / "accuracy.json")
     perf = _read_json(run_dir / PERFORMANCE)
     parts, meta = [], {}
+    gathered = _read_json(run_dir / "gather.json")
+    if gathered and not _partition_dirs(run_dir):
+        # `gather --out DIR` over other nodes' dirs: the partitions are known from gather.json
+        meta = dict(gathered["config"], n_partitions=gathered["n_partitions"])
+        parts = [{"partition": p["partition"], "state": "complete", "device": p.get("device"), "host": p.get("host"),
+                  "wall_s": _wall(p.get("timings", {})), "done": p.get("entries"), "total": p.get("entries"),
+                  "rate": None, "eta_s": None} for p in gathered.get("partitions", [])]
     for d in _partition_dirs(run_dir):
         m, pr = mf.read_manifest(d), _read_json(d / PROGRESS_FILE) or {}
         row = {"partition": int(d.name), "done": pr.get("done"), "total": pr.get("total"),
                "rate": pr.get("rate"), "eta_s": pr.get("eta_s"), "device": pr.get("device"), "host": None}
         if m is not None:
             meta = meta or dict(m["config"], n_partitions=m["n_partitions"])
-            t = m.get("timings", {})
-            row.update(state="complete", device=m.get("device"), host=m.get("host"),
-                       wall_s=(t["finished"] - t["started"]) if "finished" in t else t.get("loadgen_s"))
+            row.update(state="complete", device=m.get("device"), host=m.get("host"), wall_s=_wall(m.get("timings", {})))
         elif pr:
             meta = meta or {k: pr[k] for k in ("model", "scenario", "mode", "data_type", "synthetic",
                                                 "n_count", "n_partitions") if k in pr}
-            row.update(state=pr.get("status", "running"), wall_s=pr.get("updated", 0) - pr.get("started", 0))
+            # no manifest: running, failed, or stopped without finishing (progress.json not updated for STALE_S)
+            state = {"running": "running", "failed": "failed"}.get(pr.get("status"), "unfinished")
+            if state == "running" and time.time() - pr.get("updated", 0) > STALE_S:
+                state = "stalled"
+            row.update(state=state, wall_s=pr.get("updated", 0) - pr.get("started", 0))
         else:
             row.update(state="missing", wall_s=None)
         parts.append(row)
@@ -116,7 +130,6 @@ def load_run(run_dir: Path, log_dir: Path, verified: dict[str, dict]) -> dict:
         "devices": sorted({r["device"] for r in parts if r.get("device")}),
         "hosts": sorted({r["host"] for r in parts if r.get("host")}),
         "accuracy": acc, "performance": perf, "verified": verified.get(model),
-        "finished": max((p.get("updated") or 0 for p in parts), default=0),
     }
 
 
@@ -240,7 +253,8 @@ def wall_plot(run: dict) -> str:
         colour = "#9e9e9e" if p["state"] != "complete" else "#ef6c00" if slow else "#1565c0"
         bars.append((f"partition {p['partition']} ({p.get('device') or '-'})", w, colour,
                      f"{w:.1f} s" + (" straggler" if slow else "") + ("" if p["state"] == "complete" else f" {p['state']}")))
-    return svg_bars(bars, 0, max(walls) * 1.1 or 1, [(med, f"median {med:.1f} s")], "wall time per partition (s)")
+    marks = [(med, f"median {med:.1f} s")] if len(walls) > 1 else []
+    return svg_bars(bars, 0, max(walls) * 1.1 or 1, marks, "wall time per partition (s)")
 
 
 # ------------------------------------------------------------------ pages
@@ -290,7 +304,7 @@ def render_html(runs: list[dict], log_dir: Path) -> str:
     e = html.escape
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\">"
              f"<title>evalkit report: {e(str(log_dir))}</title><style>{CSS}</style></head><body>",
-             f"<h1>MLPerf Inference accuracy and performance</h1><p>{len(runs)} runs under <code>{e(str(log_dir))}</code>, "
+             f"<h1>MLPerf Inference accuracy and performance</h1><p>Runs under <code>{e(str(log_dir))}</code>: {len(runs)}, "
              f"written {time.strftime('%Y-%m-%d %H:%M:%S')}. SYNTHETIC runs are scored against the synthetic model's "
              f"own outputs; PARTIAL runs cover fewer samples than the dataset.</p>",
              "<h2>Results</h2>", _html_table([summary_row(r) for r in runs]),
@@ -310,7 +324,7 @@ def render_html(runs: list[dict], log_dir: Path) -> str:
 
 
 def render_markdown(runs: list[dict], log_dir: Path) -> str:
-    out = [f"# MLPerf Inference accuracy and performance\n\n{len(runs)} runs under `{log_dir}`.\n",
+    out = [f"# MLPerf Inference accuracy and performance\n\nruns under `{log_dir}`: {len(runs)}\n",
            "## Results\n", _md_table([summary_row(r) for r in runs]), "## Runs\n"]
     for run in runs:
         out.append(f"### {run['id']}" + (" — " + " ".join(flags(run)) if flags(run) else "") + "\n")

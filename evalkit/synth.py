@@ -40,8 +40,9 @@ def synthesize(model: str, out: Path, n: int, seed: int = 0) -> dict:
         payloads = bench.synthesize(out, n, seed)
         ds = out / "dataset"
         exact = bench.synthetic_reference()
-        truth = bench.accuracy(((i, p.tobytes()) for i, p in enumerate(payloads)), ds, n)
-        shifted = bench.accuracy(((i, payloads[(i + 1) % n].tobytes()) for i in range(n)), ds, n)
+        mp = out / "model"
+        truth = bench.accuracy(((i, p.tobytes()) for i, p in enumerate(payloads)), ds, n, mp)
+        shifted = bench.accuracy(((i, payloads[(i + 1) % n].tobytes()) for i in range(n)), ds, n, mp)
         # The synthetic reference is the metric of the model's own output: exact metrics
         # must come out at their perfect value, the rest (e.g. GEN_LEN) are taken as measured.
         target_metrics = {m for c in bench.checker_names.values() for m in targets.get(c).metrics()}

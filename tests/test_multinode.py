@@ -151,6 +151,26 @@ def test_torchrun_worker_killed_then_script_resume(resnet_synth, baseline, tmp_p
     assert (log / MERGED).read_bytes() == baseline[24]
 
 
+def test_dead_rank_on_another_node_does_not_hang_rank_0(resnet_synth, tmp_path):
+    """Node 1's rank process is SIGKILLed mid-run: node 0 finishes its partition, declares rank 1
+    dead after --dist_timeout and exits non-zero naming partition 1 and the resume command."""
+    port = free_port()
+    node = [tmp_path / "node0", tmp_path / "node1"]
+    procs = [torchrun("--nnodes", 2, "--node_rank", r, "--nproc-per-node", 1, "--master_addr", "127.0.0.1",
+                      "--master_port", port, "-m", "evalkit", "run", "resnet", *data_args(resnet_synth, 24),
+                      "--batch_size", 2, "--dist_timeout", 5, "--log_path", node[r]) for r in (1, 0)]
+    rank1 = int(Path(f"/proc/{worker_pid(node[1], 1)}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(rank1, signal.SIGKILL)  # the rank process itself, the worker's parent
+    t0 = time.time()
+    (rc1, _, _), (rc0, _, err0) = [finish(p) for p in procs]
+    assert rc1 != 0 and rc0 != 0, err0  # torchrun exits 1 when a rank exits non-zero
+    assert time.time() - t0 < 120
+    (line,) = errors(err0)
+    assert "partition 1 (rank 1): rank 1 stopped responding" in line and "--dist_timeout 5" in line
+    assert (node[0] / "0" / "partition.json").exists()
+    assert "--log_path" in resume_cmd(line) and "--node_rank 0" in resume_cmd(line)
+
+
 def test_unreachable_rendezvous_fails_in_bounded_time(resnet_synth, tmp_path):
     """A rank whose rendezvous store never answers: one error line within the init timeout."""
     t0 = time.time()

@@ -53,6 +53,9 @@ def logs(resnet_synth, tmp_path_factory):
             w.write({"seq_id": e["seq_id"], "qsl_idx": (e["qsl_idx"] + 1) % len(es), "data": e["data"]})
         w.close()
     assert evalkit("check", fail).returncode == 1
+    # partitions gathered into a dir of their own (as after runs on several nodes)
+    evalkit("gather", off / "accuracy-pass", "--out", off / "accuracy-merged", check=True)
+    evalkit("check", off / "accuracy-merged", check=True)
     # In progress: partition 1 has no manifest yet, only the progress.json a running worker writes
     prog = off / "accuracy-running"
     shutil.copytree(off / "accuracy-pass", prog)
@@ -75,6 +78,7 @@ EXPECT = {  # run id -> (result, flags)
     "resnet/Offline/accuracy-pass": ("PASS", "SYNTHETIC"),
     "resnet/Offline/accuracy-fail": ("FAIL", "SYNTHETIC"),
     "resnet/Offline/accuracy-partial": ("PASS", "SYNTHETIC PARTIAL"),
+    "resnet/Offline/accuracy-merged": ("PASS", "SYNTHETIC"),
     "resnet/Offline/accuracy-running": ("-", "SYNTHETIC IN PROGRESS"),
     "resnet/Offline/performance-valid": ("VALID", "SYNTHETIC"),
     "resnet/SingleStream/performance-invalid": ("INVALID", "SYNTHETIC"),
@@ -110,6 +114,7 @@ def test_markdown_shows_every_run_with_its_verdict(report):
     assert table["resnet/Offline/accuracy-fail"]["verified (delta)"].split("(")[1].startswith("-")
     assert table["resnet/Offline/accuracy-running"]["partitions"] == "1/2"
     assert table["resnet/Offline/accuracy-pass"]["partitions"] == "2/2"
+    assert table["resnet/Offline/accuracy-merged"]["partitions"] == "2/2"
     assert table["resnet/Offline/performance-valid"]["performance"].endswith("samples/s")
     assert table["resnet/SingleStream/performance-invalid"]["performance"].endswith(" ms")
     text = md.read_text()
@@ -184,3 +189,23 @@ def test_report_errors_name_the_dir(tmp_path):
     (tmp_path / "m" / "0" / "progress.json").write_text("{not json")
     err = one_line_error(evalkit("report", tmp_path))
     assert str(tmp_path / "m" / "0" / "progress.json") in err
+
+
+def test_stalled_and_unfinished_partitions(tmp_path):
+    """A worker that died leaves progress.json 'running' forever: after STALE_S it is shown as stalled."""
+    from evalkit import report
+    run_dir = tmp_path / "resnet" / "Offline" / "accuracy-x"
+    meta = {"model": "resnet", "scenario": "Offline", "mode": "accuracy", "data_type": "fp32", "n_partitions": 2}
+    for p in (0, 1):
+        (run_dir / str(p)).mkdir(parents=True)
+        pr = Progress(run_dir / str(p), p, 10, meta=meta, stream=open(os.devnull, "w"))
+        pr.add(3)
+    stale = json.loads((run_dir / "0" / "progress.json").read_text())
+    stale["updated"] -= report.STALE_S + 1
+    (run_dir / "0" / "progress.json").write_text(json.dumps(stale))
+    run = report.collect_runs(tmp_path)[0]
+    assert [p["state"] for p in run["partitions"]] == ["stalled", "running"]
+    assert run["state"] == "in progress" and run["model"] == "resnet"
+    pr.finish("complete")  # finished LoadGen but no manifest: not complete
+    run = report.collect_runs(tmp_path)[0]
+    assert [p["state"] for p in run["partitions"]] == ["stalled", "unfinished"] and run["state"] == "incomplete"

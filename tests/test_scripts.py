@@ -12,8 +12,12 @@ MODELS = ["resnet", "retinanet", "3d-unet", "bert", "gpt-j", "llama2", "mixtral"
 
 
 @pytest.fixture(scope="module")
-def clone(tmp_path_factory):
-    return fresh_clone(tmp_path_factory.mktemp("clone"))
+def clone(tmp_path_factory, env_dir):
+    """A fresh copy whose build step ran once (venv from envs/resnet.yml + synthetic data)."""
+    c = fresh_clone(tmp_path_factory.mktemp("clone"))
+    cp = sh("scripts/build_resnet_env.sh", c, ENV_DIR=env_dir, DATA="synthetic")
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    return c
 
 
 def test_make_help_and_pending_models(clone):

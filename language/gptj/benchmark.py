@@ -117,7 +117,7 @@ class GPTJ(Benchmark):
     synthetic_n = 12
 
     # --- data -----------------------------------------------------------------
-    def open_dataset(self, path: Path) -> CNNDailyMail:
+    def open_dataset(self, path: Path, model_path: Path | None = None) -> CNNDailyMail:
         return CNNDailyMail(Path(path))
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
@@ -166,11 +166,12 @@ class GPTJ(Benchmark):
         return [np.ascontiguousarray(o, dtype=np.int64) for o in outputs[:n]]
 
     # --- accuracy -------------------------------------------------------------
-    def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int) -> dict:
+    def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int,
+                 model_path: Path | None = None) -> dict:
         from language import rouge
 
         data = read_cnn_eval(Path(dataset_path))
-        tok = load_tokenizer(self.accuracy_model_path(Path(dataset_path)))
+        tok = load_tokenizer(self.accuracy_model_path(Path(dataset_path), model_path))
         vocab = len(tok)
         seen: set[int] = set()
         preds_ids, targets = [], []

@@ -36,14 +36,13 @@ pick_manager() {
 make_env() {
   local spec="$1" target="$2" force="${3:-}"
   [ -f "$spec" ] || die "env spec $spec does not exist"
-  local hash stamp="$target/.evalkit-env"
+  local hash stamp="$target/.evalkit-env" mgr
+  mgr="$(pick_manager)"  # validates ENV_MANAGER even when nothing needs building
   hash="$(spec_hash "$spec")"
   if [ "$force" != "--force" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ]; then
     say "env $target is up to date with $spec"
     return 0
   fi
-  local mgr
-  mgr="$(pick_manager)"
   if [ -e "$target" ]; then
     say "rebuilding $target (spec changed or --force)"
     rm -rf "$target"
@@ -59,14 +58,17 @@ make_env() {
       if [ -n "$want_py" ] && command -v "python$want_py" >/dev/null 2>&1; then py="python$want_py"; else py=python3; fi
     fi
     say "building venv $target from $spec with $py"
-    "$py" -m venv "$tmp"
+    "$py" -m venv --prompt "$(basename "$target")" "$tmp"
     "$tmp/bin/python" -m pip install --quiet --upgrade pip
-    local reqs
-    reqs="$(python3 "$KIT_ROOT/scripts/lib/envspec.py" pip "$spec")"
-    if [ -n "$reqs" ]; then
-      # shellcheck disable=SC2086
-      "$tmp/bin/python" -m pip install --quiet $reqs
-    fi
+    # One pip install per step of the spec (envspec.py: `# evalkit: then` starts a new one).
+    local steps step
+    steps="$(python3 "$KIT_ROOT/scripts/lib/envspec.py" pip "$spec")"
+    while IFS= read -r step; do
+      if [ -n "$step" ]; then
+        # shellcheck disable=SC2086
+        "$tmp/bin/python" -m pip install --quiet $step
+      fi
+    done <<< "$steps"
   else
     say "building $mgr env $target from $spec"
     if [ "$mgr" = micromamba ]; then
@@ -75,6 +77,11 @@ make_env() {
       "$mgr" env create -p "$tmp" -f "$spec"
     fi
   fi
+  # Console scripts (dvc, moto_server, pip) and activate name the build dir: point them at the final one.
+  local f
+  while IFS= read -r -d '' f; do
+    sed -i "s|$tmp|$target|g" "$f"
+  done < <(grep -rlIZ -F "$tmp" "$tmp/bin")
   echo "$hash" > "$tmp/.evalkit-env"
   mv "$tmp" "$target"
   say "env ready: $target"

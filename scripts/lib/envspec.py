@@ -2,14 +2,27 @@
 
 Reads only the small, fixed shape of our env files (no PyYAML needed on the
 machine that builds the env): the items under `- pip:`, and the python version.
+
+`pip` prints one line per pip install step. A comment line `# evalkit: then`
+inside the pip list starts the next step: a venv build installs the steps one
+after the other, so a later step resolves against what the earlier ones pinned
+(pip's resolver can backtrack for a very long time when dvc[s3] and
+moto[server] are resolved together). conda ignores the marker (a comment).
 """
 import sys
 
 
+THEN = "# evalkit: then"
+
+
 def parse(path):
-    pip, python, in_pip, pip_indent = [], None, False, 0
+    """-> (pip install steps, each a list of requirements; python version or None)."""
+    steps, python, in_pip, pip_indent = [[]], None, False, 0
     with open(path) as f:
         for raw in f:
+            if in_pip and raw.strip().startswith(THEN):
+                steps.append([])
+                continue
             line = raw.split("#", 1)[0].rstrip()
             if not line.strip():
                 continue
@@ -21,16 +34,16 @@ def parse(path):
                 in_pip, pip_indent = True, indent
                 continue
             if in_pip and item.startswith("- "):
-                pip.append(item[2:].strip())
+                steps[-1].append(item[2:].strip())
             elif item.startswith("- python="):
                 python = item.split("=", 1)[1]
-    return pip, python
+    return [st for st in steps if st], python
 
 
 if __name__ == "__main__":
-    reqs, py = parse(sys.argv[2])
+    steps, py = parse(sys.argv[2])
     if sys.argv[1] == "pip":
-        print("\n".join(reqs))
+        print("\n".join(" ".join(st) for st in steps))
     elif sys.argv[1] == "python":
         print(py or "")
     else:

@@ -150,7 +150,7 @@ class ResNet50(Benchmark):
     data_types = _DTYPES
 
     # --- data -----------------------------------------------------------------
-    def open_dataset(self, path: Path) -> ImageNetDataset:
+    def open_dataset(self, path: Path, model_path: Path | None = None) -> ImageNetDataset:
         return ImageNetDataset(Path(path))
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
@@ -212,7 +212,8 @@ class ResNet50(Benchmark):
         return [np.array([lab], dtype=np.float32) for lab in labels]
 
     # --- accuracy -------------------------------------------------------------
-    def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int) -> dict:
+    def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int,
+                 model_path: Path | None = None) -> dict:
         _, labels = _read_val_map(Path(dataset_path))
         vm = Path(dataset_path) / VAL_MAP
         seen: set[int] = set()

@@ -1,0 +1,181 @@
+"""BERT-Large on SQuAD v1.1 (MLPerf `bert`, checker bert-99 / bert-99.9).
+
+qsl_idx indexes features (10,833 for the dev set) built as the reference does
+(language/bert/squad.py); model = HF BertForQuestionAnswering from a checkpoint dir
+with its vocab.txt; payload = float32 (384, 2) [start, end] logits per token, as the
+reference PyTorch SUT writes them; accuracy = accuracy-squad.py + evaluate_v1.1.py.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from evalkit.benchmark import Benchmark, Dataset
+from evalkit.errors import KitError
+
+from . import squad
+
+DATASET_FILE = "dev-v1.1.json"
+_DTYPES = ("fp32", "fp16", "bf16")
+
+
+def _torch_dtype(data_type: str):
+    import torch
+
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if data_type not in table:
+        raise KitError(f"data type {data_type!r} is not supported by bert; use one of {', '.join(_DTYPES)}.")
+    return table[data_type]
+
+
+def load_tokenizer(model_path: Path):
+    from transformers import BertTokenizerFast
+
+    vocab = Path(model_path) / "vocab.txt"
+    if not vocab.is_file():
+        raise KitError(f"{vocab} not found; the BERT checkpoint dir must hold its vocab.txt.")
+    # The reference tokenizer: uncased wordpieces of the checkpoint's vocab (do_lower_case=True).
+    return BertTokenizerFast.from_pretrained(str(model_path), do_lower_case=True)
+
+
+_cache: dict = {}
+
+
+def squad_features(dataset_path: Path, model_path: Path):
+    """(examples, features) for dev-v1.1.json + the checkpoint's vocab, memoised per process."""
+    f = Path(dataset_path) / DATASET_FILE
+    key = (str(f.resolve()), str((Path(model_path) / "vocab.txt").resolve()))
+    if key not in _cache:
+        examples = squad.read_examples(f)
+        _cache[key] = (examples, squad.build_features(examples, load_tokenizer(model_path)))
+    return _cache[key]
+
+
+class SquadFeatures(Dataset):
+    def __init__(self, root: Path, model_path: Path | None = None):
+        self.root = Path(root)
+        self.examples, self.features = squad_features(self.root, BENCHMARK.accuracy_model_path(self.root, model_path))
+        self.size = len(self.features)
+
+    def load(self, index: int):
+        if not 0 <= index < self.size:
+            raise KitError(f"feature index {index} is outside {self.root / DATASET_FILE} ({self.size} features).")
+        f = self.features[index]
+        return f.input_ids, f.input_mask, f.segment_ids
+
+    def check_available(self, start: int, stop: int) -> None:
+        if start < 0 or stop > self.size or start > stop:
+            raise KitError(f"feature range [{start}, {stop}) is outside {self.root / DATASET_FILE} "
+                           f"({self.size} features).")
+
+
+class Bert(Benchmark):
+    name = "bert"
+    mlperf_name = "bert"
+    checker_names = {"99": "bert-99", "99.9": "bert-99.9"}
+    default_accuracy_target = "99"
+    dataset_size = 10833
+    performance_sample_count = 10833
+    payload_dtype = "float32"
+    default_batch_size = 8
+    data_types = _DTYPES
+    synthetic_n = 24
+
+    def open_dataset(self, path: Path, model_path: Path | None = None) -> SquadFeatures:
+        f = Path(path) / DATASET_FILE
+        if not f.is_file():
+            raise KitError(f"{f} not found; the BERT dataset dir must hold the SQuAD v1.1 {DATASET_FILE}.")
+        squad.read_examples(f)  # validate the file first: its errors name it, not the vocab lookup
+        return SquadFeatures(Path(path), model_path)
+
+    def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
+        f, mp = Path(dataset_path) / DATASET_FILE, Path(model_path)
+        if not f.is_file():
+            raise KitError(f"{f} not found; the BERT dataset dir must hold {DATASET_FILE}.")
+        if not (mp / "config.json").is_file():
+            raise KitError(f"{mp / 'config.json'} not found; --model_path must be an HF BERT checkpoint dir.")
+        return {"dev_sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
+                "checkpoint": sorted([p.name, p.stat().st_size] for p in mp.iterdir() if p.is_file())}
+
+    def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
+        from transformers import BertForQuestionAnswering
+
+        mp = Path(model_path)
+        if not (mp / "config.json").is_file():
+            raise KitError(f"{mp / 'config.json'} not found; --model_path must be an HF BertForQuestionAnswering "
+                           f"checkpoint dir (config.json, weights, vocab.txt).")
+        try:
+            model = BertForQuestionAnswering.from_pretrained(str(mp), dtype=_torch_dtype(data_type))
+        except (OSError, ValueError, RuntimeError) as e:
+            raise KitError(f"cannot load BERT from {mp} ({type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}).") from None
+        return model.eval().to(device)
+
+    def make_batch(self, samples: Sequence[Any], device: str, data_type: str, options: dict) -> Any:
+        import torch
+
+        ids, mask, seg = (torch.from_numpy(np.stack([s[k] for s in samples])).to(device) for k in range(3))
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": seg}
+
+    def forward(self, model: Any, inputs: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            out = model(**inputs)
+        # the reference SUT: stack([start, end], -1) -> (batch, 384, 2), float32
+        return torch.stack([out.start_logits, out.end_logits], dim=-1).float()
+
+    def postprocess(self, outputs: Any, n: int) -> list[np.ndarray]:
+        arr = outputs[:n].cpu().numpy().astype(np.float32)
+        return [np.ascontiguousarray(a) for a in arr]
+
+    # --- accuracy -------------------------------------------------------------
+    def predictions(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int,
+                    model_path: Path | None = None):
+        """(examples in range, {qas_id: n-best list}) from (qsl_idx, payload) pairs."""
+        examples, feats = squad_features(Path(dataset_path), self.accuracy_model_path(Path(dataset_path), model_path))
+        n = min(n_count, len(feats))
+        logits: dict[int, np.ndarray] = {}
+        for qsl_idx, payload in entries:
+            qsl_idx = int(qsl_idx)
+            if not 0 <= qsl_idx < n:
+                raise KitError(f"qsl_idx {qsl_idx} in the accuracy log is outside the evaluated features "
+                               f"0..{n - 1}; the log does not belong to this run.")
+            if len(payload) != squad.MAX_SEQ_LEN * 2 * 4:
+                raise KitError(f"response for qsl_idx {qsl_idx} has {len(payload)} bytes; a bert payload is "
+                               f"float32 (384, 2) logits ({squad.MAX_SEQ_LEN * 8} bytes). Check the payload dtype.")
+            logits[qsl_idx] = np.frombuffer(payload, np.float32).reshape(-1, 2)  # last occurrence wins
+        by_example: dict[int, list] = {}
+        for i in sorted(logits):  # feature order, as the reference walks an example's features
+            by_example.setdefault(feats[i].example_index, []).append((feats[i], logits[i]))
+        # A partial run scores the questions whose first feature is in range (the rest are not asked).
+        in_range = sorted({feats[i].example_index for i in range(n)})
+        preds = {examples[e].qas_id: squad.nbest(examples[e], by_example[e])
+                 for e in in_range if e in by_example}
+        return [examples[e] for e in in_range], preds
+
+    def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int,
+                 model_path: Path | None = None) -> dict:
+        examples, nb = self.predictions(entries, dataset_path, n_count, model_path)
+        if not nb:
+            raise KitError("the accuracy log has no entries; the run produced no responses.")
+        r = squad.squad_v11(examples, {k: v[0][0] for k, v in nb.items()})
+        return {"F1": r["f1"], "exact_match": r["exact_match"], "questions": len(examples)}
+
+    def accuracy_lines(self, metrics: dict) -> list[str]:
+        return ['{"exact_match": %s, "f1": %s}' % (float(metrics["exact_match"]), float(metrics["F1"]))]
+
+    # --- synthetic ------------------------------------------------------------
+    def synthesize(self, out: Path, n: int, seed: int) -> list[np.ndarray]:
+        from .synthetic import write_synthetic
+
+        return write_synthetic(self, Path(out), n, seed)
+
+    def synthetic_reference(self) -> dict[str, float]:
+        return {"F1": 100.0, "exact_match": 100.0}
+
+
+BENCHMARK = Bert()
