@@ -14,6 +14,8 @@ export SCENARIO N_COUNT N_DEVICES N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE
        DATA LOG_PATH MODE ACCURACY_TARGET USER_CONF ENV_MANAGER ENV_DIR SYNTH_N SYNTH_SEED
 # Multi-node (README "Several nodes"): LAUNCHER=local|torchrun and torchrun's rendezvous.
 export LAUNCHER NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT DRY_RUN
+# How the model runs (README "Backends"): BACKEND=pytorch|pytorch-compile|openai|<plug-in>.
+export BACKEND SERVER_URL
 # LoadGen user.conf knobs for MODE=performance (README "Performance mode").
 export TARGET_QPS TARGET_LATENCY MIN_DURATION MIN_QUERY_COUNT
 
@@ -41,6 +43,7 @@ help: ## this list
 	@echo "variables: SCENARIO N_COUNT N_DEVICES N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE"
 	@echo "           BATCH_SIZE DATA=real|synthetic LOG_PATH MODE ACCURACY_TARGET USER_CONF ENV_MANAGER"
 	@echo "           LAUNCHER=local|torchrun NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT DRY_RUN=1"
+	@echo "           BACKEND=pytorch|pytorch-compile|openai|<plug-in> SERVER_URL"
 
 $(READY): %:
 	scripts/build_$*_env.sh

@@ -11,6 +11,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .errors import KitError
+
 
 class Dataset:
     """A validated, opened dataset. Indices are global (0..size-1)."""
@@ -26,6 +28,20 @@ class Dataset:
 
         A missing file is an error, never a skip: a skip shifts every index after it.
         """
+
+
+class TextIO:
+    """What a text backend needs from an LLM benchmark (Benchmark.text_io)."""
+
+    def request(self, item: Any) -> dict:
+        """One element of make_batch's output -> {"prompt": str, "generation": {...}} with the
+        generation settings as HF generate() names them (num_beams, max_new_tokens, ...)."""
+        raise NotImplementedError
+
+    def payload(self, text: str, token_ids: list[int] | None) -> np.ndarray:
+        """The server's completion -> one element of what postprocess takes: its token ids when
+        the server returned them, else `text` tokenised with the checkpoint's tokenizer."""
+        raise NotImplementedError
 
 
 class Benchmark:
@@ -70,6 +86,23 @@ class Benchmark:
     def postprocess(self, outputs: Any, n: int) -> list[np.ndarray]:
         """Model outputs of a batch -> one payload array (payload_dtype) per sample."""
         raise NotImplementedError
+
+    # --- hooks for backends (evalkit/backends) -----------------------------------
+    def compile_model(self, model: Any, compile_fn) -> Any:
+        """`pytorch-compile`: load_model's result with its torch module passed through
+        `compile_fn` (torch.compile with the backend's options). Must not modify `model`: it is
+        the eager fallback. Override when load_model returns more than a module."""
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise KitError(f"{self.name}: load_model returned {type(model).__name__}, not a torch module; "
+                           f"override Benchmark.compile_model")
+        return compile_fn(model)
+
+    def text_io(self, model_path: Path, options: dict) -> "TextIO":
+        """Text-in/text-out backends (an OpenAI-compatible server): the LLM's prompts, generation
+        settings and payload encoding. Only LLM benchmarks have one."""
+        raise KitError(f"{self.name} has no text interface; text backends (openai) serve LLMs only")
 
     # --- accuracy -------------------------------------------------------------
     def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int,

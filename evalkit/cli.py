@@ -35,6 +35,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min_duration", type=int, help="ms")
     p.add_argument("--min_query_count", type=int)
     p.add_argument("--no_channels_last", action="store_true", help="vision models: keep NCHW memory format")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option, e.g. num_beams=1 (gpt-j generation); recorded in the config hash")
+    p.add_argument("--backend", default="pytorch",
+                   help="how the model runs: pytorch, pytorch-compile, openai or an installed plug-in "
+                        "(entry-point group evalkit.backends)")
+    p.add_argument("--server_url", help="backend openai: the server's base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--backend_option", action="append", default=[], metavar="KEY=VALUE",
+                   help="the backend's own option, e.g. server_api=transformers, compile_mode=max-autotune")
     p.add_argument("--accuracy_target", help="99 or 99.9 (default: the model's first)")
     p.add_argument("--no_check", action="store_true", help="do not gather/check even when all partitions are done")
     p.add_argument("--init_timeout", type=float, default=300,
@@ -60,7 +68,24 @@ def _spec(a):
                    n_devices=a.n_devices, scenario=a.scenario, mode=a.mode, data_type=a.data_type,
                    device=a.device, batch_size=a.batch_size, threads=a.threads, user_conf=a.user_conf,
                    perf={k: v for k, v in perf.items() if v is not None},
-                   options={"channels_last": not a.no_channels_last})
+                   options={"channels_last": not a.no_channels_last, **_key_values(a.option, "--option")},
+                   backend=a.backend,
+                   backend_options={**_key_values(a.backend_option, "--backend_option"),
+                                    **({"server_url": a.server_url} if a.server_url else {})})
+
+
+def _key_values(items: list[str], flag: str) -> dict:
+    """KEY=VALUE strings -> dict; values parse as JSON (numbers, true/false) else stay strings."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise KitError(f"{flag} {item!r} is not KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def _finish_run(spec, accuracy_target, no_check) -> int:

@@ -7,7 +7,6 @@ here knows about LoadGen or partitions beyond the files a run dir holds.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -151,19 +150,26 @@ def _explain(out: str, args: tuple[str, ...]) -> str:
     return re.sub(r"\s+", " ", last)[:300]
 
 
-@functools.lru_cache(maxsize=None)  # one dvc start (~1 s) per command, not one per message
 def remote_url() -> str:
-    try:
-        cp = subprocess.run([dvc_executable(), "config", f"remote.{REMOTE}.url"], cwd=ROOT, env=_dvc_env(),
-                            capture_output=True, text=True)
-    except (OSError, KitError):
-        return "unknown URL"
-    return redact(cp.stdout.strip()) if cp.returncode == 0 and cp.stdout.strip() else "no URL"
+    """The remote's URL from .dvc/config.local, else .dvc/config (read directly: a dvc start costs
+    seconds on a busy machine, and this runs on the error path of an unreachable remote too)."""
+    header = re.compile(r"""^\s*\[\s*'?remote\s+"%s"'?\s*\]\s*$""" % re.escape(REMOTE))
+    for name in ("config.local", "config"):
+        f = ROOT / ".dvc" / name
+        if not f.is_file():
+            continue
+        inside = False
+        for line in f.read_text().splitlines():
+            if line.strip().startswith("["):
+                inside = bool(header.match(line))
+            elif inside and "=" in line and line.split("=", 1)[0].strip() == "url":
+                return redact(line.split("=", 1)[1].strip())
+    return "no URL"
 
 
 def _require_remote() -> None:
     url = remote_url()
-    if url in ("no URL", "unknown URL") or url == UNSET_URL:
+    if url in ("no URL", UNSET_URL):
         raise KitError(f"DVC remote '{REMOTE}' points at no bucket yet; run `make remote URL=s3://bucket/prefix "
                        f"[ENDPOINT=http://host:port]` (or `dvc remote modify --local {REMOTE} url ...`)")
 
@@ -171,7 +177,6 @@ def _require_remote() -> None:
 def set_remote(url: str, endpoint: str | None = None) -> None:
     """Point the default remote at URL; S3 remotes get the bounded timeouts."""
     _dvc("remote", "add", "--force", "--default", REMOTE, url, what=f"setting remote '{REMOTE}'")
-    remote_url.cache_clear()
     if url.startswith("s3://"):
         for k, v in S3_OPTIONS.items():
             _dvc("remote", "modify", REMOTE, k, v, what=f"setting {k} of remote '{REMOTE}'")

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import backends
 from . import manifest as mf
 from . import registry
 from .errors import KitError
@@ -43,6 +44,7 @@ def prepare(spec: RunSpec):
         raise KitError(f"--mode {spec.mode} is not one of {', '.join(MODES)}")
     if spec.data_type not in bench.data_types:
         raise KitError(f"--data_type {spec.data_type} is not supported by {bench.name} ({', '.join(bench.data_types)})")
+    backends.resolve(spec.backend)  # an unknown or broken backend fails here, before any work
     dataset = bench.open_dataset(Path(spec.dataset), Path(spec.model_path))
     if spec.n_count is None:
         spec.n_count = dataset.size

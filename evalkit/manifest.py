@@ -43,6 +43,8 @@ def run_config(bench, spec) -> dict:
         "scenario": spec.scenario,
         "mode": spec.mode,
         "data_type": spec.data_type,
+        "backend": spec.backend,     # how it ran changes the outputs; the backend's own options
+        "options": spec.options,     # (server URL, timeouts) are where, like device, and are left out
         "payload_dtype": bench.payload_dtype,
         "synthetic": synth is not None,
         "synthetic_seed": synth.get("seed") if synth else None,
@@ -51,7 +53,7 @@ def run_config(bench, spec) -> dict:
 
 
 def write_manifest(part_dir: Path, bench, spec, p: int, rng: tuple[int, int], config: dict,
-                   chash: str, timings: dict) -> dict:
+                   chash: str, timings: dict, backend_info: dict | None = None) -> dict:
     logs = {}
     for name in sorted(os.listdir(part_dir)):
         if name.startswith("mlperf_log_"):
@@ -70,6 +72,7 @@ def write_manifest(part_dir: Path, bench, spec, p: int, rng: tuple[int, int], co
         "dataset": str(Path(spec.dataset).resolve()),
         "model_path": str(Path(spec.model_path).resolve()),
         "device": spec.device,
+        "backend": {"name": spec.backend, **(backend_info or {})},
         "batch_size": spec.batch_size or bench.default_batch_size,
         "host": socket.gethostname(),
         "timings": timings,

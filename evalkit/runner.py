@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import backends
 from . import manifest as mf
+from .backends import SampleError
 from .benchmark import Benchmark
 from .errors import KitError
 from .partition import partition_range
@@ -47,6 +49,8 @@ class RunSpec:
     user_conf: Path | None = None
     perf: dict = field(default_factory=dict)      # target_qps, target_latency, min_duration, min_query_count
     options: dict = field(default_factory=dict)   # model options, e.g. channels_last
+    backend: str = "pytorch"                      # how the model runs (evalkit/backends)
+    backend_options: dict = field(default_factory=dict)  # the backend's own (server_url, ...); not hashed
 
 
 def user_conf_text(bench: Benchmark, spec: RunSpec) -> str:
@@ -71,8 +75,9 @@ def user_conf_text(bench: Benchmark, spec: RunSpec) -> str:
 class _SUT:
     """Queue + one worker thread: LoadGen's callbacks never block on the model."""
 
-    def __init__(self, bench, model, samples, spec, progress, lg):
-        self.bench, self.model, self.samples, self.spec = bench, model, samples, spec
+    def __init__(self, bench, backend, samples, spec, progress, lg, start=0):
+        self.bench, self.backend, self.samples, self.spec = bench, backend, samples, spec
+        self.start = start  # global index of the partition's sample 0 (error messages)
         self.progress, self.lg = progress, lg
         self.q: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
@@ -135,12 +140,16 @@ class _SUT:
             try:
                 inputs = b.make_batch([self.samples[qs.index] for qs in batch], spec.device,
                                       spec.data_type, spec.options)
-                outputs = b.forward(self.model, inputs)
+                outputs = self.backend.run(inputs)
                 payloads = b.postprocess(outputs, len(batch))
                 want = np.dtype(b.payload_dtype)
                 for pl in payloads:
                     if pl.dtype != want:
                         raise KitError(f"{b.name}: postprocess returned {pl.dtype}, payload dtype is {want}")
+            except SampleError as e:  # the backend knows the batch position; name the dataset index
+                self.error = KitError(f"sample {self.start + batch[e.position].index}: {e}")
+                self._complete(batch, [np.zeros(0, np.uint8)] * len(batch))
+                continue
             except BaseException as e:  # recorded and re-raised after LoadGen returns
                 self.error = e
                 self._complete(batch, [np.zeros(0, np.uint8)] * len(batch))
@@ -173,7 +182,8 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
         import torch
         torch.set_num_threads(spec.threads)
     t0 = time.time()
-    model = bench.load_model(Path(spec.model_path), spec.device, spec.data_type, spec.options)
+    backend = backends.create(spec.backend, spec.backend_options)
+    backend.load(bench, Path(spec.model_path), spec.device, spec.data_type, spec.options)
     t_load = time.time() - t0
 
     size = stop - start
@@ -198,7 +208,7 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
     progress = Progress(part_dir, p, size if spec.mode == "accuracy" else 0,
                         meta={k: config[k] for k in ("model", "scenario", "mode", "data_type", "synthetic",
                                                      "n_count", "n_partitions")} | {"device": spec.device})
-    sut_impl = _SUT(bench, model, samples, spec, progress, lg)
+    sut_impl = _SUT(bench, backend, samples, spec, progress, lg, start)
     sut = lg.ConstructSUT(sut_impl.issue, sut_impl.flush)
     qsl = lg.ConstructQSL(size, min(size, bench.performance_sample_count or size), load, unload)
     settings = lg.TestSettings()
@@ -222,6 +232,7 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
         sut_impl.stop()
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
+        backend.close()
     t_run = time.time() - t1
     err = sut_impl.error or (load_error[0] if load_error else None)
     if err is not None:
@@ -236,6 +247,6 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
     mf.write_manifest(part_dir, bench, spec, p, (start, stop), config, chash,
                       {"load_model_s": round(t_load, 3), "loadgen_s": round(t_run, 3),
                        "samples_per_s": round(size / t_run, 4) if t_run > 0 else None,
-                       "started": t0, "finished": time.time()})
+                       "started": t0, "finished": time.time()}, backend.describe())
     return "done"
 

@@ -71,12 +71,25 @@ def postprocess(texts: list[str]) -> list[str]:
 _scorer = None
 
 
+def _memoize_stemmer(scorer) -> None:
+    """Porter stemming is most of rouge_score's time and it stems every word of every text
+    twice (rougeL and again per sentence for rougeLsum); news text reuses its words, so a
+    per-process cache of the (pure, deterministic) stem function changes no score. Left
+    as is when rouge_score's internals differ from 0.1.2's."""
+    from functools import lru_cache
+
+    stemmer = getattr(getattr(scorer, "_tokenizer", None), "_stemmer", None)
+    if stemmer is not None and callable(getattr(stemmer, "stem", None)):
+        stemmer.stem = lru_cache(maxsize=1 << 17)(stemmer.stem)
+
+
 def _score_chunk(pairs: list[tuple[str, str]]) -> np.ndarray:
     global _scorer
     if _scorer is None:
         from rouge_score import rouge_scorer
 
         _scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+        _memoize_stemmer(_scorer)
     out = np.empty((len(pairs), len(ROUGE_TYPES)), dtype=np.float64)
     for i, (ref, pred) in enumerate(pairs):
         s = _scorer.score(ref, pred)  # rouge_score's order: target first, prediction second

@@ -13,6 +13,7 @@ after the first eos (what batch 1 returns; the rest of a batched row is padding)
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import sys
@@ -21,7 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from evalkit.benchmark import Benchmark, Dataset
+from evalkit.benchmark import Benchmark, Dataset, TextIO
 from evalkit.errors import KitError
 
 DATASET_FILE = "cnn_eval.json"
@@ -103,6 +104,32 @@ class _Generator:
         self.tok, self.model, self.gen, self.device = tok, model, gen, device
 
 
+def _gen_settings(options: dict) -> dict:
+    return {k: options.get(k, v) for k, v in GEN_DEFAULTS.items()}
+
+
+class _TextIO(TextIO):
+    """Prompts and payloads for text backends (BACKEND=openai)."""
+
+    def __init__(self, tok, gen: dict):
+        self.tok, self.gen = tok, gen
+
+    def request(self, prompt: str) -> dict:
+        # Servers do not truncate: send the text of the first 1919 prompt tokens, as forward() does.
+        ids = self.tok(prompt)["input_ids"]
+        if len(ids) > MAX_INPUT_TOKENS:
+            prompt = self.tok.decode(ids[:MAX_INPUT_TOKENS])
+        eos = self.tok.eos_token_id
+        return {"prompt": prompt,
+                "generation": dict(self.gen, do_sample=False, eos_token_id=eos, pad_token_id=eos)}
+
+    def payload(self, text: str, token_ids: list[int] | None) -> np.ndarray:
+        # Re-tokenised text decodes to the same text (byte-level BPE), so ROUGE and gen_len are
+        # unchanged; the ids, their count (LoadGen n_tokens) and the final eos may differ.
+        ids = token_ids if token_ids is not None else self.tok(text, add_special_tokens=False)["input_ids"]
+        return np.asarray(ids, dtype=np.int64)
+
+
 class GPTJ(Benchmark):
     name = "gpt-j"
     mlperf_name = "gptj"
@@ -145,8 +172,17 @@ class GPTJ(Benchmark):
             raise KitError(f"cannot load GPT-J from {mp} ({type(e).__name__}: "
                            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}).") from None
         model.eval().to(device)
-        gen = {k: options.get(k, v) for k, v in GEN_DEFAULTS.items()}
-        return _Generator(tok, model, gen, device)
+        return _Generator(tok, model, _gen_settings(options), device)
+
+    def compile_model(self, g: _Generator, compile_fn) -> _Generator:
+        # generate() calls the module itself, so compile a shallow copy's forward (weights shared);
+        # `g` stays eager for the fallback.
+        compiled = copy.copy(g.model)
+        compiled.forward = compile_fn(g.model.forward)
+        return _Generator(g.tok, compiled, g.gen, g.device)
+
+    def text_io(self, model_path: Path, options: dict) -> "_TextIO":
+        return _TextIO(load_tokenizer(Path(model_path)), _gen_settings(options))
 
     def make_batch(self, samples: Sequence[Any], device: str, data_type: str, options: dict) -> list[str]:
         return list(samples)  # prompts; tokenized in forward with the checkpoint's tokenizer

@@ -152,7 +152,7 @@ build_env() {
 # Variables that shape a run: recorded in the resume command the kit prints on failure.
 RUN_VARS=(DATA SCENARIO MODE N_COUNT N_DEVICES N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE BATCH_SIZE
           LOG_PATH ACCURACY_TARGET USER_CONF TARGET_QPS TARGET_LATENCY MIN_DURATION MIN_QUERY_COUNT
-          LAUNCHER NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT ENV_DIR)
+          LAUNCHER NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT ENV_DIR BACKEND SERVER_URL)
 
 # eval_model MODEL [--launcher local|torchrun] [--n_count N] [--n_devices D] [--n_partitions P] [--partition_offset O] [-- extra args]
 eval_model() {
@@ -186,6 +186,8 @@ eval_model() {
   if [ -n "$n_count" ]; then args+=(--n_count "$n_count"); fi
   if [ -n "$n_partitions" ]; then args+=(--n_partitions "$n_partitions"); fi
   if [ -n "${BATCH_SIZE:-}" ]; then args+=(--batch_size "$BATCH_SIZE"); fi
+  if [ -n "${BACKEND:-}" ]; then args+=(--backend "$BACKEND"); fi
+  if [ -n "${SERVER_URL:-}" ]; then args+=(--server_url "$SERVER_URL"); fi
   if [ -n "${LOG_PATH:-}" ]; then args+=(--log_path "$LOG_PATH"); fi
   if [ -n "${ACCURACY_TARGET:-}" ]; then args+=(--accuracy_target "$ACCURACY_TARGET"); fi
   if [ -n "${USER_CONF:-}" ]; then args+=(--user_conf "$USER_CONF"); fi

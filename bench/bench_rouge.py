@@ -1,0 +1,99 @@
+"""ROUGE on a CNN/DM-sized set: the kit's language/rouge.py vs the reference scripts' loop.
+
+13,368 synthetic prediction/target pairs (the CNN/DM validation size; ~50-word
+predictions, ~60-word references, a few sentences each, words drawn Zipf-like
+from a pseudo-word lexicon as news text reuses its words). Both sides get the
+same post-processed texts (one sentence per line), so only scoring is timed.
+
+* reference: one RougeScorer(use_stemmer=True) and a single-process loop of
+  `score(target, prediction)`, F-measures averaged, *100, round 4 -- what
+  `evaluate.load("rouge").compute(..., use_aggregator=False)` does.
+* kit: `language.rouge.rouge` (worker pool, default workers = cores).
+
+Asserts the four scores agree to 1e-4; goal kit >= 2x faster.
+
+    .venv/bin/python bench/bench_rouge.py [--n 13368] [--repeats 1] [--workers 0]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from language import rouge  # noqa: E402
+from language.synthtext import lexicon  # noqa: E402
+
+
+def make_texts(n: int, seed: int) -> tuple[list[str], list[str]]:
+    rng = np.random.default_rng(seed)
+    words = lexicon(rng, 20000)
+    p = 1.0 / np.arange(1, len(words) + 1)  # Zipf-like word frequencies
+    p /= p.sum()
+
+    def text(n_words: int) -> str:
+        ws = [words[i] for i in rng.choice(len(words), n_words, p=p)]
+        out, i = [], 0
+        while i < len(ws):  # sentences of 8-20 words
+            k = int(rng.integers(8, 21))
+            s = " ".join(ws[i:i + k])
+            out.append(s[0].upper() + s[1:] + ".")
+            i += k
+        return " ".join(out)
+
+    preds = [text(int(rng.integers(40, 61))) for _ in range(n)]
+    refs = [text(int(rng.integers(50, 71))) for _ in range(n)]
+    return preds, refs
+
+
+def reference_loop(preds: list[str], refs: list[str]) -> dict[str, float]:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(rouge.ROUGE_TYPES), use_stemmer=True)
+    acc = {t: [] for t in rouge.ROUGE_TYPES}
+    for p, r in zip(preds, refs):
+        s = scorer.score(r, p)
+        for t in rouge.ROUGE_TYPES:
+            acc[t].append(s[t].fmeasure)
+    return {t: round(float(np.mean(v)) * 100, 4) for t, v in acc.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=13368)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0, help="kit workers; 0 = one per core")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    preds, refs = make_texts(a.n, a.seed)
+    preds, refs = rouge.postprocess(preds), rouge.postprocess(refs)  # same input to both sides
+    t_ref, t_kit = [], []
+    for _ in range(a.repeats):  # interleaved, so machine noise hits both alike
+        t0 = time.perf_counter()
+        ref = reference_loop(preds, refs)
+        t_ref.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        kit = rouge.rouge(preds, refs, workers=a.workers)
+        t_kit.append(time.perf_counter() - t0)
+        for t in rouge.ROUGE_TYPES:
+            assert abs(ref[t] - kit[t]) <= 1e-4, (t, ref[t], kit[t])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    r, k = statistics.median(t_ref), statistics.median(t_kit)
+    print(f"ROUGE (stemmer) on {a.n} pairs, ~50-word predictions / ~60-word references, {cores} cores, "
+          f"load avg {os.getloadavg()[0]:.1f}, {a.repeats} repeat(s) (median)")
+    print(f"{'path':<40}{'seconds':>10}{'pairs/s':>10}")
+    print(f"{'reference loop (rouge_score, 1 proc)':<40}{r:>10.2f}{a.n / r:>10.0f}")
+    print(f"{'kit language/rouge.py':<40}{k:>10.2f}{a.n / k:>10.0f}")
+    print(f"{'speed-up':<40}{r / k:>10.2f}x   goal >= 2x")
+    print("scores  " + "  ".join(f"{t}={kit[t]:.4f}" for t in rouge.ROUGE_TYPES) + "   (equal to the loop's within 1e-4)")
+
+
+if __name__ == "__main__":
+    main()
