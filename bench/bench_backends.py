@@ -60,10 +60,10 @@ def compare_compile(model: str, data: Path, n: int, bs: int, options: dict, back
         info = b.describe()
         b.close()
         rows.append((model, name, n / steady, info.get("compiled", "-")))
-    ratio = rows[1][2] / rows[0][2]
-    compile_s = first["pytorch-compile"] - first["pytorch"]
-    return [r + ((f"{ratio:.2f}x", f"{compile_s:.1f}") if r[1] == "pytorch-compile" else ("1.00x", "-"))
-            for r in rows]
+    # a compile that fell back ran eager: no ratio or compile time to report
+    ratio = f"{rows[1][2] / rows[0][2]:.2f}x" if rows[1][3] is True else "n/a"
+    compile_s = f"{first['pytorch-compile'] - first['pytorch']:.1f}" if rows[1][3] is True else "n/a"
+    return [r + ((ratio, compile_s) if r[1] == "pytorch-compile" else ("1.00x", "-")) for r in rows]
 
 
 def free_port() -> int:

@@ -171,6 +171,11 @@ def main(argv=None) -> int:
     q.add_argument("run_dir", type=Path)
     q.add_argument("--allow_synthetic", action="store_true")
     q.add_argument("--allow_partial", action="store_true")
+    p = sub.add_parser("status", help="per partition and in total: done/total, rate, ETA, stalled/failed/missing, "
+                                      "and the command that resumes them")
+    p.add_argument("run_dirs", nargs="+", type=Path, help="the run dir (several: one per node, no shared filesystem)")
+    p.add_argument("--stall_minutes", type=float, default=10.0,
+                   help="a running partition whose progress.json is older than this counts as stalled")
     p = sub.add_parser("compare", help="metric-by-metric difference of a run vs a reference run (accuracy.json)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("ref_dir", type=Path)
@@ -256,6 +261,12 @@ def _dispatch(a) -> int:
         else:
             data.publish_log(a.model, a.run_dir, a.allow_synthetic, a.allow_partial)
         return 0
+    if a.cmd == "status":
+        from .status import collect, format_status
+        st = collect(a.run_dirs, a.stall_minutes)
+        print(format_status(st, a.run_dirs))
+        # 1 when some partition needs a resume, so that scripts can act on it
+        return 1 if any(x.state in ("failed", "stalled", "missing") for x in st.parts.values()) else 0
     if a.cmd == "compare":
         from .data import compare
         print(compare(a.run_dir, a.ref_dir))

@@ -274,6 +274,9 @@ def _rank0(ranks: _Ranks, spec, env, accuracy_target, no_check) -> int:
         plan = {"log_path": str(run_dir), "token": nonce, "config_hash": chash,
                 "complete": {str(p): m["config_hash"] for p, m in complete_partitions(run_dir).items()}}
         ranks.put("plan", plan)
+        from .status import record_launch  # `evalkit status` prints it for failed/missing partitions
+        record_launch(run_dir, list(range(spec.partition_offset, spec.partition_offset + env["world_size"])),
+                      spec.n_partitions, _resume_command(spec, env))
         results = {0: _own_partition(spec, env, plan, chash)}
         pending = set(range(1, env["world_size"]))
         while pending:

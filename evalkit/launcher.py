@@ -16,7 +16,8 @@ from . import backends
 from . import manifest as mf
 from . import registry
 from .errors import KitError
-from .progress import PROGRESS_FILE, line, partition_detail
+from . import status as run_status
+from .progress import mark_failed
 from .runner import MODES, SCENARIOS, RunSpec, run_partition
 
 
@@ -116,21 +117,6 @@ def _exit_text(rc: int) -> str:
     return f"exit {rc}"
 
 
-def _combined(log_path: Path, parts: list[int]) -> tuple[int, int, float]:
-    done = total = 0
-    rate = 0.0
-    for p in parts:
-        try:
-            pr = json.loads((log_path / str(p) / PROGRESS_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        done += int(pr.get("done", 0))
-        total += int(pr.get("total", 0))
-        if pr.get("status") == "running":
-            rate += float(pr.get("rate", 0.0))
-    return done, total, rate
-
-
 def resume_command(spec: RunSpec) -> str:
     """The user's own command line, pinned to this run dir, so that rerunning it resumes."""
     import shlex
@@ -158,10 +144,16 @@ def run_local(spec: RunSpec, isolate: bool = False) -> list[int]:
     bench, dataset, config = prepare(spec)
     Path(spec.log_path).mkdir(parents=True, exist_ok=True)
     parts = [spec.partition_offset + i for i in range(spec.n_devices)]
+    if not isolate:  # under torchrun rank 0 records the torchrun command instead
+        run_status.record_launch(spec.log_path, parts, spec.n_partitions, resume_command(spec))
     devices = worker_devices(spec)
     if spec.n_devices == 1 and not isolate:
         spec.device, spec.threads = devices[0]
-        run_partition(bench, spec, parts[0], config, dataset)
+        try:
+            run_partition(bench, spec, parts[0], config, dataset)
+        except KitError as e:  # e.g. refused before its progress file existed: status shows why
+            mark_failed(Path(spec.log_path) / str(parts[0]), str(e))
+            raise
         return parts
     procs = {}
     try:
@@ -176,9 +168,10 @@ def run_local(spec: RunSpec, isolate: bool = False) -> list[int]:
         last_decile = -1
         while any(pr.poll() is None for pr, _ in procs.values()):
             time.sleep(0.5)
-            done, total, rate = _combined(Path(spec.log_path), parts)
+            st = run_status.collect([Path(spec.log_path)], only=parts)  # what `evalkit status` reads
+            done, total = st.done, st.total
             if total:
-                text = line(f"{len(parts)} partitions", done, total, rate) + partition_detail(Path(spec.log_path), parts)
+                text = run_status.progress_line(st, f"{len(parts)} partitions")
                 if tty:
                     sys.stderr.write("\r" + text)
                 elif int(10 * done / total) != last_decile:
@@ -187,12 +180,15 @@ def run_local(spec: RunSpec, isolate: bool = False) -> list[int]:
         if tty:
             sys.stderr.write("\n")
     finally:
-        for pr, log in procs.values():
+        for p, (pr, log) in procs.items():
             if pr.poll() is None:
                 pr.terminate()
                 pr.wait()
+                mark_failed(Path(spec.log_path) / str(p), "stopped by the launcher")
             log.close()
     failed = [(p, pr.returncode) for p, (pr, _) in procs.items() if pr.returncode != 0]
+    for p, rc in failed:  # a worker killed by a signal could not write "failed" itself
+        mark_failed(Path(spec.log_path) / str(p), _exit_text(rc))
     for p, (pr, _) in procs.items():
         if pr.returncode == 0:
             print(f"partition {p}: {_last_line(Path(spec.log_path) / str(p) / 'worker.log')}", file=sys.stderr)

@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+from .errors import KitError
 from .util import atomic_write_json
 
 PROGRESS_FILE = "progress.json"
@@ -56,6 +57,8 @@ class Progress:
         self.meta = meta or {}  # model, scenario, mode, ...: lets the report show a run that has no manifest yet
         self.total = total
         self.done = 0
+        self.cached = 0  # answered from the response cache (evalkit/cache.py), part of done
+        self.error: str | None = None
         self.interval = interval
         self.stream = stream if stream is not None else sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -67,8 +70,9 @@ class Progress:
 
     @property
     def rate(self) -> float:
+        # computed samples only: cached ones come back at once and would fake the ETA
         el = time.time() - self.started
-        return self.done / el if el > 0 else 0.0
+        return (self.done - self.cached) / el if el > 0 else 0.0
 
     def write(self, status: str) -> None:
         rate = self.rate
@@ -76,11 +80,13 @@ class Progress:
         atomic_write_json(self.path, {"partition": self.partition, "done": self.done, "total": self.total,
                                       "rate": round(rate, 4), "eta_s": None if eta is None else round(eta, 1),
                                       "started": self.started, "updated": time.time(), "status": status,
-                                      **self.meta})
+                                      "cached": self.cached, "computed": self.done - self.cached,
+                                      "error": self.error, **self.meta})
 
-    def add(self, n: int) -> None:
+    def add(self, n: int, cached: bool = False) -> None:
         with self._lock:
             self.done += n
+            self.cached += n if cached else 0
             now = time.time()
             if now - self._last < self.interval and (self.done < self.total or self.total <= 0):
                 return
@@ -99,6 +105,22 @@ class Progress:
                     self.stream.write(text + "\n")
             self.stream.flush()
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, error: str | None = None) -> None:
         with self._lock:
+            self.error = error
             self.write(status)
+
+
+def mark_failed(part_dir: Path, reason: str) -> None:
+    """A worker that died without saying so (SIGKILL, OOM) leaves "running": the launcher says it."""
+    f = Path(part_dir) / PROGRESS_FILE
+    if not Path(part_dir).is_dir():
+        return  # failed before it had a dir: nothing to mark
+    try:
+        pr = json.loads(f.read_text())
+    except FileNotFoundError:
+        pr = {"partition": int(Path(part_dir).name), "done": 0, "total": 0, "status": "running"}
+    except ValueError:
+        raise KitError(f"{f}: corrupt progress file") from None
+    if pr.get("status") == "running":
+        atomic_write_json(f, pr | {"status": "failed", "error": reason, "updated": time.time()})

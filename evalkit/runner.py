@@ -21,6 +21,7 @@ from . import backends
 from . import manifest as mf
 from .backends import SampleError
 from .benchmark import Benchmark
+from .cache import ResponseCache
 from .errors import KitError
 from .partition import partition_range
 from .progress import Progress
@@ -75,8 +76,9 @@ def user_conf_text(bench: Benchmark, spec: RunSpec) -> str:
 class _SUT:
     """Queue + one worker thread: LoadGen's callbacks never block on the model."""
 
-    def __init__(self, bench, backend, samples, spec, progress, lg, start=0):
+    def __init__(self, bench, backend, samples, spec, progress, lg, start=0, cache=None):
         self.bench, self.backend, self.samples, self.spec = bench, backend, samples, spec
+        self.cache = cache  # ResponseCache (evalkit/cache.py); None in performance runs
         self.start = start  # global index of the partition's sample 0 (error messages)
         self.progress, self.lg = progress, lg
         self.q: queue.Queue = queue.Queue()
@@ -86,8 +88,24 @@ class _SUT:
         self.thread.start()
 
     def issue(self, query_samples):
+        hits = []
         for qs in query_samples:
-            self.q.put(qs)
+            if self.cache is not None and self.start + qs.index in self.cache:
+                hits.append(qs)
+            else:
+                self.q.put(qs)
+        # Cached samples are answered at once (LoadGen allows completing inside IssueQuery), a
+        # batch at a time so that large payloads never sit in memory all together.
+        for i in range(0, len(hits), self.batch_size):
+            chunk = hits[i:i + self.batch_size]
+            try:
+                payloads = [np.frombuffer(self.cache.get(self.start + qs.index), self.bench.payload_dtype)
+                            for qs in chunk]
+            except (KitError, OSError, ValueError) as e:  # raising here would abort the process
+                self.error = e if isinstance(e, KitError) else KitError(f"{self.cache.path}: {e}")
+                payloads = [np.zeros(0, np.uint8)] * len(chunk)
+            self._complete(chunk, payloads)
+            self.progress.add(len(chunk), cached=True)
 
     def flush(self):
         pass
@@ -155,6 +173,12 @@ class _SUT:
                 self._complete(batch, [np.zeros(0, np.uint8)] * len(batch))
                 continue
             self._complete(batch, payloads)
+            if self.cache is not None:
+                try:
+                    self.cache.append([(self.start + qs.index, np.ascontiguousarray(pl).tobytes())
+                                       for qs, pl in zip(batch, payloads)])
+                except KitError as e:  # e.g. disk full: answers went out, the run fails afterwards
+                    self.error = e
             self.progress.add(len(batch))
 
 
@@ -177,6 +201,17 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
     for name in (ACCURACY_LOG, "mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_trace.json"):
         (part_dir / name).unlink(missing_ok=True)  # leftovers of an unfinished attempt
     (part_dir / "user.conf").write_text(user_conf_text(bench, spec))
+    # The response cache is not a leftover: it is what this attempt resumes from. Opened before the
+    # model loads, so a cache from another config fails in seconds, not after loading 70B weights.
+    cache = None
+    if spec.mode == "accuracy":
+        cache = ResponseCache(part_dir, chash, start, stop)
+        if len(cache):
+            print(f"partition {p}: {len(cache)} of {stop - start} samples answered from {cache.path}",
+                  file=sys.stderr)
+    else:
+        print(f"warning: partition {p}: no response cache in performance mode (cached answers would fake "
+              f"throughput); an interrupted partition reruns from its start", file=sys.stderr)
 
     if spec.threads:
         import torch
@@ -192,8 +227,8 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
 
     def load(indices):
         for i in indices:
-            if i in samples:
-                continue
+            if i in samples or (cache is not None and start + i in cache):
+                continue  # cached samples are never issued to the model
             try:
                 samples[i] = dataset.load(start + i)
             except BaseException as e:  # raising inside LoadGen's callback would abort the process:
@@ -208,7 +243,7 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
     progress = Progress(part_dir, p, size if spec.mode == "accuracy" else 0,
                         meta={k: config[k] for k in ("model", "scenario", "mode", "data_type", "synthetic",
                                                      "n_count", "n_partitions")} | {"device": spec.device})
-    sut_impl = _SUT(bench, backend, samples, spec, progress, lg, start)
+    sut_impl = _SUT(bench, backend, samples, spec, progress, lg, start, cache)
     sut = lg.ConstructSUT(sut_impl.issue, sut_impl.flush)
     qsl = lg.ConstructQSL(size, min(size, bench.performance_sample_count or size), load, unload)
     settings = lg.TestSettings()
@@ -233,20 +268,26 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
         backend.close()
+        if cache is not None:
+            cache.close()
     t_run = time.time() - t1
     err = sut_impl.error or (load_error[0] if load_error else None)
     if err is not None:
-        progress.finish("failed")
+        progress.finish("failed", f"{type(err).__name__}: {err}")
         if isinstance(err, KitError):
             raise err
         raise KitError(f"partition {p}: the model failed: {type(err).__name__}: {err}") from err
     if spec.mode == "accuracy" and not (part_dir / ACCURACY_LOG).exists():
-        progress.finish("failed")
+        progress.finish("failed", f"LoadGen wrote no {ACCURACY_LOG}")
         raise KitError(f"partition {p}: LoadGen wrote no {ACCURACY_LOG} in {part_dir}")
     progress.finish("complete")
     mf.write_manifest(part_dir, bench, spec, p, (start, stop), config, chash,
                       {"load_model_s": round(t_load, 3), "loadgen_s": round(t_run, 3),
-                       "samples_per_s": round(size / t_run, 4) if t_run > 0 else None,
+                       # the model's own rate: cached samples cost nothing
+                       "samples_per_s": round((progress.done - progress.cached) / t_run, 4) if t_run > 0 else None,
+                       "samples_computed": progress.done - progress.cached, "samples_cached": progress.cached,
                        "started": t0, "finished": time.time()}, backend.describe())
+    if cache is not None:
+        cache.delete()  # the LoadGen log now holds every response; keeping SDXL-size payloads only costs disk
     return "done"
 

@@ -43,8 +43,9 @@ class CompileBackend(PyTorchBackend):
             self._fall_back(e)
 
     def _fall_back(self, e: BaseException) -> None:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        self.fallback = f"{type(e).__name__}: {first}"
+        # dynamo's first line is often only "backend='inductor' raised:"; the cause is the next one
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()][:2]
+        self.fallback = f"{type(e).__name__}: {' '.join(lines)}"
         self.model = self.eager
         print(f"warning: pytorch-compile: cannot compile {self.bench.name} ({self.fallback}); running eager",
               file=sys.stderr)

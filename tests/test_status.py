@@ -1,0 +1,95 @@
+"""`evalkit status` over a run with one finished, one failed (worker SIGKILLed, real launcher),
+one running and one stalled partition (progress.json with controlled timestamps), one missing."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, evalkit, kit_env
+
+N, P = 12, 5   # partitions of 3, 3, 2, 2, 2 samples
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gptj_status")
+    evalkit("synth", "gpt-j", "--out", out, "--n", N, "--seed", 0, check=True)
+    return out
+
+
+def worker_pid(log: Path, p: int, timeout: float = 300) -> int:
+    """The launcher's worker for partition p, once it has answered a sample."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for d in Path("/proc").iterdir():
+            try:
+                args = (d / "cmdline").read_bytes().decode().split("\0")[:-1] if d.name.isdigit() else []
+            except OSError:
+                continue
+            if "_worker" not in args:
+                continue
+            spec = json.loads(args[-1])
+            if spec["log_path"] != str(log) or spec["partition_offset"] != p:
+                continue
+            try:
+                prog = json.loads((log / str(p) / "progress.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if prog["done"] > 0 and prog["status"] == "running":
+                return int(d.name)
+        time.sleep(0.05)
+    raise AssertionError(f"no running worker for partition {p} of {log}")
+
+
+def write_progress(log: Path, p: int, done: int, total: int, rate: float, updated: float) -> None:
+    (log / str(p)).mkdir(parents=True)
+    (log / str(p) / "progress.json").write_text(json.dumps(
+        {"partition": p, "done": done, "total": total, "rate": rate, "started": updated - 100, "updated": updated,
+         "status": "running", "cached": 0, "computed": done, "model": "gpt-j", "n_partitions": P, "n_count": N}))
+
+
+def test_status_finished_failed_running_stalled_missing(synth, tmp_path):
+    log = tmp_path / "run"
+    args = ["run", "gpt-j", "--dataset", str(synth / "dataset"), "--model_path", str(synth / "model"),
+            "--log_path", str(log), "--threads", "1", "--batch_size", "1", "--n_partitions", str(P),
+            "--n_devices", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "evalkit", *args], cwd=ROOT, env=kit_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.kill(worker_pid(log, 1), signal.SIGKILL)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2, err
+    # the launcher's live line is the status code's line
+    assert re.search(r"^2 partitions: \d+/6 .*samples/s ETA .* \| p0 \d+/3 .* \| p1 \d+/3 ", err, re.M), err
+    pr1 = json.loads((log / "1" / "progress.json").read_text())
+    assert pr1["status"] == "failed" and pr1["error"] == "killed by SIGKILL", "the launcher marks a killed worker"
+    launch = json.loads((log / "run.json").read_text())["launches"]["0-1"]
+    assert shlex.split(launch["command"])[1:] == ["-m", "evalkit", *args]
+
+    now = time.time()
+    write_progress(log, 2, 1, 2, 0.5, now - 5)          # running: 1 left at 0.5/s -> ETA 00:02
+    write_progress(log, 3, 1, 2, 0.5, now - 3600)       # stalled: no update for an hour
+
+    cp = evalkit("status", log, "--stall_minutes", 10)
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    rows = {int(m.group(1)): m.group(0) for m in re.finditer(r"^  p(\d+) .*$", cp.stdout, re.M)}
+    assert sorted(rows) == [0, 1, 2, 3, 4], cp.stdout
+    assert re.match(r"  p0\s+complete\s+3/3$", rows[0]), rows[0]
+    assert re.match(r"  p1\s+failed\s+\d/3  killed by SIGKILL$", rows[1]), rows[1]
+    assert re.match(r"  p2\s+running\s+1/2  0.50 samples/s  ETA 00:02  updated \d+ s ago$", rows[2]), rows[2]
+    assert re.match(r"  p3\s+stalled\s+1/2  no update since 60 min ago", rows[3]), rows[3]
+    assert re.match(r"  p4\s+missing\s+0/2  not started", rows[4]), rows[4]
+    done = 3 + pr1["done"] + 1 + 1
+    assert f"total: {done}/12 " in cp.stdout and "ETA --:--" in cp.stdout, cp.stdout
+    assert "[1 complete, 1 running, 1 stalled, 1 failed, 1 missing]" in cp.stdout
+    assert f"resume partitions 1 with: {launch['command']}" in cp.stdout
+    assert "partitions 3, 4: no launch recorded in run.json" in cp.stdout
+
