@@ -21,7 +21,7 @@ export TARGET_QPS TARGET_LATENCY MIN_DURATION MIN_QUERY_COUNT
 
 VENV := .venv
 DEV_STAMP := $(VENV)/.evalkit-env
-DEMO_LOG := logs/demo/resnet-$(shell date +%Y%m%d-%H%M%S)
+DEMO_DIR := logs/demo/$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: help all demo dev test targets $(MODELS)
 
@@ -29,7 +29,7 @@ help: ## this list
 	@echo "make <model>     build env, get data, evaluate, check targets; models: $(READY)"
 	@echo "                 (not in the kit yet: $(PENDING))"
 	@echo "make all         every model above, one after the other"
-	@echo "make demo        whole pipeline on synthetic ResNet50, 2 partitions on 2 CPU workers"
+	@echo "make demo        whole pipeline on synthetic ResNet50 (2 partitions, 2 CPU workers), BERT and GPT-J (3 each), then the report"
 	@echo "make dev         developer environment in $(VENV)"
 	@echo "make test        test suite in $(VENV)"
 	@echo "make targets     MLPerf accuracy targets table"
@@ -56,10 +56,10 @@ $(PENDING):
 all: $(READY)
 
 demo:
-	$(MAKE) --no-print-directory resnet DATA=synthetic N_DEVICES=2 N_PARTITIONS=2 LOG_PATH=$(DEMO_LOG)
-	@echo "demo run dir: $(DEMO_LOG)"
-	$(MAKE) --no-print-directory bert DATA=synthetic N_DEVICES=3 N_PARTITIONS=3 SYNTH_N=12 LOG_PATH=$(DEMO_LOG:resnet-%=bert-%)
-	$(MAKE) --no-print-directory gpt-j DATA=synthetic N_DEVICES=3 N_PARTITIONS=3 SYNTH_N=6 LOG_PATH=$(DEMO_LOG:resnet-%=gpt-j-%)
+	$(MAKE) --no-print-directory resnet DATA=synthetic N_DEVICES=2 N_PARTITIONS=2 LOG_PATH=$(DEMO_DIR)/resnet
+	$(MAKE) --no-print-directory bert DATA=synthetic N_COUNT=12 N_DEVICES=3 N_PARTITIONS=3 LOG_PATH=$(DEMO_DIR)/bert
+	$(MAKE) --no-print-directory gpt-j DATA=synthetic N_COUNT=6 N_DEVICES=3 N_PARTITIONS=3 LOG_PATH=$(DEMO_DIR)/gpt-j
+	@echo "demo run dirs: $(DEMO_DIR)/{resnet,bert,gpt-j}"
 	$(MAKE) --no-print-directory report
 
 $(DEV_STAMP): envs/dev.yml scripts/lib/common.sh

@@ -44,11 +44,14 @@ def test_make_resnet_synthetic_three_devices(clone, env_dir, tmp_path):
 
 
 def test_make_demo(clone, env_dir):
-    cp = sh("make demo", clone, ENV_DIR=env_dir)
+    cp = sh("make demo", clone, ENV_DIR=env_dir, timeout=2400)
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-3000:]
-    assert "RESULT: PASS" in cp.stdout and "demo run dir: logs/demo/resnet-" in cp.stdout
-    run_dir = clone / cp.stdout.split("demo run dir: ")[1].split()[0]
-    assert sorted(p.name for p in run_dir.iterdir() if p.name.isdigit()) == ["0", "1"]
+    assert cp.stdout.count("RESULT: PASS") == 3  # resnet, bert, gpt-j
+    demo = clone / cp.stdout.split("demo run dirs: ")[1].split("/{")[0]
+    assert sorted(p.name for p in (demo / "resnet").iterdir() if p.name.isdigit()) == ["0", "1"]
+    for model in ("bert", "gpt-j"):
+        assert json.loads((demo / model / "accuracy.json").read_text())["verdict"] == "PASS"
+    assert "report: logs/report.html" in cp.stdout + cp.stderr
 
 
 def test_a_failing_eval_fails_make(clone, env_dir, tmp_path):
