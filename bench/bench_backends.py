@@ -6,7 +6,7 @@
    batches; compile time = first compiled batch - one eager batch.
 2. Synthetic GPT-J (tiny, CPU-sized; greedy, 32 new tokens so compile finishes): same comparison.
 3. The same GPT-J through `transformers serve` (BACKEND=openai, one request at a time) vs in
-   process pytorch at batch 1, reference beam 4: overhead per sample.
+   process pytorch at batch 1, reference beam 4, one thread each: overhead per sample.
 Steady-state rates are over a second pass (the first pass of pytorch-compile includes compiling).
 """
 from __future__ import annotations
@@ -78,7 +78,11 @@ def compare_openai(data: Path, n: int) -> list[tuple]:
     prompts = [[ds.load(i)] for i in range(n)]
     serve = shutil.which("transformers", path=str(Path(sys.executable).parent))
     port = free_port()
-    env = dict(os.environ, OMP_NUM_THREADS=str(os.environ.get("OMP_NUM_THREADS", 1)))
+    import torch
+
+    # same thread count on both sides: on a busy machine oversubscription, not HTTP, would dominate
+    torch.set_num_threads(1)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([serve, "serve", str(data / "model"), "--host", "127.0.0.1", "--port", str(port),
                              "--device", "cpu", "--dtype", "float32"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)
@@ -110,7 +114,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="where the synthetic sets are made (default: a temp dir)")
     ap.add_argument("--n_resnet", type=int, default=16)
     ap.add_argument("--n_gptj", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for the compile comparison")
+    ap.add_argument("--skip_compile", action="store_true", help="only the openai comparison")
     a = ap.parse_args()
     import torch
 
@@ -118,14 +123,15 @@ def main() -> None:
     out = a.out or Path(tempfile.mkdtemp(prefix="bench_backends_"))
     rn = synth("resnet", out / "resnet", a.n_resnet)
     gj = synth("gpt-j", out / "gpt-j", a.n_gptj)
-    rows = compare_compile("resnet", rn, a.n_resnet, 8, {"channels_last": True}, {})
-    rows += compare_compile("gpt-j", gj, a.n_gptj, a.n_gptj, {"num_beams": 1, "min_new_tokens": 0,
-                                                              "max_new_tokens": 32}, {"dynamic": True})
-    print(f"torch {torch.__version__}, {a.threads} threads, {os.cpu_count()} cores\n")
-    print(f"{'model':<12} {'backend':<16} {'samples/s':>10} {'vs eager':>9} {'compile s':>10} {'compiled':>9}")
-    for model, name, rate, compiled, ratio, comp in rows:
-        print(f"{model:<12} {name:<16} {rate:>10.2f} {ratio:>9} {comp:>10} {str(compiled):>9}")
-    print()
+    if not a.skip_compile:
+        rows = compare_compile("resnet", rn, a.n_resnet, 8, {"channels_last": True}, {})
+        rows += compare_compile("gpt-j", gj, a.n_gptj, a.n_gptj, {"num_beams": 1, "min_new_tokens": 0,
+                                                                  "max_new_tokens": 32}, {"dynamic": True})
+        print(f"torch {torch.__version__}, {a.threads} threads, {os.cpu_count()} cores\n")
+        print(f"{'model':<12} {'backend':<16} {'samples/s':>10} {'vs eager':>9} {'compile s':>10} {'compiled':>9}")
+        for model, name, rate, compiled, ratio, comp in rows:
+            print(f"{model:<12} {name:<16} {rate:>10.2f} {ratio:>9} {comp:>10} {str(compiled):>9}")
+        print()
     oa = compare_openai(gj, a.n_gptj)
     print(f"{'model':<12} {'backend':<16} {'samples/s':>10} {'ms/sample':>10}")
     for model, name, rate, ms in oa:

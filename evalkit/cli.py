@@ -1,4 +1,4 @@
-"""python -m evalkit <command>: targets, models, synth, run, gather, check, performance, report, metrics, info."""
+"""python -m evalkit <command>: targets, models, synth, run, gather, check, performance, report, metrics, status, info."""
 from __future__ import annotations
 
 import argparse
