@@ -201,6 +201,13 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
     for name in (ACCURACY_LOG, "mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_trace.json"):
         (part_dir / name).unlink(missing_ok=True)  # leftovers of an unfinished attempt
     (part_dir / "user.conf").write_text(user_conf_text(bench, spec))
+    # LoadGen settings first: a bad user.conf fails before any model or cache is opened.
+    settings = lg.TestSettings()
+    conf = str(part_dir / "user.conf")
+    # One FromConfig call: it loads the embedded mlperf.conf, then user.conf (facts §6).
+    rc = settings.FromConfig(conf, bench.mlperf_name, spec.scenario)
+    if rc != 0:
+        raise KitError(f"LoadGen rejected user.conf {conf} (FromConfig returned {rc})")
     # The response cache is not a leftover: it is what this attempt resumes from. Opened before the
     # model loads, so a cache from another config fails in seconds, not after loading 70B weights.
     cache = None
@@ -246,12 +253,6 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
     sut_impl = _SUT(bench, backend, samples, spec, progress, lg, start, cache)
     sut = lg.ConstructSUT(sut_impl.issue, sut_impl.flush)
     qsl = lg.ConstructQSL(size, min(size, bench.performance_sample_count or size), load, unload)
-    settings = lg.TestSettings()
-    conf = str(part_dir / "user.conf")
-    # One FromConfig call: it loads the embedded mlperf.conf, then user.conf (facts §6).
-    rc = settings.FromConfig(conf, bench.mlperf_name, spec.scenario)
-    if rc != 0:
-        raise KitError(f"LoadGen rejected user.conf {conf} (FromConfig returned {rc})")
     settings.scenario = getattr(lg.TestScenario, spec.scenario)
     settings.mode = getattr(lg.TestMode, MODES[spec.mode])
     out = lg.LogOutputSettings()

@@ -236,3 +236,12 @@ def test_eleven_partitions_gather_in_numeric_order(resnet_synth, tmp_path):
     assert sorted(e["qsl_idx"] for e in es) == list(range(22))
     cp = evalkit("check", log)
     assert cp.returncode == 0 and "PARTIAL run: 22 of 24" in cp.stdout
+
+
+def test_bad_user_conf_is_rejected_before_the_model_loads(resnet_synth, tmp_path):
+    conf = tmp_path / "user.conf"
+    conf.write_text("resnet50.Offline.target_qps = abc\n")
+    err = one_line_error(run(resnet_synth, tmp_path / "r", "--user_conf", conf))
+    assert "LoadGen rejected user.conf" in err
+    err = one_line_error(run(resnet_synth, tmp_path / "r2", "--user_conf", tmp_path / "none.conf"))
+    assert "--user_conf" in err and "none.conf" in err
