@@ -70,6 +70,16 @@ class Benchmark:
         return {}
 
     # --- model --------------------------------------------------------------
+    def torch_dtype(self, data_type: str):
+        """DATA_TYPE (fp32/fp16/bf16) -> torch dtype; KitError for one this model does not take."""
+        import torch
+
+        table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+        if data_type not in self.data_types or data_type not in table:
+            raise KitError(f"data type {data_type!r} is not supported by {self.name}; "
+                           f"use one of {', '.join(self.data_types)}.")
+        return table[data_type]
+
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
         raise NotImplementedError
 
@@ -115,8 +125,6 @@ class Benchmark:
         """Checkpoint dir whose tokenizer the dataset/accuracy need: the run's `model_path` when
         given, else the layout's convention (synthetic sibling `model/`, or data/models/<name>
         next to data/dataset/<name>). KitError naming both when neither is there."""
-        from .errors import KitError
-
         if model_path is not None:
             if not Path(model_path).is_dir():
                 raise KitError(f"checkpoint dir {model_path} for the {self.name} tokenizer does not exist")
@@ -147,3 +155,9 @@ class Benchmark:
         is the one an index shift must break. Other target metrics (GEN_LEN, ...) take the
         value the ground truth itself scores."""
         raise NotImplementedError
+
+
+def checkpoint_fingerprint(model_path: Path) -> list:
+    """Names and sizes of a checkpoint dir's files: cheap identity, no hashing of GBs of weights."""
+    mp = Path(model_path)
+    return sorted([f.name, f.stat().st_size] for f in mp.iterdir() if f.is_file())

@@ -13,6 +13,12 @@ class PyTorchBackend(Backend):
     def load(self, bench, model_path: Path, device: str, data_type: str, options: dict) -> None:
         # Model construction stays in the benchmark: it knows the checkpoint format.
         self.bench = bench
+        if data_type == "fp32" and device.startswith("cuda"):
+            import torch
+
+            # fp32 means fp32: cuDNN's default TF32 convolutions would flip near-tie labels.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.model = bench.load_model(Path(model_path), device, data_type, options)
 
     def run(self, inputs: Any) -> Any:

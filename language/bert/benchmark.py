@@ -13,22 +13,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from evalkit.benchmark import Benchmark, Dataset
+from evalkit.benchmark import Benchmark, Dataset, checkpoint_fingerprint
 from evalkit.errors import KitError
 
 from . import squad
 
 DATASET_FILE = "dev-v1.1.json"
-_DTYPES = ("fp32", "fp16", "bf16")
-
-
-def _torch_dtype(data_type: str):
-    import torch
-
-    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if data_type not in table:
-        raise KitError(f"data type {data_type!r} is not supported by bert; use one of {', '.join(_DTYPES)}.")
-    return table[data_type]
 
 
 def load_tokenizer(model_path: Path):
@@ -81,7 +71,6 @@ class Bert(Benchmark):
     performance_sample_count = 10833
     payload_dtype = "float32"
     default_batch_size = 8
-    data_types = _DTYPES
     synthetic_n = 24
 
     def open_dataset(self, path: Path, model_path: Path | None = None) -> SquadFeatures:
@@ -98,7 +87,7 @@ class Bert(Benchmark):
         if not (mp / "config.json").is_file():
             raise KitError(f"{mp / 'config.json'} not found; --model_path must be an HF BERT checkpoint dir.")
         return {"dev_sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
-                "checkpoint": sorted([p.name, p.stat().st_size] for p in mp.iterdir() if p.is_file())}
+                "checkpoint": checkpoint_fingerprint(mp)}
 
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
         from transformers import BertForQuestionAnswering
@@ -108,7 +97,7 @@ class Bert(Benchmark):
             raise KitError(f"{mp / 'config.json'} not found; --model_path must be an HF BertForQuestionAnswering "
                            f"checkpoint dir (config.json, weights, vocab.txt).")
         try:
-            model = BertForQuestionAnswering.from_pretrained(str(mp), dtype=_torch_dtype(data_type))
+            model = BertForQuestionAnswering.from_pretrained(str(mp), dtype=self.torch_dtype(data_type))
         except (OSError, ValueError, RuntimeError) as e:
             raise KitError(f"cannot load BERT from {mp} ({type(e).__name__}: "
                            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}).") from None

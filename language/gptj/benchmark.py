@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from evalkit.benchmark import Benchmark, Dataset, TextIO
+from evalkit.benchmark import Benchmark, Dataset, TextIO, checkpoint_fingerprint
 from evalkit.errors import KitError
 
 DATASET_FILE = "cnn_eval.json"
@@ -33,16 +33,6 @@ PROMPT_INPUT = ("Below is an instruction that describes a task, paired with an i
                 "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:")
 # Reference gen_kwargs (backend_PyTorch.py); options may override them for experiments only.
 GEN_DEFAULTS = {"num_beams": 4, "min_new_tokens": 30, "max_new_tokens": 128, "early_stopping": True}
-_DTYPES = ("fp32", "fp16", "bf16")
-
-
-def _torch_dtype(data_type: str):
-    import torch
-
-    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if data_type not in table:
-        raise KitError(f"data type {data_type!r} is not supported by gpt-j; use one of {', '.join(_DTYPES)}.")
-    return table[data_type]
 
 
 def read_cnn_eval(root: Path) -> list[dict]:
@@ -140,7 +130,6 @@ class GPTJ(Benchmark):
     payload_dtype = "int64"       # evaluation.py --dtype default
     token_payload = True
     default_batch_size = 8        # reference SUT: 1; batching changes no token (see module doc)
-    data_types = _DTYPES
     synthetic_n = 12
 
     # --- data -----------------------------------------------------------------
@@ -155,7 +144,7 @@ class GPTJ(Benchmark):
         if not (mp / "config.json").is_file():
             raise KitError(f"{mp / 'config.json'} not found; --model_path must be an HF GPT-J checkpoint dir.")
         return {"cnn_eval_sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
-                "checkpoint": sorted([p.name, p.stat().st_size] for p in mp.iterdir() if p.is_file())}
+                "checkpoint": checkpoint_fingerprint(mp)}
 
     # --- model ----------------------------------------------------------------
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> _Generator:
@@ -167,7 +156,7 @@ class GPTJ(Benchmark):
                            f"(config.json, weights, tokenizer files).")
         tok = load_tokenizer(mp)
         try:
-            model = GPTJForCausalLM.from_pretrained(str(mp), dtype=_torch_dtype(data_type))
+            model = GPTJForCausalLM.from_pretrained(str(mp), dtype=self.torch_dtype(data_type))
         except (OSError, ValueError, RuntimeError) as e:
             raise KitError(f"cannot load GPT-J from {mp} ({type(e).__name__}: "
                            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}).") from None

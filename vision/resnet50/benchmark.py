@@ -22,7 +22,6 @@ from .preprocess import preprocess_file
 VAL_MAP = "val_map.txt"
 CHECKPOINT = "resnet50.pth"
 NUM_CLASSES = 1000
-_DTYPES = ("fp32", "fp16", "bf16")
 
 # synthetic data knobs
 _CALIB_IMAGES = 16        # BN/fc calibration set, drawn independently of n so the model depends on seed only
@@ -103,15 +102,6 @@ def _checkpoint_path(model_path: Path) -> Path:
     return p / CHECKPOINT if p.is_dir() else p
 
 
-def _torch_dtype(data_type: str):
-    import torch
-
-    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if data_type not in table:
-        raise KitError(f"data type {data_type!r} is not supported by resnet; use one of {', '.join(_DTYPES)}.")
-    return table[data_type]
-
-
 def _synthetic_image(rng: np.random.Generator):
     """A random RGB picture with structure: gradient + soft blobs + stripes + noise, 180-320 px a side."""
     from PIL import Image
@@ -147,7 +137,6 @@ class ResNet50(Benchmark):
     performance_sample_count = 1024
     payload_dtype = "float32"
     default_batch_size = 32
-    data_types = _DTYPES
 
     # --- data -----------------------------------------------------------------
     def open_dataset(self, path: Path, model_path: Path | None = None) -> ImageNetDataset:
@@ -172,7 +161,7 @@ class ResNet50(Benchmark):
 
         from .model import resnet50
 
-        dtype = _torch_dtype(data_type)
+        dtype = self.torch_dtype(data_type)
         ckpt = _checkpoint_path(model_path)
         if not ckpt.is_file():
             raise KitError(f"checkpoint {ckpt} not found; put the torchvision ResNet50 state dict "
@@ -198,7 +187,7 @@ class ResNet50(Benchmark):
         import torch
 
         x = torch.from_numpy(np.stack([np.asarray(s, dtype=np.float32) for s in samples]))
-        x = x.to(device=device, dtype=_torch_dtype(data_type))
+        x = x.to(device=device, dtype=self.torch_dtype(data_type))
         if options.get("channels_last", True):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
