@@ -146,7 +146,9 @@ def collect(run_dirs: list[Path], stall_minutes: float = STALL_MINUTES, only: li
 
 def progress_line(st: RunState, label: str) -> str:
     """'label: done/total (pct) rate ETA | p0 ... | p1 ...': the launcher's live line and status's total."""
-    if st.total > 0:
+    if st.total > 0 and st.done >= st.total:  # nothing running: a rate of 0 would read as a stall
+        head = f"{label}: {st.done}/{st.total} (100.0%) complete"
+    elif st.total > 0:
         head = (f"{label}: {st.done}/{st.total} ({100.0 * st.done / st.total:5.1f}%) {st.rate:.2f} samples/s "
                 f"ETA {fmt_eta(st.eta)}")
     else:  # performance runs: LoadGen decides how many samples
