@@ -245,3 +245,22 @@ def test_bad_user_conf_is_rejected_before_the_model_loads(resnet_synth, tmp_path
     assert "LoadGen rejected user.conf" in err
     err = one_line_error(run(resnet_synth, tmp_path / "r2", "--user_conf", tmp_path / "none.conf"))
     assert "--user_conf" in err and "none.conf" in err
+
+
+@pytest.mark.parametrize("scenario", ["SingleStream", "MultiStream", "Server"])
+def test_every_scenario_scores_the_synthetic_reference(resnet_synth, tmp_path, scenario):
+    cp = run(resnet_synth, tmp_path / "r", "--n_count", 8, "--scenario", scenario)
+    assert cp.returncode == 0, cp.stderr
+    assert "RESULT: PASS" in cp.stdout
+    m = json.loads((tmp_path / "r" / "0" / "partition.json").read_text())
+    assert m["config"]["scenario"] == scenario
+
+
+@pytest.mark.parametrize("data_type", ["bf16", "fp16"])
+def test_reduced_precision_runs_and_is_recorded(resnet_synth, tmp_path, data_type):
+    """A random network is not robust to rounding, so only the run itself is checked here."""
+    cp = run(resnet_synth, tmp_path / "r", "--n_count", 4, "--data_type", data_type, "--no_check")
+    assert cp.returncode == 0, cp.stderr
+    m = json.loads((tmp_path / "r" / "0" / "partition.json").read_text())
+    assert m["config"]["data_type"] == data_type
+    assert sum(1 for _ in iter_entries(tmp_path / "r" / "0" / "mlperf_log_accuracy.json")) == 4
