@@ -7,7 +7,6 @@ DVC, gather or targets.
 from __future__ import annotations
 
 import array
-import os
 import queue
 import sys
 import threading

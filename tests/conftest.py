@@ -77,3 +77,32 @@ def sh(cmd, cwd, timeout=1200, **env) -> subprocess.CompletedProcess:
     e["HF_HUB_OFFLINE"] = "1"
     e.update({k: str(v) for k, v in env.items()})
     return subprocess.run(["bash", "-c", cmd], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def worker_pid(log: Path, p: int, timeout: float = 300) -> int:
+    """PID of the launcher's worker running partition p into log, once it has answered a sample."""
+    import json
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                args = (d / "cmdline").read_bytes().decode().split("\0")[:-1]
+            except OSError:
+                continue
+            if "_worker" not in args:
+                continue
+            spec = json.loads(args[-1])
+            if spec["log_path"] != str(log) or spec["partition_offset"] != p:
+                continue
+            try:
+                prog = json.loads((log / str(p) / "progress.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if prog["done"] > 0 and prog["status"] == "running":
+                return int(d.name)
+        time.sleep(0.05)
+    raise AssertionError(f"no running worker for partition {p} of {log}")

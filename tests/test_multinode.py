@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, evalkit, kit_env, one_line_error
+from conftest import ROOT, evalkit, kit_env, one_line_error, worker_pid
 
 MERGED = "merged_mlperf_log_accuracy.json"
 TORCHRUN = ROOT / ".venv" / "bin" / "torchrun"
@@ -54,32 +54,6 @@ def baseline(resnet_synth, tmp_path_factory):
         evalkit("run", "resnet", *data_args(resnet_synth, n), "--log_path", log, check=True)
         out[n] = (log / MERGED).read_bytes()
     return out
-
-
-def worker_pid(log: Path, p: int, timeout: float = 180) -> int:
-    """PID of the worker running partition p into log, once it has answered a sample."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for d in Path("/proc").iterdir():
-            if not d.name.isdigit():
-                continue
-            try:
-                args = (d / "cmdline").read_bytes().decode().split("\0")[:-1]
-            except OSError:
-                continue
-            if "_worker" not in args:
-                continue
-            spec = json.loads(args[-1])
-            if spec["log_path"] != str(log) or spec["partition_offset"] != p:
-                continue
-            try:
-                prog = json.loads((log / str(p) / "progress.json").read_text())
-            except (OSError, ValueError):
-                continue
-            if prog["done"] > 0 and prog["status"] == "running":
-                return int(d.name)
-        time.sleep(0.05)
-    raise AssertionError(f"no running worker for partition {p} of {log}")
 
 
 def resume_cmd(err_line: str) -> str:

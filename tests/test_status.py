@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, evalkit, kit_env
+from conftest import ROOT, evalkit, kit_env, worker_pid
 
 N, P = 12, 5   # partitions of 3, 3, 2, 2, 2 samples
 
@@ -24,30 +24,6 @@ def synth(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gptj_status")
     evalkit("synth", "gpt-j", "--out", out, "--n", N, "--seed", 0, check=True)
     return out
-
-
-def worker_pid(log: Path, p: int, timeout: float = 300) -> int:
-    """The launcher's worker for partition p, once it has answered a sample."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for d in Path("/proc").iterdir():
-            try:
-                args = (d / "cmdline").read_bytes().decode().split("\0")[:-1] if d.name.isdigit() else []
-            except OSError:
-                continue
-            if "_worker" not in args:
-                continue
-            spec = json.loads(args[-1])
-            if spec["log_path"] != str(log) or spec["partition_offset"] != p:
-                continue
-            try:
-                prog = json.loads((log / str(p) / "progress.json").read_text())
-            except (OSError, ValueError):
-                continue
-            if prog["done"] > 0 and prog["status"] == "running":
-                return int(d.name)
-        time.sleep(0.05)
-    raise AssertionError(f"no running worker for partition {p} of {log}")
 
 
 def write_progress(log: Path, p: int, done: int, total: int, rate: float, updated: float) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from evalkit.benchmark import Benchmark, Dataset, checkpoint_fingerprint
 from evalkit.errors import KitError
+from language import hf_checkpoint_dir
 
 from . import squad
 
@@ -84,18 +85,14 @@ class Bert(Benchmark):
         f, mp = Path(dataset_path) / DATASET_FILE, Path(model_path)
         if not f.is_file():
             raise KitError(f"{f} not found; the BERT dataset dir must hold {DATASET_FILE}.")
-        if not (mp / "config.json").is_file():
-            raise KitError(f"{mp / 'config.json'} not found; --model_path must be an HF BERT checkpoint dir.")
+        hf_checkpoint_dir(mp, "BERT")
         return {"dev_sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
                 "checkpoint": checkpoint_fingerprint(mp)}
 
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
         from transformers import BertForQuestionAnswering
 
-        mp = Path(model_path)
-        if not (mp / "config.json").is_file():
-            raise KitError(f"{mp / 'config.json'} not found; --model_path must be an HF BertForQuestionAnswering "
-                           f"checkpoint dir (config.json, weights, vocab.txt).")
+        mp = hf_checkpoint_dir(model_path, "BertForQuestionAnswering (config.json, weights, vocab.txt)")
         try:
             model = BertForQuestionAnswering.from_pretrained(str(mp), dtype=self.torch_dtype(data_type))
         except (OSError, ValueError, RuntimeError) as e:

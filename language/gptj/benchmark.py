@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from evalkit.benchmark import Benchmark, Dataset, TextIO, checkpoint_fingerprint
 from evalkit.errors import KitError
+from language import hf_checkpoint_dir
 
 DATASET_FILE = "cnn_eval.json"
 MAX_INPUT_TOKENS = 1919
@@ -140,9 +140,7 @@ class GPTJ(Benchmark):
         f = Path(dataset_path) / DATASET_FILE
         if not f.is_file():
             raise KitError(f"{f} not found; the GPT-J dataset dir must hold {DATASET_FILE}.")
-        mp = Path(model_path)
-        if not (mp / "config.json").is_file():
-            raise KitError(f"{mp / 'config.json'} not found; --model_path must be an HF GPT-J checkpoint dir.")
+        mp = hf_checkpoint_dir(model_path, "GPT-J")
         return {"cnn_eval_sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
                 "checkpoint": checkpoint_fingerprint(mp)}
 
@@ -150,10 +148,7 @@ class GPTJ(Benchmark):
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> _Generator:
         from transformers import GPTJForCausalLM
 
-        mp = Path(model_path)
-        if not (mp / "config.json").is_file():
-            raise KitError(f"{mp / 'config.json'} not found; --model_path must be an HF GPT-J checkpoint dir "
-                           f"(config.json, weights, tokenizer files).")
+        mp = hf_checkpoint_dir(model_path, "GPT-J (config.json, weights, tokenizer files)")
         tok = load_tokenizer(mp)
         try:
             model = GPTJForCausalLM.from_pretrained(str(mp), dtype=self.torch_dtype(data_type))

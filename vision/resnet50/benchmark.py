@@ -240,7 +240,6 @@ class ResNet50(Benchmark):
         import torch
 
         from .model import resnet50
-        from .preprocess import preprocess_image
 
         out = Path(out)
         ds_dir, model_dir = out / "dataset", out / "model"
