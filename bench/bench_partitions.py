@@ -40,10 +40,13 @@ def kit(*args) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def measure(synth: Path, log: Path, n: int, p: int, batch: int) -> tuple[float, float]:
+def measure(synth: Path, log: Path, n: int, p: int, batch: int, concurrency: int) -> tuple[float, float]:
+    """Run p partitions, `concurrency` workers at a time (manual offsets), then gather + check."""
     c0, t0 = cpu_children(), time.perf_counter()
-    kit("run", "resnet", "--dataset", synth / "dataset", "--model_path", synth / "model", "--log_path", log,
-        "--n_count", n, "--n_partitions", p, "--n_devices", p, "--threads", 1, "--batch_size", batch)
+    for offset in range(0, p, concurrency):
+        kit("run", "resnet", "--dataset", synth / "dataset", "--model_path", synth / "model", "--log_path", log,
+            "--n_count", n, "--n_partitions", p, "--partition_offset", offset,
+            "--n_devices", min(concurrency, p - offset), "--threads", 1, "--batch_size", batch)
     return cpu_children() - c0, time.perf_counter() - t0
 
 
@@ -70,6 +73,9 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--concurrency", type=int, default=os.cpu_count() or 1,
+                    help="workers at a time (default: one per core). More workers than cores adds "
+                         "cache/scheduler contention to every sample, which is the machine, not partitioning")
     ap.add_argument("--synth", type=Path, help="existing synthetic set to cycle over (else one is made)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,13 +89,13 @@ def main() -> None:
         rows = {1: [], a.partitions: []}
         for rep in range(a.repeats):
             for p in (1, a.partitions):
-                rows[p].append(measure(synth, tmp / f"p{p}-{rep}", a.n, p, a.batch))
+                rows[p].append(measure(synth, tmp / f"p{p}-{rep}", a.n, p, a.batch, a.concurrency))
     cpu = {p: sum(c for c, _ in v) / len(v) for p, v in rows.items()}
     wall = {p: sum(w for _, w in v) / len(v) for p, v in rows.items()}
     P = a.partitions
     fixed = (cpu[P] - cpu[1]) / (P - 1)
     print(f"synthetic ResNet50, CPU, {a.n} samples ({a.images} distinct images), batch {a.batch}, "
-          f"1 thread per worker, mean of {a.repeats} run(s)")
+          f"1 thread per worker, {a.concurrency} worker(s) at a time, mean of {a.repeats} run(s)")
     print(f"{'partitions':>10}  {'CPU s':>8}  {'wall s':>8}  {'CPU / sample ms':>15}")
     for p in (1, P):
         print(f"{p:>10}  {cpu[p]:>8.2f}  {wall[p]:>8.2f}  {1000 * cpu[p] / a.n:>15.1f}")
