@@ -81,6 +81,9 @@ class _SUT:
         self.start = start  # global index of the partition's sample 0 (error messages)
         self.progress, self.lg = progress, lg
         self.q: queue.Queue = queue.Queue()
+        # Held while one IssueQuery call enqueues: the worker never cuts an Offline query into
+        # a short first batch just because it woke up while the samples were still arriving.
+        self.issuing = threading.Lock()
         self.error: BaseException | None = None
         self.batch_size = spec.batch_size or bench.default_batch_size
         self.thread = threading.Thread(target=self._work, daemon=True)
@@ -88,11 +91,12 @@ class _SUT:
 
     def issue(self, query_samples):
         hits = []
-        for qs in query_samples:
-            if self.cache is not None and self.start + qs.index in self.cache:
-                hits.append(qs)
-            else:
-                self.q.put(qs)
+        with self.issuing:
+            for qs in query_samples:
+                if self.cache is not None and self.start + qs.index in self.cache:
+                    hits.append(qs)
+                else:
+                    self.q.put(qs)
         # Cached samples are answered at once (LoadGen allows completing inside IssueQuery), a
         # batch at a time so that large payloads never sit in memory all together.
         for i in range(0, len(hits), self.batch_size):
@@ -118,6 +122,8 @@ class _SUT:
         if first is None:
             return None
         batch = [first]
+        with self.issuing:  # wait until the IssueQuery call in progress has queued all its samples
+            pass
         while len(batch) < self.batch_size:
             try:
                 nxt = self.q.get_nowait()
