@@ -17,11 +17,12 @@ from . import manifest as mf
 from .errors import KitError
 from .perf import PERFORMANCE, fmt_value, run_performance
 from .progress import PROGRESS_FILE, fmt_eta
+from .status import STALL_MINUTES
 from .util import atomic_write_text
 
 VERIFIED_DIR = "internal"  # logs/internal/<model>/accuracy.json: verified reference logs
 STRAGGLER = 1.25           # a partition this many times the median wall time is flagged
-STALE_S = 600              # a "running" progress.json not updated for this long: the worker is gone
+STALE_S = STALL_MINUTES * 60  # the same stall rule as `evalkit status`: the worker is gone
 
 
 def _read_json(path: Path) -> dict | None:
