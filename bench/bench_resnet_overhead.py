@@ -22,13 +22,13 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from evalkit import registry  # noqa: E402
-from evalkit.manifest import run_config  # noqa: E402
-from evalkit.runner import RunSpec, run_partition  # noqa: E402
+from evalkit.plan import RunSpec, resolve  # noqa: E402
+from evalkit.runner import run_partition  # noqa: E402
 from evalkit.synth import synthesize  # noqa: E402
 
 
-def kit_samples_per_s(bench, spec, dataset) -> float:
-    run_partition(bench, spec, 0, run_config(bench, spec), dataset)
+def kit_samples_per_s(spec) -> float:
+    run_partition(resolve(spec), 0)
     summary = (Path(spec.log_path) / "0" / "mlperf_log_summary.txt").read_text()
     return float(re.search(r"Samples per second\s*:\s*([\d.]+)", summary).group(1))
 
@@ -66,7 +66,7 @@ def main() -> None:
         kit, bare = [], []
         for r in range(a.repeats):  # interleaved, so machine noise hits both alike
             bare.append(bare_samples_per_s(bench, model, samples, RunSpec(log_path=tmp, **base)))
-            kit.append(kit_samples_per_s(bench, RunSpec(log_path=tmp / f"kit{r}", **base), dataset))
+            kit.append(kit_samples_per_s(RunSpec(log_path=tmp / f"kit{r}", **base)))
     kit_m, bare_m = statistics.median(kit), statistics.median(bare)
     print(f"ResNet50 Offline, {a.n} samples, batch {a.batch}, {a.data_type}, {a.threads} threads, "
           f"{a.repeats} repeats (median)")

@@ -2,10 +2,12 @@
 
 A model folder provides one `Benchmark` subclass instance. The core (runner,
 launcher, gather, check, synth) only ever talks to this interface, so adding a
-model never touches the core.
+model never touches the core. The methods a model must write are abstract: an
+incomplete model fails when the registry loads it, not in the middle of a run.
 """
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -14,37 +16,39 @@ import numpy as np
 from .errors import KitError
 
 
-class Dataset:
+class Dataset(abc.ABC):
     """A validated, opened dataset. Indices are global (0..size-1)."""
 
     size: int = 0
 
+    @abc.abstractmethod
     def load(self, index: int) -> Any:
         """Return the preprocessed sample `index` (what make_batch consumes)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def check_available(self, start: int, stop: int) -> None:
         """Raise KitError naming the first missing file in [start, stop).
 
-        A missing file is an error, never a skip: a skip shifts every index after it.
+        A missing file is an error, never a skip: a skip shifts every index after it. Abstract on
+        purpose: a default that passes silently would let a run start on a broken dataset.
         """
 
 
-class TextIO:
+class TextIO(abc.ABC):
     """What a text backend needs from an LLM benchmark (Benchmark.text_io)."""
 
+    @abc.abstractmethod
     def request(self, item: Any) -> dict:
         """One element of make_batch's output -> {"prompt": str, "generation": {...}} with the
         generation settings as HF generate() names them (num_beams, max_new_tokens, ...)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def payload(self, text: str, token_ids: list[int] | None) -> np.ndarray:
         """The server's completion -> one element of what postprocess takes: its token ids when
         the server returned them, else `text` tokenised with the checkpoint's tokenizer."""
-        raise NotImplementedError
 
 
-class Benchmark:
+class Benchmark(abc.ABC):
     # --- names -----------------------------------------------------------
     name: str = ""                    # kit name: `make <name>`, `evalkit run <name>`
     mlperf_name: str = ""             # LoadGen mlperf.conf model key
@@ -54,19 +58,24 @@ class Benchmark:
     dataset_size: int = 0             # full validation set size (checker "dataset-size")
     performance_sample_count: int = 0
     payload_dtype: str = "float32"    # numpy dtype of each response payload
+    payload_size: int | None = None   # elements per payload when fixed (resnet 1, bert 768); the core checks it
     token_payload: bool = False       # payload = token ids: LoadGen gets n_tokens = payload length
     default_batch_size: int = 1
     data_types: tuple[str, ...] = ("fp32", "fp16", "bf16")
     synthetic_n: int = 64             # default size of the synthetic set (DATA=synthetic)
+    # Model options (--option KEY=VALUE) with their defaults: the only keys a run accepts for this
+    # model; the resolved values go into the config hash. Another model's options never appear here.
+    options: dict[str, Any] = {}
 
     # --- data ---------------------------------------------------------------
+    @abc.abstractmethod
     def open_dataset(self, path: Path, model_path: Path | None = None) -> Dataset:
         """Open the published on-disk layout at `path`; KitError if it is not there.
         `model_path` is for datasets whose features depend on the checkpoint (a tokenizer)."""
-        raise NotImplementedError
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
-        """Cheap identity of dataset + checkpoint for the config hash (no full-file hashing)."""
+        """Identity of the dataset's index/label files for the config hash (the checkpoint is
+        identified by content by the core: evalkit/identity.py)."""
         return {}
 
     # --- model --------------------------------------------------------------
@@ -80,12 +89,13 @@ class Benchmark:
                            f"use one of {', '.join(self.data_types)}.")
         return table[data_type]
 
+    @abc.abstractmethod
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
-        raise NotImplementedError
+        """The real model from a checkpoint in its published format, on `device`, in `data_type`."""
 
+    @abc.abstractmethod
     def make_batch(self, samples: Sequence[Any], device: str, data_type: str, options: dict) -> Any:
         """Collate preprocessed samples into the model's input for one forward call."""
-        raise NotImplementedError
 
     def forward(self, model: Any, inputs: Any) -> Any:
         import torch
@@ -93,9 +103,9 @@ class Benchmark:
         with torch.inference_mode():
             return model(inputs)
 
+    @abc.abstractmethod
     def postprocess(self, outputs: Any, n: int) -> list[np.ndarray]:
         """Model outputs of a batch -> one payload array (payload_dtype) per sample."""
-        raise NotImplementedError
 
     # --- hooks for backends (evalkit/backends) -----------------------------------
     def compile_model(self, model: Any, compile_fn) -> Any:
@@ -115,11 +125,15 @@ class Benchmark:
         raise KitError(f"{self.name} has no text interface; text backends (openai) serve LLMs only")
 
     # --- accuracy -------------------------------------------------------------
-    def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int,
-                 model_path: Path | None = None) -> dict:
-        """(qsl_idx, payload bytes) pairs of the merged log -> metrics keyed by checker metric name.
-        `model_path` is the run's checkpoint (its tokenizer decodes token payloads)."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def score(self, pairs: Iterable[tuple[int, np.ndarray]], dataset_path: Path, n_count: int,
+              model_path: Path | None = None) -> dict:
+        """Clean (qsl_idx, payload) pairs -> metrics keyed by checker metric name.
+
+        The core (evalkit/scoring.py) has already checked every entry of the log: qsl_idx inside
+        0..n_count-1, payload a whole number of payload_dtype (and payload_size elements when
+        set), first occurrence kept, log not empty. `model_path` is the run's checkpoint (its
+        tokenizer decodes token payloads). Model-specific checks (token ids < vocab) stay here."""
 
     def accuracy_model_path(self, dataset_path: Path, model_path: Path | None = None) -> Path:
         """Checkpoint dir whose tokenizer the dataset/accuracy need: the run's `model_path` when
@@ -137,27 +151,21 @@ class Benchmark:
         raise KitError(f"no checkpoint dir for the {self.name} tokenizer next to dataset {ds} "
                        f"(looked in {candidates[0]} and {candidates[1]})")
 
+    @abc.abstractmethod
     def accuracy_lines(self, metrics: dict) -> list[str]:
         """Lines of accuracy.txt, as the reference accuracy script prints them (plain numbers)."""
-        raise NotImplementedError
 
     # --- synthetic ----------------------------------------------------------------
+    @abc.abstractmethod
     def synthesize(self, out: Path, n: int, seed: int) -> list[np.ndarray]:
         """Write out/dataset (published layout) and out/model (published checkpoint format).
 
         Ground truth must be the model's own fp32 batch-1 output; returns those
         payloads, one per sample, so the core can prove an index shift fails.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def synthetic_reference(self) -> dict[str, float]:
         """Perfect values of the exact metrics on synthetic data (e.g. {"acc": 100.0}); the first
         is the one an index shift must break. Other target metrics (GEN_LEN, ...) take the
         value the ground truth itself scores."""
-        raise NotImplementedError
-
-
-def checkpoint_fingerprint(model_path: Path) -> list:
-    """Names and sizes of a checkpoint dir's files: cheap identity, no hashing of GBs of weights."""
-    mp = Path(model_path)
-    return sorted([f.name, f.stat().st_size] for f in mp.iterdir() if f.is_file())

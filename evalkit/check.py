@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 from . import registry, targets
-from .accuracy_log import decode_payloads
 from .errors import KitError
-from .gather import GATHER_INFO, MERGED
+from .rundir import GATHER_INFO, MERGED
 from .manifest import read_synthetic
+from .scoring import score_log
 from .util import atomic_write_json, atomic_write_text, sha256_file
 
 
@@ -69,7 +69,7 @@ def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | Non
         raise KitError(f"dataset {dataset} is {'' if synth else 'not '}synthetic but the run was "
                        f"{'' if info['config'].get('synthetic') else 'not '}; pass the dataset the run used")
     t0 = time.time()
-    metrics = bench.accuracy(decode_payloads(merged), dataset, n_count, model_path)
+    metrics = score_log(bench, merged, dataset, n_count, model_path)
     score_s = time.time() - t0
     dataset_size = int(synth["n"]) if synth else bench.dataset_size
     scale = {m: n_count / dataset_size for m in mt.metrics()} if n_count < dataset_size else {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from . import registry, targets
@@ -34,7 +33,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target_latency", type=float, help="ms (SingleStream/MultiStream)")
     p.add_argument("--min_duration", type=int, help="ms")
     p.add_argument("--min_query_count", type=int)
-    p.add_argument("--no_channels_last", action="store_true", help="vision models: keep NCHW memory format")
+    p.add_argument("--no_channels_last", action="store_true",
+                   help="= --option channels_last=false (models that declare that option)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. num_beams=1 (gpt-j generation); recorded in the config hash")
     p.add_argument("--backend", default="pytorch",
@@ -51,25 +51,21 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="torchrun: a rank silent (no heartbeat) this many seconds counts as dead")
 
 
-def _spec(a):
-    from .runner import RunSpec
+def _request(a):
+    """The run request as given; plan.resolve fills and checks everything else."""
+    from .plan import RunSpec
 
-    if a.data == "synthetic":
-        base = ROOT / "data" / "synthetic" / a.model
-        ds, mp = base / "dataset", base / "model"
-    else:
-        ds, mp = ROOT / "data" / "dataset" / a.model, ROOT / "data" / "models" / a.model
-    # mode in the dir name: accuracy and performance runs of one configuration sit side by side
-    log_path = a.log_path or ROOT / "logs" / a.model / a.scenario / f"{a.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     perf = {"target_qps": a.target_qps, "target_latency": a.target_latency,
             "min_duration": a.min_duration, "min_query_count": a.min_query_count}
-    return RunSpec(model=a.model, dataset=a.dataset or ds, model_path=a.model_path or mp, log_path=log_path,
+    options = _key_values(a.option, "--option")
+    if a.no_channels_last:
+        options["channels_last"] = False
+    return RunSpec(model=a.model, data=a.data, dataset=a.dataset, model_path=a.model_path, log_path=a.log_path,
                    n_count=a.n_count, n_partitions=a.n_partitions, partition_offset=a.partition_offset,
                    n_devices=a.n_devices, scenario=a.scenario, mode=a.mode, data_type=a.data_type,
                    device=a.device, batch_size=a.batch_size, threads=a.threads, user_conf=a.user_conf,
-                   perf={k: v for k, v in perf.items() if v is not None},
-                   options={"channels_last": not a.no_channels_last, **_key_values(a.option, "--option")},
-                   backend=a.backend,
+                   perf={k: v for k, v in perf.items() if v is not None}, options=options,
+                   backend=a.backend, accuracy_target=a.accuracy_target,
                    backend_options={**_key_values(a.backend_option, "--backend_option"),
                                     **({"server_url": a.server_url} if a.server_url else {})})
 
@@ -86,36 +82,6 @@ def _key_values(items: list[str], flag: str) -> dict:
         except ValueError:
             out[key] = value
     return out
-
-
-def _finish_run(spec, accuracy_target, no_check) -> int:
-    from .check import check, format_table
-    from .gather import gather, is_current
-    from .launcher import complete_partitions
-
-    present = complete_partitions(spec.log_path)
-    P = spec.n_partitions
-    missing = [p for p in range(P) if p not in present]
-    if missing:
-        print(f"run dir {spec.log_path}: partitions {sorted(present)} of 0..{P - 1} complete; "
-              f"missing {missing}. Run them (--partition_offset), then: "
-              f"python -m evalkit gather {spec.log_path} [OTHER_RUN_DIRS...] && python -m evalkit check {spec.log_path}",
-              file=sys.stderr)
-        return 0
-    if no_check:
-        print(f"run dir {spec.log_path}: all {P} partitions complete", file=sys.stderr)
-        return 0
-    if spec.mode == "performance":
-        from .perf import format_table as perf_table, write_performance
-        print(perf_table(write_performance(spec.log_path)))
-        print(f"run dir: {spec.log_path}")
-        return 0
-    if not is_current(spec.log_path, [spec.log_path]):
-        gather([spec.log_path], force=True)
-    result = check(spec.log_path, accuracy_target=accuracy_target)
-    print(format_table(result))
-    print(f"run dir: {spec.log_path}")
-    return 0 if result["verdict"] == "PASS" else 1
 
 
 def main(argv=None) -> int:
@@ -207,23 +173,20 @@ def _dispatch(a) -> int:
         print(describe(synthesize(a.model, a.out, a.n, a.seed)))
         return 0
     if a.cmd == "_worker":
-        from .launcher import prepare, spec_from_json
-        from .runner import run_partition
-        spec = spec_from_json(a.spec_json)
-        bench, dataset, config = prepare(spec)
-        status = run_partition(bench, spec, spec.partition_offset, config, dataset)
-        print(f"{status} ({spec.device}, {spec.threads} threads)")
+        from .launcher import run_worker
+        print(run_worker(a.spec_json))
         return 0
     if a.cmd == "run":
         from .distributed import torchrun_env
-        from .launcher import run_local
-        spec = _spec(a)
+        from .launcher import finish_run, run_local
+        from .plan import resolve
+        req = _request(a)
         if torchrun_env() is not None:
             from . import distributed
-            return distributed.run(spec, a.log_path is not None, a.accuracy_target, a.no_check,
-                                   a.init_timeout, a.dist_timeout)
-        run_local(spec)
-        return _finish_run(spec, a.accuracy_target, a.no_check)
+            return distributed.run(req, a.no_check, a.init_timeout, a.dist_timeout)
+        plan = resolve(req)
+        run_local(plan)
+        return finish_run(plan, a.no_check)
     if a.cmd == "gather":
         from .gather import gather
         merged = gather(a.run_dirs, a.out, a.force)

@@ -28,7 +28,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from . import manifest as mf
+from . import rundir
 from .errors import KitError
 from .util import sha256_file
 
@@ -175,12 +175,12 @@ def _receive(ranks: _Ranks, src: int, run_dir: Path, p: int, files: list[dict]) 
                     left -= len(data)
             if h.hexdigest() != meta["sha256"]:
                 raise KitError(f"partition {p} from rank {src}: {meta['name']} arrived corrupted (sha256 differs)")
-        if mf.read_manifest(tmp) is None:
-            raise KitError(f"partition {p} from rank {src} arrived without a complete {mf.MANIFEST}")
+        if rundir.read_manifest(tmp) is None:
+            raise KitError(f"partition {p} from rank {src} arrived without a complete {rundir.MANIFEST}")
         dest = run_dir / str(p)
         old = None
         if dest.exists():
-            if mf.read_manifest(dest) is not None:
+            if rundir.read_manifest(dest) is not None:
                 raise KitError(f"partition {p} from rank {src}: {dest} already holds a complete partition; "
                                f"it is kept and the copy from rank {src} dropped")
             old = run_dir / f".{p}.unfinished-{uuid.uuid4().hex[:8]}"
@@ -204,17 +204,18 @@ def _resume_command(spec, env: dict) -> str:
     return cmd
 
 
-def _own_partition(spec, env: dict, plan: dict, chash: str) -> dict:
+def _own_partition(plan, env: dict, info: dict) -> dict:
     """Run (or skip) this rank's partition; returns its result record."""
     from .launcher import cpu_cores, run_local
 
+    spec, chash = plan.spec, plan.config_hash
     p = spec.partition_offset + env["rank"]
     res = {"rank": env["rank"], "partition": p, "host": socket.gethostname(), "status": "done", "error": None}
-    if chash != plan["config_hash"]:
+    if chash != info["config_hash"]:
         res.update(status="failed", error=f"rank {env['rank']} on {res['host']} has run config hash {chash}, "
-                   f"rank 0 has {plan['config_hash']}: same dataset, checkpoint, --n_count and options on every node")
+                   f"rank 0 has {info['config_hash']}: same dataset, checkpoint, --n_count and options on every node")
         return res
-    have = plan["complete"].get(str(p))
+    have = info["complete"].get(str(p))
     if have is not None:
         if have != chash:
             res.update(status="failed", error=f"partition {p} in rank 0's run dir was made with another config "
@@ -228,56 +229,50 @@ def _own_partition(spec, env: dict, plan: dict, chash: str) -> dict:
         device=f"cuda:{env['local_rank']}" if kind == "cuda" else spec.device,
         threads=spec.threads or (max(1, cpu_cores() // env["local_world_size"]) if kind == "cpu" else 0))
     try:
-        run_local(wspec, isolate=True)
+        run_local(dataclasses.replace(plan, spec=wspec), isolate=True)
     except KitError as e:
         res.update(status="failed", error=str(e))
     return res
 
 
-def run(spec, log_path_given: bool, accuracy_target, no_check: bool,
-        init_timeout: float, dist_timeout: float) -> int:
+def run(req, no_check: bool, init_timeout: float, dist_timeout: float) -> int:
     """One rank's whole run; rank 0 also collects, gathers and checks. Returns the exit code."""
+    from .plan import resolve
+
     env = torchrun_env()
-    rank, world = env["rank"], env["world_size"]
-    if spec.n_devices != 1:
-        raise KitError(f"--n_devices {spec.n_devices} does not apply under torchrun: every rank runs one "
-                       f"partition; set torchrun's --nproc-per-node instead")
-    spec.n_partitions = spec.n_partitions or world
-    if spec.partition_offset < 0 or spec.partition_offset + world > spec.n_partitions:
-        raise KitError(f"--partition_offset {spec.partition_offset} + world size {world} "
-                       f"exceeds --n_partitions {spec.n_partitions}")
+    try:  # every rank checks the request at once; rank 0's error reaches the others through the store
+        plan, err = resolve(req, world_size=env["world_size"]), None
+    except KitError as e:
+        plan, err = None, e
     ranks = _Ranks(env, init_timeout, dist_timeout)
     try:
-        if rank == 0:
-            return _rank0(ranks, spec, env, accuracy_target, no_check)
-        return _rank_n(ranks, spec, env, log_path_given)
+        if env["rank"] == 0:
+            return _rank0(ranks, plan, err, env, no_check)
+        return _rank_n(ranks, plan, err, env, req.log_path is not None)
     finally:
         ranks.close()
 
 
-def _rank0(ranks: _Ranks, spec, env, accuracy_target, no_check) -> int:
-    from .cli import _finish_run
-    from .launcher import complete_partitions, prepare
+def _rank0(ranks: _Ranks, plan, err, env, no_check) -> int:
+    from .launcher import finish_run
 
     verdict = 2
     try:
-        try:
-            _, _, config = prepare(dataclasses.replace(spec, n_devices=1))
-        except KitError as e:
-            ranks.put("plan", {"error": str(e)})
-            raise
+        if err is not None:
+            ranks.put("plan", {"error": str(err)})
+            raise err
+        spec = plan.spec
         run_dir = Path(spec.log_path)
         run_dir.mkdir(parents=True, exist_ok=True)
         nonce = uuid.uuid4().hex
         (run_dir / TOKEN).write_text(nonce)
-        chash = mf.config_hash(config)
-        plan = {"log_path": str(run_dir), "token": nonce, "config_hash": chash,
-                "complete": {str(p): m["config_hash"] for p, m in complete_partitions(run_dir).items()}}
-        ranks.put("plan", plan)
-        from .status import record_launch  # `evalkit status` prints it for failed/missing partitions
-        record_launch(run_dir, list(range(spec.partition_offset, spec.partition_offset + env["world_size"])),
-                      spec.n_partitions, _resume_command(spec, env))
-        results = {0: _own_partition(spec, env, plan, chash)}
+        info = {"log_path": str(run_dir), "token": nonce, "config_hash": plan.config_hash,
+                "complete": {str(p): m["config_hash"] for p, (_, m) in rundir.complete_partitions([run_dir]).items()}}
+        ranks.put("plan", info)
+        # `evalkit status` prints it for failed/missing partitions
+        rundir.record_launch(run_dir, list(range(spec.partition_offset, spec.partition_offset + env["world_size"])),
+                             spec.n_partitions, _resume_command(spec, env))
+        results = {0: _own_partition(plan, env, info)}
         pending = set(range(1, env["world_size"]))
         while pending:
             for r in sorted(pending):
@@ -307,7 +302,7 @@ def _rank0(ranks: _Ranks, spec, env, accuracy_target, no_check) -> int:
             detail = "; ".join(f"partition {f['partition']} (rank {f['rank']}): {f['error']}" for f in failed)
             raise KitError(f"{len(failed)} of {env['world_size']} partitions failed: {detail}. Finished partitions "
                            f"are kept in {run_dir}; resume the failed ones with: {_resume_command(spec, env)}")
-        verdict = _finish_run(spec, accuracy_target, no_check)
+        verdict = finish_run(plan, no_check)
         return verdict
     except KitError as e:
         # Printed before the verdict goes out: once another rank exits non-zero torchrun may stop this one.
@@ -321,27 +316,23 @@ def _rank0(ranks: _Ranks, spec, env, accuracy_target, no_check) -> int:
                 time.sleep(0.2)
 
 
-def _rank_n(ranks: _Ranks, spec, env, log_path_given: bool) -> int:
-    from .launcher import prepare
-
+def _rank_n(ranks: _Ranks, plan, err, env, log_path_given: bool) -> int:
     rank = env["rank"]
-    res = {"rank": rank, "partition": spec.partition_offset + rank, "host": socket.gethostname(),
-           "status": "failed", "error": None}
+    res = {"rank": rank, "partition": None, "host": socket.gethostname(), "status": "failed", "error": None}
     try:
-        plan = ranks.wait("plan", 0, "rank 0's plan")
-        if "error" in plan:
-            raise KitError(f"rank 0 failed before the run: {plan['error']}")
-        if not log_path_given:
-            spec.log_path = Path(plan["log_path"])  # one run dir name on every node
-        try:
-            _, _, config = prepare(dataclasses.replace(spec, n_devices=1))
-        except KitError as e:
-            res["error"] = str(e)
-        else:
-            res = _own_partition(spec, env, plan, mf.config_hash(config))
-        tok = Path(spec.log_path) / TOKEN
-        shared = tok.exists() and tok.read_text() == plan["token"]
-        part_dir = Path(spec.log_path) / str(res["partition"])
+        info = ranks.wait("plan", 0, "rank 0's plan")
+        if "error" in info:
+            raise KitError(f"rank 0 failed before the run: {info['error']}")
+        if err is not None:
+            raise err
+        if not log_path_given:  # one run dir name on every node: rank 0's timestamp
+            plan = dataclasses.replace(plan, spec=dataclasses.replace(plan.spec, log_path=Path(info["log_path"])))
+        res["partition"] = plan.spec.partition_offset + rank
+        res = _own_partition(plan, env, info)
+        log_path = Path(plan.spec.log_path)
+        tok = log_path / TOKEN
+        shared = tok.exists() and tok.read_text() == info["token"]
+        part_dir = log_path / str(res["partition"])
         if res["status"] == "done" and not shared:
             res["files"] = _file_list(part_dir)
         ranks.put(f"result/{rank}", res)

@@ -17,38 +17,24 @@ from pathlib import Path
 
 import numpy as np
 
-from . import manifest as mf
+from . import rundir
 from .accuracy_log import Writer, entry_at, iter_entries
 from .errors import KitError
-from .runner import ACCURACY_LOG
+from .identity import describe_difference
+from .partition import partition_range
+from .rundir import ACCURACY_LOG, GATHER_INFO, MERGED
 from .util import atomic_write_json
-
-MERGED = "merged_mlperf_log_accuracy.json"
-GATHER_INFO = "gather.json"
 
 
 def find_partitions(run_dirs: list[Path]) -> dict[int, tuple[Path, dict]]:
-    found: dict[int, tuple[Path, dict]] = {}
-    incomplete: list[str] = []
-    for rd in run_dirs:
-        rd = Path(rd)
+    for rd in map(Path, run_dirs):
         if not rd.is_dir():
             raise KitError(f"run dir {rd} does not exist")
-        # Numeric order, never lexicographic: "10" sorts after "9".
-        for d in sorted((x for x in rd.iterdir() if x.is_dir() and x.name.isdigit()), key=lambda x: int(x.name)):
-            m = mf.read_manifest(d)
-            if m is None:
-                incomplete.append(str(d))
-                continue
-            p = int(m["partition"])
-            if p != int(d.name):
-                raise KitError(f"{d / mf.MANIFEST}: manifest says partition {p} but the dir is {d.name}")
-            if p in found:
-                raise KitError(f"partition {p} appears twice: {found[p][0]} and {d}; keep one copy")
-            found[p] = (d, m)
+    found = rundir.complete_partitions(run_dirs)
     if not found:
+        unfinished = [str(d) for rd in run_dirs for _, d in rundir.partition_dirs(rd)]
         raise KitError(f"no complete partition in {', '.join(map(str, run_dirs))}"
-                       + (f" (unfinished: {', '.join(incomplete)})" if incomplete else ""))
+                       + (f" (unfinished: {', '.join(unfinished)})" if unfinished else ""))
     return found
 
 
@@ -59,8 +45,12 @@ def validate(found: dict[int, tuple[Path, dict]]) -> dict:
     for p, (d, m) in sorted(found.items()):
         if m["config_hash"] != ref["config_hash"]:
             diff = sorted(k for k in set(m["config"]) | set(ref["config"]) if m["config"].get(k) != ref["config"].get(k))
+            what = ", ".join(diff)
+            if "checkpoint" in diff:  # the one difference a user must not miss: other weights
+                what = ("checkpoint: " + describe_difference(m["config"].get("checkpoint"), ref["config"].get("checkpoint"))
+                        + "".join(f", {k}" for k in diff if k != "checkpoint"))
             raise KitError(f"partition {p} ({d}) is from another config than partition {ref_p} "
-                           f"(hash {m['config_hash']} vs {ref['config_hash']}; differs in {', '.join(diff)})")
+                           f"(hash {m['config_hash']} vs {ref['config_hash']}; differs in {what})")
     P = int(ref["n_partitions"])
     missing = [p for p in range(P) if p not in found]
     if missing:
@@ -69,6 +59,11 @@ def validate(found: dict[int, tuple[Path, dict]]) -> dict:
     extra = [p for p in found if p >= P]
     if extra:
         raise KitError(f"partition {extra[0]} is outside 0..{P - 1}")
+    n_count = int(ref["n_count"])
+    for p, (d, m) in sorted(found.items()):
+        if list(m["range"]) != list(partition_range(n_count, P, p)):
+            raise KitError(f"partition {p}: {d / rundir.MANIFEST} claims range {m['range']}, the partition "
+                           f"contract gives {list(partition_range(n_count, P, p))}; the manifest was edited")
     return ref
 
 
@@ -114,6 +109,8 @@ def gather(run_dirs: list[Path], out_dir: Path | None = None, force: bool = Fals
                 if expect and h.hexdigest() != expect["sha256"]:
                     raise KitError(f"partition {p}: {log} does not match its manifest's sha256 (modified); rerun the partition")
                 order = []
+                first_payload: dict[int, bytes] = {}  # digest of each sample's first payload
+                repeats = 0
                 for off, e in iter_entries(log, f"partition {p}:", offsets=True):
                     local = int(e["qsl_idx"])
                     if not 0 <= local < stop - start:
@@ -123,9 +120,21 @@ def gather(run_dirs: list[Path], out_dir: Path | None = None, force: bool = Fals
                         raise KitError(f"partition {p}: {log} qsl_idx {local}: payload of {len(data) // 2} bytes "
                                        f"is not a whole number of {ref['payload_dtype']}")
                     g = start + local
+                    digest = hashlib.sha256(data.encode()).digest()
+                    if local in first_payload:
+                        # LoadGen's MultiStream queries hold 8 samples: a partition whose size is not a
+                        # multiple of 8 gets some twice, with the same answer. Keep the first, as the
+                        # MLCommons scripts do; a repeat with another answer means a nondeterministic SUT.
+                        if first_payload[local] != digest:
+                            raise KitError(f"partition {p}: {log} has qsl_idx {local} twice with different payloads "
+                                           f"(the model answered the same sample differently); rerun the partition")
+                        repeats += 1
+                        continue
                     if seen[g]:
-                        raise KitError(f"partition {p}: {log} has qsl_idx {local} twice")
+                        raise KitError(f"partition {p}: {log} has global qsl_idx {g}, which another partition "
+                                       f"already holds")
                     seen[g] = True
+                    first_payload[local] = digest
                     order.append((local, off))
                 # Sorted by qsl_idx within the partition: LoadGen's completion order varies between
                 # runs, so this makes the merged log canonical (a resumed run is byte-identical).
@@ -138,7 +147,7 @@ def gather(run_dirs: list[Path], out_dir: Path | None = None, force: bool = Fals
                         w.write(out)
                 count = len(order)
                 parts_info.append({"partition": p, "dir": str(d.resolve()), "range": [start, stop],
-                                   "entries": count, "host": m.get("host"), "device": m.get("device"),
+                                   "entries": count, "repeats": repeats, "host": m.get("host"), "device": m.get("device"),
                                    "timings": m.get("timings", {}), "accuracy_log_sha256": h.hexdigest()})
             w.close()
         if not seen.all():
@@ -154,7 +163,7 @@ def gather(run_dirs: list[Path], out_dir: Path | None = None, force: bool = Fals
     info = {k: ref[k] for k in ("model", "n_count", "n_partitions", "payload_dtype", "config", "config_hash",
                                 "dataset", "model_path")}
     info.update({"partitions": parts_info, "run_dirs": [str(Path(r).resolve()) for r in run_dirs],
-                 "merged_log": MERGED})
+                 "merged_log": MERGED, "repeats": sum(x["repeats"] for x in parts_info)})
     atomic_write_json(out_dir / GATHER_INFO, info)
     return merged
 

@@ -1,24 +1,23 @@
-"""Validate a run request and run its partitions: in-process for one device,
-one worker process per device otherwise. Every worker's exit code is checked;
-when the run dir then holds all partitions, gather and check follow.
+"""Run a resolved Plan's partitions: in-process for one device, one worker process per
+device otherwise. Every worker's exit code is checked; when the run dir then holds all
+partitions, gather and check follow (finish_run, shared with the torchrun path).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from . import backends
-from . import manifest as mf
-from . import registry
-from .errors import KitError
+from . import rundir
 from . import status as run_status
+from .errors import KitError
+from .plan import Plan, RunSpec, resolve
 from .progress import mark_failed
-from .runner import MODES, SCENARIOS, RunSpec, run_partition
+from .runner import run_partition
 
 
 def cpu_cores() -> int:
@@ -26,51 +25,6 @@ def cpu_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def accelerator_count(device: str) -> int | None:
-    """Number of devices of that kind, or None for CPU (workers are just processes)."""
-    if device.split(":")[0] == "cuda":
-        import torch
-        return torch.cuda.device_count()
-    return None
-
-
-def prepare(spec: RunSpec):
-    """Check every option against the dataset and machine; fill defaults. Returns (bench, dataset, config)."""
-    bench = registry.get(spec.model)
-    if spec.scenario not in SCENARIOS:
-        raise KitError(f"--scenario {spec.scenario} is not one of {', '.join(SCENARIOS)}")
-    if spec.mode not in MODES:
-        raise KitError(f"--mode {spec.mode} is not one of {', '.join(MODES)}")
-    if spec.data_type not in bench.data_types:
-        raise KitError(f"--data_type {spec.data_type} is not supported by {bench.name} ({', '.join(bench.data_types)})")
-    backends.resolve(spec.backend)  # an unknown or broken backend fails here, before any work
-    dataset = bench.open_dataset(Path(spec.dataset), Path(spec.model_path))
-    if spec.n_count is None:
-        spec.n_count = dataset.size
-    if not 1 <= spec.n_count <= dataset.size:
-        raise KitError(f"--n_count {spec.n_count} is outside [1, {dataset.size}] "
-                       f"(dataset {spec.dataset} has {dataset.size} samples)")
-    if spec.n_devices < 1:
-        raise KitError(f"--n_devices {spec.n_devices} must be at least 1")
-    n_acc = accelerator_count(spec.device)
-    if n_acc is not None and spec.n_devices > n_acc and ":" not in spec.device:
-        raise KitError(f"--n_devices {spec.n_devices} but this machine has {n_acc} {spec.device} device(s)")
-    if not spec.n_partitions:
-        spec.n_partitions = spec.n_devices
-    if spec.n_partitions > spec.n_count:
-        raise KitError(f"--n_partitions {spec.n_partitions} is more than --n_count {spec.n_count}")
-    if spec.partition_offset < 0 or spec.partition_offset + spec.n_devices > spec.n_partitions:
-        raise KitError(f"--partition_offset {spec.partition_offset} + --n_devices {spec.n_devices} "
-                       f"exceeds --n_partitions {spec.n_partitions}")
-    if spec.batch_size < 0:
-        raise KitError(f"--batch_size {spec.batch_size} must be positive")
-    if not Path(spec.model_path).exists():
-        raise KitError(f"model checkpoint {spec.model_path} does not exist; build the env "
-                       f"(scripts/build_{bench.name}_env.sh) or pass --model_path")
-    config = mf.run_config(bench, spec)
-    return bench, dataset, config
 
 
 def worker_devices(spec: RunSpec) -> list[tuple[str, int]]:
@@ -86,19 +40,6 @@ def worker_devices(spec: RunSpec) -> list[tuple[str, int]]:
     if spec.n_devices == 1:
         return [(spec.device, spec.threads)]
     return [(f"{kind}:{i}", spec.threads) for i in range(spec.n_devices)]
-
-
-def _spec_json(spec: RunSpec) -> str:
-    d = dataclasses.asdict(spec)
-    return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()})
-
-
-def spec_from_json(text: str) -> RunSpec:
-    d = json.loads(text)
-    for k in ("dataset", "model_path", "log_path", "user_conf"):
-        if d.get(k) is not None:
-            d[k] = Path(d[k])
-    return RunSpec(**d)
 
 
 def _last_line(path: Path) -> str:
@@ -118,11 +59,12 @@ def _exit_text(rc: int) -> str:
 
 
 def resume_command(spec: RunSpec) -> str:
-    """The user's own command line, pinned to this run dir, so that rerunning it resumes."""
-    import shlex
+    """The user's own command line, pinned to this run dir, so that rerunning it resumes; it starts
+    with `cd <where it was launched> &&`, so it works pasted from anywhere."""
+    cd = f"cd {shlex.quote(os.getcwd())} && "
     script = os.environ.get("EVALKIT_RESUME_CMD")  # set by scripts/eval_<model>.sh
     if script:
-        return script if "LOG_PATH=" in script else f"LOG_PATH={shlex.quote(str(spec.log_path))} {script}"
+        return cd + (script if "LOG_PATH=" in script else f"LOG_PATH={shlex.quote(str(spec.log_path))} {script}")
     argv = [sys.executable, "-m", "evalkit", *sys.argv[1:]]
     if os.environ.get("TORCHELASTIC_RUN_ID") is not None:
         try:  # under torchrun the command to rerun is the agent's, our parent's
@@ -133,24 +75,26 @@ def resume_command(spec: RunSpec) -> str:
             argv = parent[1:] if Path(parent[1] if len(parent) > 1 else "").name == "torchrun" else parent
     if not any(a == "--log_path" or a.startswith("--log_path=") for a in argv):
         argv += ["--log_path", str(spec.log_path)]
-    return shlex.join(argv)
+    env = f"PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])} " if os.environ.get("PYTHONPATH") else ""
+    return cd + env + shlex.join(argv)
 
 
-def run_local(spec: RunSpec, isolate: bool = False) -> list[int]:
-    """Run partitions offset..offset+n_devices-1. Returns them; raises KitError naming failures.
+def run_local(plan: Plan, isolate: bool = False) -> list[int]:
+    """Run the plan's partitions (offset..offset+n_devices-1). Returns them; raises KitError naming failures.
 
     isolate: a single partition also runs in a worker process, so its death is reported, not shared.
     """
-    bench, dataset, config = prepare(spec)
+    spec = plan.spec
     Path(spec.log_path).mkdir(parents=True, exist_ok=True)
-    parts = [spec.partition_offset + i for i in range(spec.n_devices)]
+    parts = plan.partitions
     if not isolate:  # under torchrun rank 0 records the torchrun command instead
-        run_status.record_launch(spec.log_path, parts, spec.n_partitions, resume_command(spec))
+        rundir.record_launch(spec.log_path, parts, spec.n_partitions, resume_command(spec))
     devices = worker_devices(spec)
     if spec.n_devices == 1 and not isolate:
-        spec.device, spec.threads = devices[0]
+        dev, threads = devices[0]
+        plan = dataclasses.replace(plan, spec=dataclasses.replace(spec, device=dev, threads=threads))
         try:
-            run_partition(bench, spec, parts[0], config, dataset)
+            run_partition(plan, parts[0])
         except KitError as e:  # e.g. refused before its progress file existed: status shows why
             mark_failed(Path(spec.log_path) / str(parts[0]), str(e))
             raise
@@ -161,14 +105,14 @@ def run_local(spec: RunSpec, isolate: bool = False) -> list[int]:
             wspec = dataclasses.replace(spec, device=dev, threads=threads, n_devices=1, partition_offset=p)
             part_dir = Path(spec.log_path) / str(p)
             part_dir.mkdir(parents=True, exist_ok=True)
-            log = open(part_dir / "worker.log", "a")
-            cmd = [sys.executable, "-m", "evalkit", "_worker", _spec_json(wspec)]
+            log = open(part_dir / rundir.WORKER_LOG, "a")
+            cmd = [sys.executable, "-m", "evalkit", "_worker", wspec.to_json()]
             procs[p] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
         tty = sys.stderr.isatty()
         last_decile = -1
         while any(pr.poll() is None for pr, _ in procs.values()):
             time.sleep(0.5)
-            st = run_status.collect([Path(spec.log_path)], only=parts)  # what `evalkit status` reads
+            st = rundir.collect([Path(spec.log_path)], only=parts)  # what `evalkit status` reads
             done, total = st.done, st.total
             if total:
                 text = run_status.progress_line(st, f"{len(parts)} partitions")
@@ -202,13 +146,40 @@ def run_local(spec: RunSpec, isolate: bool = False) -> list[int]:
     return parts
 
 
-def complete_partitions(log_path: Path) -> dict[int, dict]:
-    out = {}
-    if not Path(log_path).is_dir():
-        return out
-    for d in Path(log_path).iterdir():
-        if d.is_dir() and d.name.isdigit():
-            m = mf.read_manifest(d)
-            if m is not None:
-                out[int(d.name)] = m
-    return out
+def run_worker(spec_json: str) -> str:
+    """`evalkit _worker`: one partition of an already resolved spec, in this process."""
+    spec = RunSpec.from_json(spec_json)
+    plan = resolve(spec)
+    status = run_partition(plan, spec.partition_offset)
+    return f"{status} ({spec.device}, {spec.threads} threads)"
+
+
+def finish_run(plan: Plan, no_check: bool) -> int:
+    """After this launch's partitions: gather + check when the run dir holds all of them."""
+    from .check import check, format_table
+    from .gather import gather, is_current
+
+    spec = plan.spec
+    present = rundir.complete_partitions([spec.log_path])
+    P = spec.n_partitions
+    missing = [p for p in range(P) if p not in present]
+    if missing:
+        print(f"run dir {spec.log_path}: partitions {sorted(present)} of 0..{P - 1} complete; "
+              f"missing {missing}. Run them (--partition_offset), then: "
+              f"python -m evalkit gather {spec.log_path} [OTHER_RUN_DIRS...] && python -m evalkit check {spec.log_path}",
+              file=sys.stderr)
+        return 0
+    if no_check:
+        print(f"run dir {spec.log_path}: all {P} partitions complete", file=sys.stderr)
+        return 0
+    if spec.mode == "performance":
+        from .perf import format_table as perf_table, write_performance
+        print(perf_table(write_performance(spec.log_path)))
+        print(f"run dir: {spec.log_path}")
+        return 0
+    if not is_current(spec.log_path, [spec.log_path]):
+        gather([spec.log_path], force=True)
+    result = check(spec.log_path, accuracy_target=spec.accuracy_target)
+    print(format_table(result))
+    print(f"run dir: {spec.log_path}")
+    return 0 if result["verdict"] == "PASS" else 1

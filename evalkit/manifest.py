@@ -12,9 +12,9 @@ import socket
 from pathlib import Path
 
 from .errors import KitError
+from .rundir import LOADGEN_FILES, MANIFEST
 from .util import KIT_VERSION, atomic_write_json, config_hash, git_commit, sha256_file
 
-MANIFEST = "partition.json"
 SYNTHETIC_MARKER = "SYNTHETIC.json"
 
 
@@ -32,8 +32,11 @@ def run_config(bench, spec) -> dict:
     """What must be identical across partitions for their logs to merge (hashed).
 
     Device, batch size, offsets and paths are left out on purpose: nodes differ
-    in those, the results must not.
+    in those, the results must not. The checkpoint is identified by content
+    (evalkit/identity.py): another checkpoint of the same size is another run.
     """
+    from .identity import checkpoint_identity
+
     synth = read_synthetic(spec.dataset)
     return {
         "model": bench.name,
@@ -44,11 +47,13 @@ def run_config(bench, spec) -> dict:
         "mode": spec.mode,
         "data_type": spec.data_type,
         "backend": spec.backend,     # how it ran changes the outputs; the backend's own options
-        "options": spec.options,     # (server URL, timeouts) are where, like device, and are left out
+        "options": spec.options,     # (server URL, timeouts) are where, like device, and are left out;
+                                     # only the model's own declared options, defaults filled
         "payload_dtype": bench.payload_dtype,
         "synthetic": synth is not None,
         "synthetic_seed": synth.get("seed") if synth else None,
         "fingerprint": bench.fingerprint(Path(spec.dataset), Path(spec.model_path)),
+        "checkpoint": checkpoint_identity(Path(spec.model_path)),
     }
 
 
@@ -73,7 +78,7 @@ def write_manifest(part_dir: Path, bench, spec, p: int, rng: tuple[int, int], co
         "model_path": str(Path(spec.model_path).resolve()),
         "device": spec.device,
         "backend": {"name": spec.backend, **(backend_info or {})},
-        "batch_size": spec.batch_size or bench.default_batch_size,
+        "batch_size": spec.batch_size,
         "host": socket.gethostname(),
         "timings": timings,
         "logs": logs,
@@ -84,18 +89,4 @@ def write_manifest(part_dir: Path, bench, spec, p: int, rng: tuple[int, int], co
     return m
 
 
-def read_manifest(part_dir: Path) -> dict | None:
-    """The manifest, or None when the partition is not complete."""
-    f = Path(part_dir) / MANIFEST
-    if not f.exists():
-        return None
-    try:
-        m = json.loads(f.read_text())
-    except ValueError:
-        raise KitError(f"{f}: corrupt partition manifest; delete the partition dir to rerun it") from None
-    if m.get("status") != "complete" or "config_hash" not in m:
-        return None
-    return m
-
-
-__all__ = ["MANIFEST", "read_manifest", "write_manifest", "run_config", "config_hash", "read_synthetic"]
+__all__ = ["write_manifest", "run_config", "config_hash", "read_synthetic"]

@@ -8,11 +8,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from . import manifest as mf
+from . import rundir
 from .errors import KitError
+from .rundir import SUMMARY
 from .util import atomic_write_json
 
-SUMMARY = "mlperf_log_summary.txt"
 PERFORMANCE = "performance.json"
 _HEADER_KEYS = {"SUT name", "Scenario", "Mode"}
 
@@ -122,14 +122,11 @@ def run_performance(run_dir: Path) -> dict:
     """performance.json's content for a run dir whose partitions are all complete."""
     run_dir = Path(run_dir)
     parts, manifest = {}, None
-    for d in sorted((x for x in run_dir.iterdir() if x.is_dir() and x.name.isdigit()), key=lambda x: int(x.name)):
-        m = mf.read_manifest(d)
-        if m is None:
-            continue
+    for p, (d, m) in sorted(rundir.complete_partitions([run_dir]).items()):
         if m["config"]["mode"] != "performance":
-            raise KitError(f"{d / mf.MANIFEST}: partition {d.name} is a {m['config']['mode']} run, not performance")
+            raise KitError(f"{d / rundir.MANIFEST}: partition {p} is a {m['config']['mode']} run, not performance")
         manifest = manifest or m
-        parts[int(d.name)] = parse_summary(d / SUMMARY)
+        parts[p] = parse_summary(d / SUMMARY)
     if manifest is None:
         raise KitError(f"run dir {run_dir} has no complete performance partition")
     missing = [p for p in range(int(manifest["n_partitions"])) if p not in parts]
@@ -169,7 +166,7 @@ def format_table(result: dict) -> str:
     lat = result["latency_ns"]
     rows.append(("all", result["result"], result["headline"]["name"] if result["headline"] else "-",
                  fmt_value(result["headline"]), f"{lat.get('50.00 percentile', 0) / 1e6:.2f} ms",
-                 f"{lat.get('99.00 percentile', 0) / 1e6:.2f} ms", str(len(result["failed_constraints"]) or "-")))
+                 f"{lat.get('99.00 percentile', 0) / 1e6:.2f} ms", ", ".join(result["failed_constraints"]) or "-"))
     widths = [max(len(str(r[i])) for r in [hdr] + rows) for i in range(len(hdr))]
     fmt = "  ".join("{:<%d}" % w for w in widths)
     sep = "  ".join("-" * w for w in widths)

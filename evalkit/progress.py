@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from .errors import KitError
+from .rundir import PROGRESS_FILE
 from .util import atomic_write_json
 
-PROGRESS_FILE = "progress.json"
 
 
 def fmt_eta(seconds: float | None) -> str:
@@ -24,38 +24,23 @@ def eta_seconds(done: int, total: int, rate: float) -> float | None:
     return (total - done) / rate if rate > 0 and total > 0 else None
 
 
-def line(label: str, done: int, total: int, rate: float) -> str:
+def line(label: str, done: int, total: int, rate: float, eta: float | None = None) -> str:
     if total <= 0:
-        # Performance runs: LoadGen decides how many samples (min_duration, min_query_count).
-        return f"{label}: {done} samples {rate:.2f} samples/s (performance run, length set by LoadGen)"
-    eta = eta_seconds(done, total, rate)
+        return f"{label}: {done} samples {rate:.2f} samples/s"
     pct = 100.0 * done / total if total else 100.0
     return f"{label}: {done}/{total} ({pct:5.1f}%) {rate:.2f} samples/s ETA {fmt_eta(eta)}"
-
-
-def partition_detail(log_path: Path, parts: list[int]) -> str:
-    """' | p0 12/32 ETA 00:10 | p1 ...': each partition's own state, appended to the combined line."""
-    out = []
-    for p in parts:
-        try:
-            pr = json.loads((Path(log_path) / str(p) / PROGRESS_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        done, total, rate = int(pr.get("done", 0)), int(pr.get("total", 0)), float(pr.get("rate", 0.0))
-        state = f"ETA {fmt_eta(eta_seconds(done, total, rate))}" if pr.get("status") == "running" else pr.get("status")
-        out.append(f"p{p} {done}/{total} {state}" if total > 0 else f"p{p} {done} {state}")
-    return "".join(f" | {x}" for x in out)
 
 
 class Progress:
     """Thread-safe counter; redraws at most every `interval` seconds."""
 
     def __init__(self, part_dir: Path, partition: int, total: int, interval: float = 1.0, stream=None,
-                 meta: dict | None = None):
+                 meta: dict | None = None, min_duration_s: float = 0.0):
         self.path = Path(part_dir) / PROGRESS_FILE
         self.partition = partition
         self.meta = meta or {}  # model, scenario, mode, ...: lets the report show a run that has no manifest yet
         self.total = total
+        self.min_duration_s = min_duration_s  # performance runs: LoadGen runs at least this long
         self.done = 0
         self.cached = 0  # answered from the response cache (evalkit/cache.py), part of done
         self.error: str | None = None
@@ -74,9 +59,15 @@ class Progress:
         el = time.time() - self.started
         return (self.done - self.cached) / el if el > 0 else 0.0
 
+    def eta(self, rate: float) -> float | None:
+        eta = eta_seconds(self.done, self.total, rate)
+        if eta is not None and self.min_duration_s:
+            eta = max(eta, self.min_duration_s - (time.time() - self.started))
+        return eta
+
     def write(self, status: str) -> None:
         rate = self.rate
-        eta = eta_seconds(self.done, self.total, rate) if status == "running" else None
+        eta = self.eta(rate) if status == "running" else None
         atomic_write_json(self.path, {"partition": self.partition, "done": self.done, "total": self.total,
                                       "rate": round(rate, 4), "eta_s": None if eta is None else round(eta, 1),
                                       "started": self.started, "updated": time.time(), "status": status,
@@ -87,12 +78,15 @@ class Progress:
         with self._lock:
             self.done += n
             self.cached += n if cached else 0
+            if self.done > self.total > 0:
+                self.total = self.done  # past LoadGen's lower bound (min_duration not reached yet)
             now = time.time()
             if now - self._last < self.interval and (self.done < self.total or self.total <= 0):
                 return
             self._last = now
             self.write("running")
-            text = line(f"partition {self.partition}", self.done, self.total, self.rate)
+            rate = self.rate
+            text = line(f"partition {self.partition}", self.done, self.total, rate, self.eta(rate))
             if self.tty:
                 self.stream.write("\r" + text)
                 if 0 < self.total <= self.done:

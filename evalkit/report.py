@@ -13,16 +13,14 @@ import statistics
 import time
 from pathlib import Path
 
-from . import manifest as mf
+from . import rundir
 from .errors import KitError
 from .perf import PERFORMANCE, fmt_value, run_performance
-from .progress import PROGRESS_FILE, fmt_eta
-from .status import STALL_MINUTES
+from .progress import fmt_eta
 from .util import atomic_write_text
 
 VERIFIED_DIR = "internal"  # logs/internal/<model>/accuracy.json: verified reference logs
 STRAGGLER = 1.25           # a partition this many times the median wall time is flagged
-STALE_S = STALL_MINUTES * 60  # the same stall rule as `evalkit status`: the worker is gone
 
 
 def _read_json(path: Path) -> dict | None:
@@ -34,15 +32,6 @@ def _read_json(path: Path) -> dict | None:
         raise KitError(f"{path}: corrupt JSON; rerun the command that writes it") from None
 
 
-def _partition_dirs(d: Path) -> list[Path]:
-    return sorted((x for x in d.iterdir() if x.is_dir() and x.name.isdigit()), key=lambda x: int(x.name))
-
-
-def _is_run(d: Path) -> bool:
-    return any((d / n).exists() for n in ("accuracy.json", PERFORMANCE, "gather.json")) or any(
-        (p / mf.MANIFEST).exists() or (p / PROGRESS_FILE).exists() for p in _partition_dirs(d))
-
-
 def find_runs(log_dir: Path) -> list[Path]:
     log_dir = Path(log_dir)
     if not log_dir.is_dir():
@@ -50,7 +39,7 @@ def find_runs(log_dir: Path) -> list[Path]:
     found, stack = [], [log_dir]
     while stack:
         d = stack.pop()
-        if _is_run(d):
+        if rundir.is_run_dir(d):
             found.append(d)
             continue  # a run's partition dirs are not runs
         stack.extend(x for x in d.iterdir() if x.is_dir() and not (d == log_dir and x.name == VERIFIED_DIR))
@@ -73,36 +62,28 @@ def _wall(timings: dict) -> float | None:
     return timings["finished"] - timings["started"] if "finished" in timings else timings.get("loadgen_s")
 
 
-def load_run(run_dir: Path, log_dir: Path, verified: dict[str, dict]) -> dict:
+def load_run(run_dir: Path, log_dir: Path, verified: dict[str, dict], now: float | None = None) -> dict:
     run_dir = Path(run_dir)
     acc = _read_json(run_dir / "accuracy.json")
     perf = _read_json(run_dir / PERFORMANCE)
     parts, meta = [], {}
-    gathered = _read_json(run_dir / "gather.json")
-    if gathered and not _partition_dirs(run_dir):
+    gathered = _read_json(run_dir / rundir.GATHER_INFO)
+    if gathered and not rundir.partition_dirs(run_dir):
         # `gather --out DIR` over other nodes' dirs: the partitions are known from gather.json
         meta = dict(gathered["config"], n_partitions=gathered["n_partitions"])
         parts = [{"partition": p["partition"], "state": "complete", "device": p.get("device"), "host": p.get("host"),
                   "wall_s": _wall(p.get("timings", {})), "done": p.get("entries"), "total": p.get("entries"),
                   "rate": None, "eta_s": None} for p in gathered.get("partitions", [])]
-    for d in _partition_dirs(run_dir):
-        m, pr = mf.read_manifest(d), _read_json(d / PROGRESS_FILE) or {}
-        row = {"partition": int(d.name), "done": pr.get("done"), "total": pr.get("total"),
-               "rate": pr.get("rate"), "eta_s": pr.get("eta_s"), "device": pr.get("device"), "host": None}
-        if m is not None:
-            meta = meta or dict(m["config"], n_partitions=m["n_partitions"])
-            row.update(state="complete", device=m.get("device"), host=m.get("host"), wall_s=_wall(m.get("timings", {})))
-        elif pr:
-            meta = meta or {k: pr[k] for k in ("model", "scenario", "mode", "data_type", "synthetic",
-                                                "n_count", "n_partitions") if k in pr}
-            # no manifest: running, failed, or stopped without finishing (progress.json not updated for STALE_S)
-            state = {"running": "running", "failed": "failed"}.get(pr.get("status"), "unfinished")
-            if state == "running" and time.time() - pr.get("updated", 0) > STALE_S:
-                state = "stalled"
-            row.update(state=state, wall_s=pr.get("updated", 0) - pr.get("started", 0))
-        else:
-            row.update(state="missing", wall_s=None)
-        parts.append(row)
+    else:
+        # the same states as `evalkit status`: one reader of the run dir (evalkit/rundir.py)
+        st = rundir.collect([run_dir], now=now)
+        meta = dict(st.meta)
+        for x in st.parts.values():
+            if x.manifest is not None:
+                meta = dict(x.manifest["config"], n_partitions=x.manifest["n_partitions"], **meta)
+            parts.append({"partition": x.p, "state": x.state, "done": x.done if x.state != "missing" else None,
+                          "total": x.total or None, "rate": x.rate, "eta_s": x.eta, "device": x.device,
+                          "host": x.host, "wall_s": x.wall_s})
     if acc and not meta:
         meta = dict(acc.get("config", {}))
     if perf and not meta:

@@ -7,50 +7,27 @@ DVC, gather or targets.
 from __future__ import annotations
 
 import array
+import math
 import queue
+import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import backends
 from . import manifest as mf
+from . import rundir
 from .backends import SampleError
 from .benchmark import Benchmark
 from .cache import ResponseCache
 from .errors import KitError
 from .partition import partition_range
+from .plan import MODES, SCENARIOS, Plan, RunSpec  # noqa: F401 (RunSpec: the runner's input type)
 from .progress import Progress
-
-SCENARIOS = ("Offline", "SingleStream", "MultiStream", "Server")
-MODES = {"accuracy": "AccuracyOnly", "performance": "PerformanceOnly"}
-ACCURACY_LOG = "mlperf_log_accuracy.json"
-
-
-@dataclass
-class RunSpec:
-    model: str
-    dataset: Path
-    model_path: Path
-    log_path: Path
-    n_count: int | None
-    n_partitions: int = 1
-    partition_offset: int = 0
-    n_devices: int = 1
-    scenario: str = "Offline"
-    mode: str = "accuracy"
-    data_type: str = "fp32"
-    device: str = "cpu"
-    batch_size: int = 0
-    threads: int = 0
-    user_conf: Path | None = None
-    perf: dict = field(default_factory=dict)      # target_qps, target_latency, min_duration, min_query_count
-    options: dict = field(default_factory=dict)   # model options, e.g. channels_last
-    backend: str = "pytorch"                      # how the model runs (evalkit/backends)
-    backend_options: dict = field(default_factory=dict)  # the backend's own (server_url, ...); not hashed
+from .rundir import ACCURACY_LOG
 
 
 def user_conf_text(bench: Benchmark, spec: RunSpec) -> str:
@@ -72,20 +49,42 @@ def user_conf_text(bench: Benchmark, spec: RunSpec) -> str:
     return text
 
 
+def loadgen_horizon(settings, scenario: str) -> dict:
+    """How many samples LoadGen will issue in a performance run, from its effective settings
+    (embedded mlperf.conf + user.conf): exact for Offline (one query), a lower bound for the
+    others, which also run for at least min_duration."""
+    dur_s = settings.min_duration_ms / 1000.0
+    if scenario == "Offline":
+        n = max(settings.min_query_count, math.ceil(1.1 * settings.offline_expected_qps * dur_s))
+        return {"samples": int(n), "min_duration_s": dur_s, "exact": True}
+    if scenario == "Server":
+        queries, spq = max(settings.min_query_count, math.ceil(settings.server_target_qps * dur_s)), 1
+    elif scenario == "MultiStream":
+        spq = settings.multi_stream_samples_per_query
+        queries = max(settings.min_query_count, math.ceil(dur_s * 1e9 / settings.multi_stream_expected_latency_ns))
+    else:
+        queries, spq = max(settings.min_query_count,
+                           math.ceil(dur_s * 1e9 / settings.single_stream_expected_latency_ns)), 1
+    return {"samples": int(queries * spq), "min_duration_s": dur_s, "exact": False}
+
+
 class _SUT:
     """Queue + one worker thread: LoadGen's callbacks never block on the model."""
 
-    def __init__(self, bench, backend, samples, spec, progress, lg, start=0, cache=None):
+    def __init__(self, bench, backend, samples, spec, progress, lg, start=0, cache=None, size=0):
         self.bench, self.backend, self.samples, self.spec = bench, backend, samples, spec
         self.cache = cache  # ResponseCache (evalkit/cache.py); None in performance runs
         self.start = start  # global index of the partition's sample 0 (error messages)
         self.progress, self.lg = progress, lg
+        # Accuracy runs count distinct samples: MultiStream repeats some (queries of 8), and
+        # progress must read 45/45, not 48/45. Performance runs count every sample issued.
+        self.answered = np.zeros(size, dtype=bool) if spec.mode == "accuracy" else None
         self.q: queue.Queue = queue.Queue()
         # Held while one IssueQuery call enqueues: the worker never cuts an Offline query into
         # a short first batch just because it woke up while the samples were still arriving.
         self.issuing = threading.Lock()
         self.error: BaseException | None = None
-        self.batch_size = spec.batch_size or bench.default_batch_size
+        self.batch_size = spec.batch_size
         self.thread = threading.Thread(target=self._work, daemon=True)
         self.thread.start()
 
@@ -108,7 +107,7 @@ class _SUT:
                 self.error = e if isinstance(e, KitError) else KitError(f"{self.cache.path}: {e}")
                 payloads = [np.zeros(0, np.uint8)] * len(chunk)
             self._complete(chunk, payloads)
-            self.progress.add(len(chunk), cached=True)
+            self.progress.add(self._new(chunk), cached=True)
 
     def flush(self):
         pass
@@ -134,6 +133,16 @@ class _SUT:
                 break
             batch.append(nxt)
         return batch
+
+    def _new(self, batch) -> int:
+        """How many of these samples are answered for the first time."""
+        if self.answered is None:
+            return len(batch)
+        idx = np.fromiter((qs.index for qs in batch), dtype=np.int64, count=len(batch))
+        idx = np.unique(idx)
+        n = int((~self.answered[idx]).sum())
+        self.answered[idx] = True
+        return n
 
     def _complete(self, batch, payloads):
         lg = self.lg
@@ -184,16 +193,16 @@ class _SUT:
                                        for qs, pl in zip(batch, payloads)])
                 except KitError as e:  # e.g. disk full: answers went out, the run fails afterwards
                     self.error = e
-            self.progress.add(len(batch))
+            self.progress.add(self._new(batch))
 
 
-def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset) -> str:
-    """Run partition p; return "skipped" or "done". Raises KitError on failure."""
+def run_partition(plan: Plan, p: int) -> str:
+    """Run partition p of the plan; return "skipped" or "done". Raises KitError on failure."""
     import mlperf_loadgen as lg
 
+    bench, spec, config, dataset, chash = plan.bench, plan.spec, plan.config, plan.dataset, plan.config_hash
     part_dir = Path(spec.log_path) / str(p)
-    chash = mf.config_hash(config)
-    existing = mf.read_manifest(part_dir)
+    existing = rundir.read_manifest(part_dir)
     if existing is not None:
         if existing["config_hash"] != chash:
             raise KitError(f"partition {p} in {part_dir} was made with another config "
@@ -203,12 +212,12 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
     start, stop = partition_range(spec.n_count, spec.n_partitions, p)
     dataset.check_available(start, stop)
     part_dir.mkdir(parents=True, exist_ok=True)
-    for name in (ACCURACY_LOG, "mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_trace.json"):
+    for name in rundir.LOADGEN_FILES:
         (part_dir / name).unlink(missing_ok=True)  # leftovers of an unfinished attempt
-    (part_dir / "user.conf").write_text(user_conf_text(bench, spec))
+    (part_dir / rundir.USER_CONF).write_text(user_conf_text(bench, spec))
     # LoadGen settings first: a bad user.conf fails before any model or cache is opened.
     settings = lg.TestSettings()
-    conf = str(part_dir / "user.conf")
+    conf = str(part_dir / rundir.USER_CONF)
     # One FromConfig call: it loads the embedded mlperf.conf, then user.conf (facts §6).
     rc = settings.FromConfig(conf, bench.mlperf_name, spec.scenario)
     if rc != 0:
@@ -224,6 +233,11 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
     else:
         print(f"warning: partition {p}: no response cache in performance mode (cached answers would fake "
               f"throughput); an interrupted partition reruns from its start", file=sys.stderr)
+        horizon = loadgen_horizon(settings, spec.scenario)
+        print(f"partition {p}: LoadGen will issue {'' if horizon['exact'] else 'at least '}{horizon['samples']} "
+              f"samples and run at least {horizon['min_duration_s']:g} s ({spec.scenario} min_query_count / "
+              f"min_duration of mlperf.conf + user.conf; a short smoke run: MIN_DURATION=1000 MIN_QUERY_COUNT=64)",
+              file=sys.stderr)
 
     if spec.threads:
         import torch
@@ -251,11 +265,13 @@ def run_partition(bench: Benchmark, spec: RunSpec, p: int, config: dict, dataset
         for i in indices:
             samples.pop(i, None)
 
-    # Performance runs issue as many samples as LoadGen wants: total 0 = unknown.
-    progress = Progress(part_dir, p, size if spec.mode == "accuracy" else 0,
+    # Performance runs: LoadGen's horizon (a lower bound outside Offline; Progress never shows > 100 %).
+    progress = Progress(part_dir, p, size if spec.mode == "accuracy" else horizon["samples"],
                         meta={k: config[k] for k in ("model", "scenario", "mode", "data_type", "synthetic",
-                                                     "n_count", "n_partitions")} | {"device": spec.device})
-    sut_impl = _SUT(bench, backend, samples, spec, progress, lg, start, cache)
+                                                     "n_count", "n_partitions")}
+                        | {"device": spec.device, "host": socket.gethostname()},
+                        min_duration_s=0.0 if spec.mode == "accuracy" else horizon["min_duration_s"])
+    sut_impl = _SUT(bench, backend, samples, spec, progress, lg, start, cache, size)
     sut = lg.ConstructSUT(sut_impl.issue, sut_impl.flush)
     qsl = lg.ConstructQSL(size, min(size, bench.performance_sample_count or size), load, unload)
     settings.scenario = getattr(lg.TestScenario, spec.scenario)

@@ -7,141 +7,12 @@ with the same code (progress_line).
 """
 from __future__ import annotations
 
-import json
 import os
-import socket
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import manifest as mf
-from .errors import KitError
-from .partition import partition_range
-from .progress import PROGRESS_FILE, fmt_eta, eta_seconds
-from .util import atomic_write_json
-
-RUN_INFO = "run.json"
-STALL_MINUTES = 10.0
-# which copy of a partition counts when several run dirs hold one
-_RANK = {"complete": 4, "running": 3, "stalled": 2, "failed": 1, "missing": 0}
-
-
-@dataclass
-class Part:
-    p: int
-    state: str               # complete, running, stalled, failed, missing
-    done: int = 0
-    total: int = 0           # 0: unknown (performance run, or never started)
-    rate: float = 0.0
-    cached: int = 0
-    updated: float | None = None
-    error: str | None = None
-    run_dir: Path | None = None
-
-    @property
-    def eta(self) -> float | None:
-        return eta_seconds(self.done, self.total, self.rate) if self.state == "running" else None
-
-
-@dataclass
-class RunState:
-    parts: dict[int, Part] = field(default_factory=dict)
-    n_partitions: int | None = None
-    meta: dict = field(default_factory=dict)   # model, scenario, mode from a manifest or progress file
-    launches: list[dict] = field(default_factory=list)
-
-    def by_state(self, state: str) -> list[int]:
-        return sorted(p for p, x in self.parts.items() if x.state == state)
-
-    @property
-    def done(self) -> int:
-        return sum(x.done for x in self.parts.values())
-
-    @property
-    def total(self) -> int:
-        return sum(x.total for x in self.parts.values())
-
-    @property
-    def rate(self) -> float:
-        return sum(x.rate for x in self.parts.values() if x.state == "running")
-
-    @property
-    def eta(self) -> float | None:
-        """Partitions run side by side: the run ends with its slowest one; unknown while one needs a resume."""
-        if any(x.state in ("stalled", "failed", "missing") for x in self.parts.values()):
-            return None
-        running = [x.eta for x in self.parts.values() if x.state == "running"]
-        if not running:
-            return 0.0 if self.parts else None
-        return None if None in running else max(running)
-
-
-def _read_json(f: Path) -> dict:
-    try:
-        return json.loads(f.read_text())
-    except ValueError:
-        raise KitError(f"{f}: corrupt JSON") from None
-
-
-def _one(d: Path, p: int, now: float, stall_s: float, meta: dict) -> Part | None:
-    m = mf.read_manifest(d)
-    if m is not None:
-        start, stop = m["range"]
-        t = m.get("timings", {})
-        meta.setdefault("n_partitions", m["n_partitions"])
-        meta.setdefault("n_count", m["n_count"])
-        for k in ("model", "scenario", "mode"):
-            meta.setdefault(k, m["config"].get(k))
-        return Part(p, "complete", stop - start, stop - start, float(t.get("samples_per_s") or 0.0),
-                    int(t.get("samples_cached", 0)), t.get("finished"), None, d.parent)
-    f = d / PROGRESS_FILE
-    if not f.exists():
-        conf = d / "user.conf"  # written before the model loads: the partition is starting
-        if not conf.exists():
-            return None
-        t = conf.stat().st_mtime
-        return Part(p, "running" if now - t <= stall_s else "stalled", updated=t, run_dir=d.parent)
-    pr = _read_json(f)
-    for k in ("n_partitions", "n_count", "model", "scenario", "mode"):
-        if pr.get(k) is not None:
-            meta.setdefault(k, pr[k])
-    state = "failed" if pr.get("status") == "failed" else "running"  # "complete" without manifest: finishing
-    updated = pr.get("updated")
-    if state == "running" and (updated is None or now - float(updated) > stall_s):
-        state = "stalled"
-    return Part(p, state, int(pr.get("done", 0)), int(pr.get("total", 0)), float(pr.get("rate") or 0.0),
-                int(pr.get("cached", 0)), updated, pr.get("error"), d.parent)
-
-
-def collect(run_dirs: list[Path], stall_minutes: float = STALL_MINUTES, only: list[int] | None = None,
-            now: float | None = None) -> RunState:
-    """The state of every partition 0..P-1 over run_dirs (only: just these partitions)."""
-    now = time.time() if now is None else now
-    st = RunState()
-    for rd in map(Path, run_dirs):
-        if not rd.is_dir():
-            raise KitError(f"run dir {rd} does not exist")
-        info = read_run_info(rd)
-        st.launches += [dict(x, run_dir=str(rd)) for x in info.get("launches", {}).values()]
-        if info.get("n_partitions"):
-            st.meta.setdefault("n_partitions", info["n_partitions"])
-        for d in rd.iterdir():
-            if not (d.is_dir() and d.name.isdigit()) or (only is not None and int(d.name) not in only):
-                continue
-            part = _one(d, int(d.name), now, stall_minutes * 60, st.meta)
-            old = st.parts.get(int(d.name))
-            if part is not None and (old is None or _RANK[part.state] > _RANK[old.state]):
-                st.parts[part.p] = part
-    st.n_partitions = st.meta.get("n_partitions")
-    wanted = only if only is not None else range(st.n_partitions or 0)
-    n_count = st.meta.get("n_count")
-    for p in wanted:
-        x = st.parts.setdefault(p, Part(p, "missing"))
-        if x.total == 0 and n_count and st.n_partitions and st.meta.get("mode") != "performance":
-            start, stop = partition_range(n_count, st.n_partitions, p)
-            x.total = stop - start   # failed before its first progress write, or never started
-    st.parts = dict(sorted(st.parts.items()))
-    return st
+from .progress import fmt_eta
+from .rundir import RUN_INFO, STALL_MINUTES, _RANK, Part, RunState, collect  # noqa: F401 (status's API)
 
 
 def progress_line(st: RunState, label: str) -> str:
@@ -217,21 +88,3 @@ def format_status(st: RunState, run_dirs: list[Path], now: float | None = None) 
     lines.append(progress_line(st, "total").split(" | ")[0] + f"  [{counts}]")
     lines += resume_lines(st)
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ run.json
-
-def read_run_info(run_dir: Path) -> dict:
-    f = Path(run_dir) / RUN_INFO
-    return _read_json(f) if f.exists() else {}
-
-
-def record_launch(run_dir: Path, partitions: list[int], n_partitions: int, command: str) -> None:
-    """Keep the command that (re)runs these partitions. Keyed by the partitions it covers, so
-    nodes that launch different offsets into one shared run dir each keep their own line."""
-    info = read_run_info(run_dir)
-    key = f"{partitions[0]}-{partitions[-1]}"
-    launches = info.get("launches", {})
-    launches[key] = {"partitions": partitions, "command": command, "cwd": os.getcwd(),
-                     "host": socket.gethostname(), "time": time.time()}
-    atomic_write_json(Path(run_dir) / RUN_INFO, {"n_partitions": n_partitions, "launches": launches})

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import registry, targets
 from .errors import KitError
 from .manifest import SYNTHETIC_MARKER, read_synthetic
+from .scoring import score
 from .util import atomic_write_json
 
 SHIFT_MAX_FRACTION = 0.5  # a shifted run must score below half the synthetic reference
@@ -41,8 +42,8 @@ def synthesize(model: str, out: Path, n: int, seed: int = 0) -> dict:
         ds = out / "dataset"
         exact = bench.synthetic_reference()
         mp = out / "model"
-        truth = bench.accuracy(((i, p.tobytes()) for i, p in enumerate(payloads)), ds, n, mp)
-        shifted = bench.accuracy(((i, payloads[(i + 1) % n].tobytes()) for i in range(n)), ds, n, mp)
+        truth = score(bench, ((i, p.tobytes()) for i, p in enumerate(payloads)), ds, n, mp)
+        shifted = score(bench, ((i, payloads[(i + 1) % n].tobytes()) for i in range(n)), ds, n, mp)
         # The synthetic reference is the metric of the model's own output: exact metrics
         # must come out at their perfect value, the rest (e.g. GEN_LEN) are taken as measured.
         target_metrics = {m for c in bench.checker_names.values() for m in targets.get(c).metrics()}

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root, witho
 import torch  # noqa: E402
 
 from evalkit.errors import KitError  # noqa: E402
+from evalkit.scoring import score
 from vision.resnet50 import preprocess as pp  # noqa: E402
 from vision.resnet50.benchmark import BENCHMARK  # noqa: E402
 from vision.resnet50.model import resnet50  # noqa: E402
@@ -122,7 +123,7 @@ def test_accuracy_first_occurrence_and_partial(small_map):
     entries = [(0, _f32(5)), (0, _f32(6)),   # right first: counts as good
                (1, _f32(8)), (1, _f32(7)),   # wrong first: counts as bad
                (2, _f32(9))]                 # idx 3 absent: partial log scored on what it has
-    m = BENCHMARK.accuracy(entries, small_map, 4)
+    m = score(BENCHMARK, entries, small_map, 4)
     assert m == {"acc": pytest.approx(200 / 3), "good": 2, "total": 3}
     assert type(m["acc"]) is float and type(m["good"]) is int
     assert BENCHMARK.accuracy_lines(m) == ["accuracy=66.667%, good=2, total=3"]
@@ -130,11 +131,11 @@ def test_accuracy_first_occurrence_and_partial(small_map):
 
 def test_accuracy_rejects_bad_payloads(small_map):
     with pytest.raises(KitError, match="qsl_idx 1"):
-        BENCHMARK.accuracy([(0, _f32(5)), (1, b"\x00\x00\x80")], small_map, 4)
+        score(BENCHMARK, [(0, _f32(5)), (1, b"\x00\x00\x80")], small_map, 4)
     with pytest.raises(KitError):
-        BENCHMARK.accuracy([(0, b"")], small_map, 4)
+        score(BENCHMARK, [(0, b"")], small_map, 4)
     with pytest.raises(KitError, match="qsl_idx 3"):
-        BENCHMARK.accuracy([(3, _f32(1))], small_map, 3)
+        score(BENCHMARK, [(3, _f32(1))], small_map, 3)
 
 
 def test_val_map_errors(tmp_path):
@@ -188,15 +189,15 @@ def test_synthetic_repredict_batch4(synth):
         preds += BENCHMARK.postprocess(BENCHMARK.forward(model, batch), len(batch))
     assert [int(p[0]) for p in preds] == ds.labels.tolist()
     entries = [(i, p.tobytes()) for i, p in enumerate(preds)]
-    m = BENCHMARK.accuracy(entries, out / "dataset", ds.size)
+    m = score(BENCHMARK, entries, out / "dataset", ds.size)
     assert m["acc"] == BENCHMARK.synthetic_reference()["acc"] and m["total"] == N_SYN
-    assert BENCHMARK.fingerprint(out / "dataset", out / "model")["checkpoint"][0]["name"] == "resnet50.pth"
+    assert "val_map_sha256" in BENCHMARK.fingerprint(out / "dataset", out / "model")
 
 
 def test_synthetic_index_shift_fails(synth):
     out, payloads = synth
     shifted = [(i, payloads[(i + 1) % N_SYN].tobytes()) for i in range(N_SYN)]
-    assert BENCHMARK.accuracy(shifted, out / "dataset", N_SYN)["acc"] < 20.0
+    assert score(BENCHMARK, shifted, out / "dataset", N_SYN)["acc"] < 20.0
 
 
 def test_missing_image_is_an_error(synth, tmp_path):

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from evalkit.benchmark import Benchmark, Dataset, TextIO, checkpoint_fingerprint
+from evalkit.benchmark import Benchmark, Dataset, TextIO
 from evalkit.errors import KitError
 from language import hf_checkpoint_dir
 
@@ -131,6 +131,7 @@ class GPTJ(Benchmark):
     token_payload = True
     default_batch_size = 8        # reference SUT: 1; batching changes no token (see module doc)
     synthetic_n = 12
+    options = dict(GEN_DEFAULTS)  # generation settings; other values are for experiments only
 
     # --- data -----------------------------------------------------------------
     def open_dataset(self, path: Path, model_path: Path | None = None) -> CNNDailyMail:
@@ -140,9 +141,8 @@ class GPTJ(Benchmark):
         f = Path(dataset_path) / DATASET_FILE
         if not f.is_file():
             raise KitError(f"{f} not found; the GPT-J dataset dir must hold {DATASET_FILE}.")
-        mp = hf_checkpoint_dir(model_path, "GPT-J")
-        return {"cnn_eval_sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
-                "checkpoint": checkpoint_fingerprint(mp)}
+        hf_checkpoint_dir(model_path, "GPT-J")
+        return {"cnn_eval_sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
 
     # --- model ----------------------------------------------------------------
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> _Generator:
@@ -186,34 +186,22 @@ class GPTJ(Benchmark):
         return [np.ascontiguousarray(o, dtype=np.int64) for o in outputs[:n]]
 
     # --- accuracy -------------------------------------------------------------
-    def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int,
-                 model_path: Path | None = None) -> dict:
+    def score(self, pairs: Iterable[tuple[int, np.ndarray]], dataset_path: Path, n_count: int,
+              model_path: Path | None = None) -> dict:
         from language import rouge
 
         data = read_cnn_eval(Path(dataset_path))
         tok = load_tokenizer(self.accuracy_model_path(Path(dataset_path), model_path))
         vocab = len(tok)
-        seen: set[int] = set()
         preds_ids, targets = [], []
-        for qsl_idx, payload in entries:
-            qsl_idx = int(qsl_idx)
-            if len(payload) % 8:
-                raise KitError(f"response for qsl_idx {qsl_idx} has {len(payload)} bytes; a gpt-j payload is "
-                               f"int64 token ids (multiple of 8 bytes). Check the payload dtype.")
-            if not 0 <= qsl_idx < min(n_count, len(data)):
-                raise KitError(f"qsl_idx {qsl_idx} in the accuracy log is outside the evaluated range "
-                               f"0..{min(n_count, len(data)) - 1}; the log does not belong to this run.")
-            if qsl_idx in seen:  # first occurrence wins, like evaluation.py
-                continue
-            seen.add(qsl_idx)
-            ids = np.frombuffer(payload, dtype=np.int64)
+        for qsl_idx, ids in pairs:
+            if qsl_idx >= len(data):
+                raise KitError(f"qsl_idx {qsl_idx} is outside the {len(data)} samples of {dataset_path}.")
             if ids.size and (ids.min() < 0 or ids.max() >= vocab):
                 raise KitError(f"response for qsl_idx {qsl_idx} holds token id {int(ids.max())} outside the "
                                f"tokenizer's {vocab} ids; wrong tokenizer or payload dtype.")
             preds_ids.append(ids.tolist())
             targets.append(data[qsl_idx]["output"])
-        if not seen:
-            raise KitError("the accuracy log has no entries; the run produced no responses.")
         preds = tok.batch_decode(preds_ids, skip_special_tokens=True)
         preds, targets = rouge.postprocess(preds), rouge.postprocess(targets)
         scores = rouge.rouge(preds, targets)

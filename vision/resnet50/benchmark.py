@@ -136,7 +136,9 @@ class ResNet50(Benchmark):
     dataset_size = 50000
     performance_sample_count = 1024
     payload_dtype = "float32"
+    payload_size = 1              # the label, as the reference vision SUT sends it
     default_batch_size = 32
+    options = {"channels_last": True}   # NHWC memory format: faster convolutions on CPU and GPU
 
     # --- data -----------------------------------------------------------------
     def open_dataset(self, path: Path, model_path: Path | None = None) -> ImageNetDataset:
@@ -150,10 +152,7 @@ class ResNet50(Benchmark):
         if not ckpt.is_file():
             raise KitError(f"checkpoint {ckpt} not found; put the torchvision ResNet50 state dict there "
                            f"as {CHECKPOINT}.")
-        return {
-            "val_map_sha256": hashlib.sha256(vm.read_bytes()).hexdigest(),
-            "checkpoint": [{"name": ckpt.name, "size": ckpt.stat().st_size}],
-        }
+        return {"val_map_sha256": hashlib.sha256(vm.read_bytes()).hexdigest()}
 
     # --- model ----------------------------------------------------------------
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
@@ -179,7 +178,7 @@ class ResNet50(Benchmark):
                            f"use the torchvision weights file.") from None
         model.eval()
         model.to(device=device, dtype=dtype)
-        if options.get("channels_last", True):
+        if options.get("channels_last", self.options["channels_last"]):
             model.to(memory_format=torch.channels_last)
         return model
 
@@ -188,7 +187,7 @@ class ResNet50(Benchmark):
 
         x = torch.from_numpy(np.stack([np.asarray(s, dtype=np.float32) for s in samples]))
         x = x.to(device=device, dtype=self.torch_dtype(data_type))
-        if options.get("channels_last", True):
+        if options.get("channels_last", self.options["channels_last"]):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -201,34 +200,19 @@ class ResNet50(Benchmark):
         return [np.array([lab], dtype=np.float32) for lab in labels]
 
     # --- accuracy -------------------------------------------------------------
-    def accuracy(self, entries: Iterable[tuple[int, bytes]], dataset_path: Path, n_count: int,
-                 model_path: Path | None = None) -> dict:
+    def score(self, pairs: Iterable[tuple[int, np.ndarray]], dataset_path: Path, n_count: int,
+              model_path: Path | None = None) -> dict:
         _, labels = _read_val_map(Path(dataset_path))
         vm = Path(dataset_path) / VAL_MAP
-        seen: set[int] = set()
-        good = 0
-        for qsl_idx, payload in entries:
-            qsl_idx = int(qsl_idx)
-            # validate every entry (duplicates too): a bad length means the wrong payload dtype
-            if len(payload) == 0 or len(payload) % 4:
-                raise KitError(f"response for qsl_idx {qsl_idx} has {len(payload)} bytes; a resnet payload "
-                               f"is float32 labels (non-empty, multiple of 4 bytes). Check the payload dtype.")
-            if not 0 <= qsl_idx < n_count:
-                raise KitError(f"qsl_idx {qsl_idx} in the accuracy log is outside the evaluated range "
-                               f"0..{n_count - 1}; the log does not belong to this run.")
+        good = total = 0
+        for qsl_idx, payload in pairs:
             if qsl_idx >= len(labels):
                 raise KitError(f"qsl_idx {qsl_idx} has no line in {vm} ({len(labels)} lines).")
-            if qsl_idx in seen:  # first occurrence wins, like accuracy-imagenet.py
-                continue
-            seen.add(qsl_idx)
-            value = float(np.frombuffer(payload, dtype=np.float32)[0])
+            value = float(payload[0])
             if not np.isfinite(value):
                 raise KitError(f"response for qsl_idx {qsl_idx} is {value}, not a class label.")
-            if int(value) == int(labels[qsl_idx]):
-                good += 1
-        total = len(seen)
-        if total == 0:
-            raise KitError("the accuracy log has no entries; the run produced no responses.")
+            total += 1
+            good += int(value) == int(labels[qsl_idx])  # offset 0, like accuracy-imagenet.py
         return {"acc": 100.0 * good / total, "good": good, "total": total}
 
     def accuracy_lines(self, metrics: dict) -> list[str]:

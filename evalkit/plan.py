@@ -1,0 +1,186 @@
+"""A run request, resolved once: CLI/env input -> a validated, frozen Plan.
+
+`resolve` is the only place where defaults are filled (paths, n_count, n_partitions,
+batch size, model options, accuracy target) and where options are checked against the
+dataset, the model's declared options and the machine. Everything a later step needs
+(the accuracy target for check, user.conf for LoadGen) is checked here, before any
+model loads. The launcher, the torchrun path and each worker consume the Plan; none of
+them fills or validates anything again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import backends, registry
+from . import manifest as mf
+from .benchmark import Benchmark, Dataset
+from .errors import KitError
+from .util import ROOT, config_hash
+
+SCENARIOS = ("Offline", "SingleStream", "MultiStream", "Server")
+MODES = {"accuracy": "AccuracyOnly", "performance": "PerformanceOnly"}
+DATA_SOURCES = ("real", "synthetic")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What the user asked for. Unset fields (None / 0) are filled by resolve()."""
+    model: str
+    dataset: Path | None = None
+    model_path: Path | None = None
+    log_path: Path | None = None
+    n_count: int | None = None
+    n_partitions: int = 0                  # 0: n_devices (or torchrun's world size)
+    partition_offset: int = 0
+    n_devices: int = 1
+    scenario: str = "Offline"
+    mode: str = "accuracy"
+    data_type: str = "fp32"
+    device: str = "cpu"
+    batch_size: int = 0                    # 0: the model's default
+    threads: int = 0
+    user_conf: Path | None = None
+    perf: dict = field(default_factory=dict)      # target_qps, target_latency, min_duration, min_query_count
+    options: dict = field(default_factory=dict)   # the model's options (Benchmark.options), resolved
+    backend: str = "pytorch"                      # how the model runs (evalkit/backends)
+    backend_options: dict = field(default_factory=dict)  # the backend's own (server_url, ...); not hashed
+    data: str = "real"                     # default dataset/model paths: real (DVC) or synthetic
+    accuracy_target: str | None = None     # None: the model's default
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()})
+
+    @staticmethod
+    def from_json(text: str) -> "RunSpec":
+        d = json.loads(text)
+        for k in ("dataset", "model_path", "log_path", "user_conf"):
+            if d.get(k) is not None:
+                d[k] = Path(d[k])
+        return RunSpec(**d)
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: RunSpec           # every default filled
+    bench: Benchmark
+    dataset: Dataset
+    config: dict            # what must be equal across partitions (hashed)
+    config_hash: str
+
+    @property
+    def partitions(self) -> list[int]:
+        """The partitions this launch runs on this node."""
+        return [self.spec.partition_offset + i for i in range(self.spec.n_devices)]
+
+
+def resolve_options(bench: Benchmark, given: dict) -> dict:
+    """The model's options with the user's values; KitError for a key the model does not declare
+    or a value of the wrong type."""
+    out = dict(bench.options)
+    for key, value in given.items():
+        if key not in bench.options:
+            known = ", ".join(sorted(bench.options)) or "none"
+            raise KitError(f"--option {key} is not an option of {bench.name} (its options: {known})")
+        default = bench.options[key]
+        if isinstance(default, bool):
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                value = value.lower() in ("true", "1", "yes")
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and isinstance(default, int) and not isinstance(value, int):
+                ok = float(value).is_integer()
+                value = int(value)
+        else:
+            ok = default is None or isinstance(value, type(default))
+        if not ok:
+            raise KitError(f"--option {key}={value!r} for {bench.name}: expected a {type(default).__name__} "
+                           f"like the default {default!r}")
+        out[key] = value
+    return out
+
+
+def accelerator_count(device: str) -> int | None:
+    """Number of devices of that kind, or None for CPU (workers are just processes)."""
+    if device.split(":")[0] == "cuda":
+        import torch
+        return torch.cuda.device_count()
+    return None
+
+
+def default_paths(model: str, data: str) -> tuple[Path, Path]:
+    if data == "synthetic":
+        base = ROOT / "data" / "synthetic" / model
+        return base / "dataset", base / "model"
+    return ROOT / "data" / "dataset" / model, ROOT / "data" / "models" / model
+
+
+def resolve(req: RunSpec, world_size: int | None = None, now: float | None = None) -> Plan:
+    """Validate `req` and fill its defaults. world_size: torchrun's (every rank runs one partition)."""
+    bench = registry.get(req.model)
+    s = req
+    if s.scenario not in SCENARIOS:
+        raise KitError(f"--scenario {s.scenario} is not one of {', '.join(SCENARIOS)}")
+    if s.mode not in MODES:
+        raise KitError(f"--mode {s.mode} is not one of {', '.join(MODES)}")
+    if s.data not in DATA_SOURCES:
+        raise KitError(f"--data {s.data} is not one of {', '.join(DATA_SOURCES)}")
+    if s.data_type not in bench.data_types:
+        raise KitError(f"--data_type {s.data_type} is not supported by {bench.name} ({', '.join(bench.data_types)})")
+    target = s.accuracy_target or bench.default_accuracy_target
+    if target not in bench.checker_names:
+        raise KitError(f"--accuracy_target {target} is not defined for {bench.name} "
+                       f"(choose {', '.join(bench.checker_names)})")
+    options = resolve_options(bench, s.options)
+    backends.resolve(s.backend)  # an unknown or broken backend fails here, before any work
+    if s.user_conf is not None and not Path(s.user_conf).is_file():
+        raise KitError(f"--user_conf {s.user_conf} does not exist")
+    if s.n_devices < 1:
+        raise KitError(f"--n_devices {s.n_devices} must be at least 1")
+    if s.batch_size < 0:
+        raise KitError(f"--batch_size {s.batch_size} must be positive")
+    n_acc = accelerator_count(s.device)
+    if n_acc == 0:
+        raise KitError(f"DEVICE={s.device} (--device) but this machine has no {s.device.split(':')[0]} device "
+                       f"(torch sees none); use DEVICE=cpu, or a torch build for your accelerator")
+    if n_acc is not None and s.n_devices > n_acc and ":" not in s.device:
+        raise KitError(f"--n_devices {s.n_devices} but this machine has {n_acc} {s.device} device(s)")
+    ds_default, mp_default = default_paths(bench.name, s.data)
+    dataset_path, model_path = Path(s.dataset or ds_default), Path(s.model_path or mp_default)
+    if world_size is not None and s.n_devices != 1:
+        raise KitError(f"--n_devices {s.n_devices} does not apply under torchrun: every rank runs one "
+                       f"partition; set torchrun's --nproc-per-node instead")
+    dataset = bench.open_dataset(dataset_path, model_path)
+    n_count = dataset.size if s.n_count is None else s.n_count
+    if not 1 <= n_count <= dataset.size:
+        raise KitError(f"--n_count {n_count} is outside [1, {dataset.size}] "
+                       f"(dataset {dataset_path} has {dataset.size} samples)")
+    launched = world_size if world_size is not None else s.n_devices
+    n_partitions = s.n_partitions or launched
+    if n_partitions > n_count:
+        raise KitError(f"--n_partitions {n_partitions} is more than --n_count {n_count}")
+    if s.partition_offset < 0 or s.partition_offset + launched > n_partitions:
+        what = "torchrun world size" if world_size is not None else "--n_devices"
+        raise KitError(f"--partition_offset {s.partition_offset} + {what} {launched} "
+                       f"exceeds --n_partitions {n_partitions}")
+    if not model_path.exists():
+        raise KitError(f"model checkpoint {model_path} does not exist; build the env "
+                       f"(scripts/build_{bench.name}_env.sh) or pass --model_path")
+    # mode in the dir name: accuracy and performance runs of one configuration sit side by side
+    log_path = Path(s.log_path) if s.log_path else (
+        ROOT / "logs" / bench.name / s.scenario / f"{s.mode}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}")
+    spec = dataclasses.replace(
+        s, dataset=dataset_path, model_path=model_path, log_path=log_path, n_count=n_count,
+        n_partitions=n_partitions, batch_size=s.batch_size or bench.default_batch_size, options=options,
+        accuracy_target=target)
+    config = mf.run_config(bench, spec)
+    return Plan(spec, bench, dataset, config, config_hash(config))
+
+
+__all__ = ["RunSpec", "Plan", "resolve", "resolve_options", "SCENARIOS", "MODES"]
