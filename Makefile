@@ -10,7 +10,7 @@ READY := $(filter $(MODELS),$(patsubst scripts/eval_%.sh,%,$(wildcard scripts/ev
 PENDING := $(filter-out $(READY),$(MODELS))
 
 # Knobs read by scripts/lib/common.sh; exported so `make resnet N_COUNT=24` reaches the scripts.
-export SCENARIO N_COUNT N_DEVICES N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE BATCH_SIZE \
+export SCENARIO N_COUNT N_DEVICES DEVICES_PER_PARTITION N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE BATCH_SIZE \
        DATA LOG_PATH MODE ACCURACY_TARGET USER_CONF ENV_MANAGER ENV_DIR SYNTH_N SYNTH_SEED
 # Multi-node (README "Several nodes"): LAUNCHER=local|torchrun and torchrun's rendezvous.
 export LAUNCHER NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT DRY_RUN

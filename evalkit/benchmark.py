@@ -63,6 +63,9 @@ class Benchmark(abc.ABC):
     default_batch_size: int = 1
     data_types: tuple[str, ...] = ("fp32", "fp16", "bf16")
     synthetic_n: int = 64             # default size of the synthetic set (DATA=synthetic)
+    # True: load_model accepts a comma-separated list of K devices ("cuda:0,cuda:1", or "cpu,cpu" in
+    # tests) and splits the model over them (--devices_per_partition K); models that fit one device: False.
+    multi_device: bool = False
     # Model options (--option KEY=VALUE) with their defaults: the only keys a run accepts for this
     # model; the resolved values go into the config hash. Another model's options never appear here.
     options: dict[str, Any] = {}

@@ -21,7 +21,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n_count", type=int, help="first N samples (default: all)")
     p.add_argument("--n_partitions", type=int, default=0, help="partitions of the run (default: n_devices)")
     p.add_argument("--partition_offset", type=int, default=0, help="first partition this command runs")
-    p.add_argument("--n_devices", type=int, default=1, help="worker processes, one per device")
+    p.add_argument("--n_devices", type=int, default=1, help="devices this launch uses: one worker per K of them")
+    p.add_argument("--devices_per_partition", type=int, default=1,
+                   help="K devices per partition (worker), the model split over them (models bigger than one device)")
     p.add_argument("--scenario", default="Offline")
     p.add_argument("--mode", default="accuracy", help="accuracy (AccuracyOnly) or performance (PerformanceOnly)")
     p.add_argument("--data_type", default="fp32", help="fp32, fp16 or bf16")
@@ -62,7 +64,7 @@ def _request(a):
         options["channels_last"] = False
     return RunSpec(model=a.model, data=a.data, dataset=a.dataset, model_path=a.model_path, log_path=a.log_path,
                    n_count=a.n_count, n_partitions=a.n_partitions, partition_offset=a.partition_offset,
-                   n_devices=a.n_devices, scenario=a.scenario, mode=a.mode, data_type=a.data_type,
+                   n_devices=a.n_devices, devices_per_partition=a.devices_per_partition, scenario=a.scenario, mode=a.mode, data_type=a.data_type,
                    device=a.device, batch_size=a.batch_size, threads=a.threads, user_conf=a.user_conf,
                    perf={k: v for k, v in perf.items() if v is not None}, options=options,
                    backend=a.backend, accuracy_target=a.accuracy_target,

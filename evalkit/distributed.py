@@ -223,10 +223,12 @@ def _own_partition(plan, env: dict, info: dict) -> dict:
         else:
             res["status"] = "skipped"
         return res
+    from .launcher import worker_devices
     kind = spec.device.split(":")[0]
+    K = spec.devices_per_partition
+    device, _ = worker_devices(spec, first=env["local_rank"] * K)[0]  # this rank's K local devices
     wspec = dataclasses.replace(
-        spec, n_devices=1, partition_offset=p,
-        device=f"cuda:{env['local_rank']}" if kind == "cuda" else spec.device,
+        spec, partition_offset=p, device=device,
         threads=spec.threads or (max(1, cpu_cores() // env["local_world_size"]) if kind == "cpu" else 0))
     try:
         run_local(dataclasses.replace(plan, spec=wspec), isolate=True)

@@ -27,19 +27,21 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def worker_devices(spec: RunSpec) -> list[tuple[str, int]]:
-    """(device, threads) for worker i: cuda:i, or CPU with the cores split between workers."""
+def worker_devices(spec: RunSpec, first: int = 0) -> list[tuple[str, int]]:
+    """(device, threads) for worker i: cuda:i (K > 1: "cuda:iK,...,cuda:iK+K-1"), or CPU with the cores
+    split between workers. first: the node's first device index (torchrun's local rank * K)."""
     kind = spec.device.split(":")[0]
+    K = spec.devices_per_partition
+    workers = spec.n_devices // K
     if kind == "cpu":
         cores = cpu_cores()
-        if spec.n_devices > cores:
-            print(f"warning: {spec.n_devices} CPU workers on {cores} cores; each gets 1 thread",
-                  file=sys.stderr)
-        threads = spec.threads or max(1, cores // spec.n_devices)
-        return [("cpu", threads)] * spec.n_devices
-    if spec.n_devices == 1:
+        if workers > cores:
+            print(f"warning: {workers} CPU workers on {cores} cores; each gets 1 thread", file=sys.stderr)
+        threads = spec.threads or max(1, cores // workers)
+        return [(",".join(["cpu"] * K), threads)] * workers
+    if spec.n_devices == 1 and first == 0:
         return [(spec.device, spec.threads)]
-    return [(f"{kind}:{i}", spec.threads) for i in range(spec.n_devices)]
+    return [(",".join(f"{kind}:{first + i * K + j}" for j in range(K)), spec.threads) for i in range(workers)]
 
 
 def _last_line(path: Path) -> str:
@@ -90,7 +92,7 @@ def run_local(plan: Plan, isolate: bool = False) -> list[int]:
     if not isolate:  # under torchrun rank 0 records the torchrun command instead
         rundir.record_launch(spec.log_path, parts, spec.n_partitions, resume_command(spec))
     devices = worker_devices(spec)
-    if spec.n_devices == 1 and not isolate:
+    if len(parts) == 1 and not isolate:
         dev, threads = devices[0]
         plan = dataclasses.replace(plan, spec=dataclasses.replace(spec, device=dev, threads=threads))
         try:
@@ -102,7 +104,8 @@ def run_local(plan: Plan, isolate: bool = False) -> list[int]:
     procs = {}
     try:
         for p, (dev, threads) in zip(parts, devices):
-            wspec = dataclasses.replace(spec, device=dev, threads=threads, n_devices=1, partition_offset=p)
+            wspec = dataclasses.replace(spec, device=dev, threads=threads, n_devices=spec.devices_per_partition,
+                                        partition_offset=p)
             part_dir = Path(spec.log_path) / str(p)
             part_dir.mkdir(parents=True, exist_ok=True)
             log = open(part_dir / rundir.WORKER_LOG, "a")

@@ -37,7 +37,8 @@ class RunSpec:
     n_count: int | None = None
     n_partitions: int = 0                  # 0: n_devices (or torchrun's world size)
     partition_offset: int = 0
-    n_devices: int = 1
+    n_devices: int = 1                     # devices this launch uses on this node
+    devices_per_partition: int = 1         # K: each worker owns K devices, the model is split over them
     scenario: str = "Offline"
     mode: str = "accuracy"
     data_type: str = "fp32"
@@ -75,8 +76,8 @@ class Plan:
 
     @property
     def partitions(self) -> list[int]:
-        """The partitions this launch runs on this node."""
-        return [self.spec.partition_offset + i for i in range(self.spec.n_devices)]
+        """The partitions this launch runs on this node: one per K devices."""
+        return [self.spec.partition_offset + i for i in range(self.spec.n_devices // self.spec.devices_per_partition)]
 
 
 def resolve_options(bench: Benchmark, given: dict) -> dict:
@@ -145,7 +146,17 @@ def resolve(req: RunSpec, world_size: int | None = None, now: float | None = Non
         raise KitError(f"--n_devices {s.n_devices} must be at least 1")
     if s.batch_size < 0:
         raise KitError(f"--batch_size {s.batch_size} must be positive")
-    n_acc = accelerator_count(s.device)
+    K = s.devices_per_partition
+    if K < 1 or s.n_devices % K:
+        raise KitError(f"--devices_per_partition {K} must divide --n_devices {s.n_devices} (DEVICES_PER_PARTITION, "
+                       f"N_DEVICES): each partition owns K of this node's devices")
+    if K > 1 and not bench.multi_device:
+        raise KitError(f"--devices_per_partition {K}: {bench.name} runs on one device per partition "
+                       f"(it fits one device); use 1")
+    listed = s.device.split(",")  # a worker's own devices, as the launcher hands them out
+    if len(listed) > 1 and len(listed) != K:
+        raise KitError(f"--device {s.device} lists {len(listed)} devices, --devices_per_partition is {K}")
+    n_acc = accelerator_count(listed[0])
     if n_acc == 0:
         raise KitError(f"DEVICE={s.device} (--device) but this machine has no {s.device.split(':')[0]} device "
                        f"(torch sees none); use DEVICE=cpu, or a torch build for your accelerator")
@@ -153,20 +164,20 @@ def resolve(req: RunSpec, world_size: int | None = None, now: float | None = Non
         raise KitError(f"--n_devices {s.n_devices} but this machine has {n_acc} {s.device} device(s)")
     ds_default, mp_default = default_paths(bench.name, s.data)
     dataset_path, model_path = Path(s.dataset or ds_default), Path(s.model_path or mp_default)
-    if world_size is not None and s.n_devices != 1:
+    if world_size is not None and s.n_devices != K:
         raise KitError(f"--n_devices {s.n_devices} does not apply under torchrun: every rank runs one "
-                       f"partition; set torchrun's --nproc-per-node instead")
+                       f"partition on --devices_per_partition devices; set torchrun's --nproc-per-node instead")
     dataset = bench.open_dataset(dataset_path, model_path)
     n_count = dataset.size if s.n_count is None else s.n_count
     if not 1 <= n_count <= dataset.size:
         raise KitError(f"--n_count {n_count} is outside [1, {dataset.size}] "
                        f"(dataset {dataset_path} has {dataset.size} samples)")
-    launched = world_size if world_size is not None else s.n_devices
+    launched = world_size if world_size is not None else s.n_devices // K
     n_partitions = s.n_partitions or launched
     if n_partitions > n_count:
         raise KitError(f"--n_partitions {n_partitions} is more than --n_count {n_count}")
     if s.partition_offset < 0 or s.partition_offset + launched > n_partitions:
-        what = "torchrun world size" if world_size is not None else "--n_devices"
+        what = "torchrun world size" if world_size is not None else "partitions launched (--n_devices / K)"
         raise KitError(f"--partition_offset {s.partition_offset} + {what} {launched} "
                        f"exceeds --n_partitions {n_partitions}")
     if not model_path.exists():

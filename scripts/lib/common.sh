@@ -150,7 +150,7 @@ build_env() {
 }
 
 # Variables that shape a run: recorded in the resume command the kit prints on failure.
-RUN_VARS=(DATA SCENARIO MODE N_COUNT N_DEVICES N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE BATCH_SIZE
+RUN_VARS=(DATA SCENARIO MODE N_COUNT N_DEVICES DEVICES_PER_PARTITION N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE BATCH_SIZE
           LOG_PATH ACCURACY_TARGET USER_CONF TARGET_QPS TARGET_LATENCY MIN_DURATION MIN_QUERY_COUNT
           LAUNCHER NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT ENV_DIR BACKEND SERVER_URL)
 
@@ -181,8 +181,11 @@ eval_model() {
   done
   local args=(run "$model" --data "${DATA:-real}" --scenario "${SCENARIO:-Offline}" --mode "${MODE:-accuracy}"
               --data_type "${DATA_TYPE:-fp32}" --device "${DEVICE:-cpu}" --partition_offset "$offset")
-  # Under torchrun every rank runs one partition: N_DEVICES becomes processes per node.
-  if [ "$launcher" = local ]; then args+=(--n_devices "$n_devices"); fi
+  # Under torchrun every rank runs one partition on K devices: N_DEVICES / K processes per node.
+  local per="${DEVICES_PER_PARTITION:-1}"
+  if [ "$per" != 1 ]; then args+=(--devices_per_partition "$per"); fi
+  if [ "$launcher" = local ]; then args+=(--n_devices "$n_devices");
+  elif [ "$per" != 1 ]; then args+=(--n_devices "$per"); n_devices=$(( n_devices / per )); fi
   if [ -n "$n_count" ]; then args+=(--n_count "$n_count"); fi
   if [ -n "$n_partitions" ]; then args+=(--n_partitions "$n_partitions"); fi
   if [ -n "${BATCH_SIZE:-}" ]; then args+=(--batch_size "$BATCH_SIZE"); fi
