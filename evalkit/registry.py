@@ -18,6 +18,7 @@ MODELS: dict[str, str] = {
     "resnet": "vision.resnet50.benchmark",
     "bert": "language.bert.benchmark",
     "gpt-j": "language.gptj.benchmark",
+    "dlrm": "recommendation.dlrm_v2.benchmark",
 }
 
 

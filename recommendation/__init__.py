@@ -1,0 +1,1 @@
+"""MLPerf recommendation benchmarks (DLRM-v2)."""

@@ -1,0 +1,156 @@
+"""DLRM-v2 specifics: AUC equal to sklearn (ties too), the reference's aggregation stream, the
+npz members memory-mapped in place, the host (memory-mapped) table path equal to the device one,
+the DCN-v2 arithmetic, and the one-line payload errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from evalkit.errors import KitError
+from evalkit.scoring import score
+from recommendation.dlrm_v2 import criteo
+from recommendation.dlrm_v2.auc import roc_auc
+from recommendation.dlrm_v2.benchmark import BENCHMARK, CONFIG, DENSE_WEIGHTS, read_config, table_path
+from recommendation.dlrm_v2.model import DLRMDCN
+
+sklearn_metrics = pytest.importorskip("sklearn.metrics")
+
+
+@pytest.mark.parametrize("n, levels", [(7, 3), (1000, 5), (50_000, 2), (20_000, None)])
+def test_auc_equals_sklearn_with_ties(n, levels):
+    rng = np.random.default_rng(n)
+    y = rng.integers(0, 2, n).astype(np.float32)
+    y[:2] = [0, 1]
+    s = (rng.integers(0, levels, n).astype(np.float32) if levels else rng.random(n, dtype=np.float32))
+    s[: n // 3] = s[0]  # one big tie group on top of the rest
+    assert roc_auc(y, s) == pytest.approx(sklearn_metrics.roc_auc_score(y, s), abs=1e-12)
+
+
+def test_auc_edges():
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4]) == 0.0
+    assert roc_auc([0, 1], [0.5, 0.5]) == 0.5
+    with pytest.raises(ValueError):
+        roc_auc([1, 1], [0.1, 0.2])
+
+
+def _reference_offsets(q, n_rows, seed=123):
+    # the reference loop (multihot_criteo.py): one global-RNG draw per sample, the last one cut
+    np.random.seed(seed)
+    out, qo = [], 0
+    while True:
+        out.append(qo)
+        qo = min(qo + q[np.random.randint(low=0, high=len(q))], n_rows)
+        if qo >= n_rows:
+            break
+    out.append(qo)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("n_rows", [1, 699, 100_003])
+def test_aggregation_replays_the_reference_stream(n_rows):
+    q = np.array([100, 100, 150, 200, 200, 300, 500, 700])
+    assert np.array_equal(criteo.aggregation_offsets(q, n_rows), _reference_offsets(q, n_rows))
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dlrm")
+    payloads = BENCHMARK.synthesize(out, 6, 0)
+    return out, payloads
+
+
+def test_layout_and_trace_file(synth, tmp_path):
+    out, _ = synth
+    day = criteo.CriteoDay23(out / "dataset")
+    assert day.size == 6 and day.aggregation == criteo.QUANTILE
+    assert [a.dtype for a in day.sparse] == [np.int32] * 26
+    assert isinstance(day.sparse[20], np.memmap) and day.sparse[20].shape[1] == 100
+    assert day.val_rows == day.dense.shape[0] // 2
+    # the published trace file takes precedence and gives the same samples
+    import shutil
+    ds = shutil.copytree(out / "dataset", tmp_path / "ds")
+    (ds / criteo.TRACE).write_text("".join(f"{s}, {e}, {e - s}\n" for s, e in zip(day.offsets[:-1], day.offsets[1:])))
+    t = criteo.CriteoDay23(ds)
+    assert t.aggregation == criteo.TRACE and np.array_equal(t.offsets, day.offsets)
+    (ds / criteo.TRACE).write_text("0, 16, 16\n17, 32, 15\n")
+    with pytest.raises(KitError, match="consecutive"):
+        criteo.CriteoDay23(ds)
+
+
+def test_host_tables_equal_device_tables(synth):
+    out, payloads = synth
+    ds = BENCHMARK.open_dataset(out / "dataset")
+    net = BENCHMARK.load_model(out / "model", "cpu", "fp32", {"mmap_rows": 0})
+    assert net.tables.on_host() == list(range(26))
+    batch = BENCHMARK.make_batch([ds.load(i) for i in range(3)], "cpu", "fp32", {})
+    got = BENCHMARK.postprocess(BENCHMARK.forward(net, batch), 3)
+    for g, p in zip(got, payloads[:3]):
+        np.testing.assert_allclose(g, p, rtol=0, atol=1e-6)
+
+
+def test_forward_is_dcn_v2_arithmetic(synth):
+    out, _ = synth
+    cfg = read_config(out / "model")
+    net = BENCHMARK.load_model(out / "model", "cpu", "fp32", {})
+    sd = {k: v.double().numpy() for k, v in torch.load(out / "model" / DENSE_WEIGHTS).items()}
+    tables = [np.load(table_path(out / "model", k)).astype(np.float64) for k in range(26)]
+    dense, sparse, _ = BENCHMARK.open_dataset(out / "dataset").load(0)
+    relu = lambda v: np.maximum(v, 0)  # noqa: E731
+    x = dense.astype(np.float64)
+    for i in range(len(cfg["dense_arch_layer_sizes"])):
+        x = relu(x @ sd[f"dense_arch.model._mlp.{i}._linear.weight"].T + sd[f"dense_arch.model._mlp.{i}._linear.bias"])
+    pooled = [tables[k][sparse[k]].sum(axis=1) for k in range(26)]
+    x0 = np.concatenate([x] + pooled, axis=1)
+    xl = x0
+    for i in range(cfg["dcn_num_layers"]):
+        xw = (xl @ sd[f"inter_arch.crossnet.V_kernels.{i}"].T) @ sd[f"inter_arch.crossnet.W_kernels.{i}"].T
+        xl = x0 * (xw + sd[f"inter_arch.crossnet.bias.{i}"]) + xl
+    for i in range(len(cfg["over_arch_layer_sizes"]) - 1):
+        xl = relu(xl @ sd[f"over_arch.model.0._mlp.{i}._linear.weight"].T + sd[f"over_arch.model.0._mlp.{i}._linear.bias"])
+    z = xl @ sd["over_arch.model.1.weight"].T + sd["over_arch.model.1.bias"]
+    want = 1 / (1 + np.exp(-z.reshape(-1)))
+    got = BENCHMARK.forward(net, BENCHMARK.make_batch([(dense, sparse, np.zeros(len(dense), np.float32))],
+                                                     "cpu", "fp32", {}))[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_score_uses_dataset_labels_and_names_bad_payloads(synth):
+    out, payloads = synth
+    n = len(payloads)
+    m = score(BENCHMARK, ((i, p.tobytes()) for i, p in enumerate(payloads)), out / "dataset", n)
+    assert m["AUC"] == 100.0 and m["label_mismatch"] == 0 and m["total"] == n * 16
+    # labels carried along with swapped predictions do not rescue the AUC
+    m = score(BENCHMARK, ((i, payloads[(i + 1) % n].tobytes()) for i in range(n)), out / "dataset", n)
+    assert m["AUC"] < 50 and m["label_mismatch"] > 0
+    with pytest.raises(KitError, match="qsl_idx 2: the payload holds 16 float32 values"):
+        score(BENCHMARK, ((i, p[: 16 if i == 2 else None].tobytes()) for i, p in enumerate(payloads)), out / "dataset", n)
+    assert BENCHMARK.accuracy_lines(m)[0].startswith("AUC=")
+
+
+def test_checkpoint_errors(synth, tmp_path):
+    import shutil
+    out, _ = synth
+    mp = shutil.copytree(out / "model", tmp_path / "m")
+    cfg = json.loads((mp / CONFIG).read_text())
+    cfg["embedding_dim"] = 16
+    (mp / CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(KitError, match="dense.pt does not fit config.json"):
+        BENCHMARK.load_model(mp, "cpu", "fp32", {})
+    shutil.rmtree(mp)
+    mp = shutil.copytree(out / "model", tmp_path / "m")
+    table_path(mp, 7).unlink()
+    with pytest.raises(KitError, match="t_cat_7.npy"):
+        BENCHMARK.load_model(mp, "cpu", "fp32", {})
+
+
+def test_model_state_names_follow_torchrec():
+    cfg = dict(read_config.__globals__["REFERENCE_CONFIG"])
+    cfg.update(embedding_dim=4, dense_arch_layer_sizes=[8, 4], over_arch_layer_sizes=[8, 4, 1], dcn_low_rank_dim=2)
+    names = set(DLRMDCN(cfg).state_dict())
+    assert {"dense_arch.model._mlp.1._linear.weight", "inter_arch.crossnet.V_kernels.2",
+            "inter_arch.crossnet.W_kernels.0", "inter_arch.crossnet.bias.1",
+            "over_arch.model.0._mlp.1._linear.bias", "over_arch.model.1.weight"} <= names
