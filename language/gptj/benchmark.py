@@ -6,10 +6,14 @@ min_new_tokens 30 / max_new_tokens 128 / early stopping; payload = int64 ids of
 the generated part only. Accuracy as `evaluation.py`: decode, strip, one sentence
 per line, ROUGE with the stemmer (language/rouge.py), gen_len = characters.
 
-Offline batches several prompts (left padding, pad = eos). Batched output equals
-batch-1 output because padding is masked, positions come from the attention mask
-(HF generate), beam search keeps each prompt's beams apart, and the payload is cut
-after the first eos (what batch 1 returns; the rest of a batched row is padding).
+Offline hands forward() up to default_batch_size prompts; forward sorts them by length,
+cuts batches by a token budget (option `token_budget`: KV-cache slots, 0 = what free device
+memory holds), splits a batch that runs out of memory and returns answers in the given order.
+Option `generator`: "kit" (language/generate.py: in-place KV cache, beams share the prompt
+cache, beam pointers instead of cache copies; HF generate's tokens) or "hf" (HF generate on
+left-padded batches, the reference path). Batched output equals batch-1 output because padding
+is masked, positions come from the attention mask, beam search keeps each prompt's beams
+apart, and the payload is cut after the first eos (what batch 1 returns).
 """
 from __future__ import annotations
 
@@ -33,6 +37,9 @@ PROMPT_INPUT = ("Below is an instruction that describes a task, paired with an i
                 "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:")
 # Reference gen_kwargs (backend_PyTorch.py); options may override them for experiments only.
 GEN_DEFAULTS = {"num_beams": 4, "min_new_tokens": 30, "max_new_tokens": 128, "early_stopping": True}
+# How to run them: which generation loop, and KV-cache slots per batch (0: from free device memory).
+RUN_DEFAULTS = {"generator": "kit", "token_budget": 0}
+GENERATORS = ("kit", "hf")
 
 
 def read_cnn_eval(root: Path) -> list[dict]:
@@ -88,10 +95,11 @@ class CNNDailyMail(Dataset):
 
 
 class _Generator:
-    """What load_model returns: tokenizer + model + generation settings."""
+    """What load_model returns: tokenizer + model + generation settings + how to run them."""
 
-    def __init__(self, tok, model, gen: dict, device: str):
+    def __init__(self, tok, model, gen: dict, device: str, generator: str = "kit", token_budget: int = 0):
         self.tok, self.model, self.gen, self.device = tok, model, gen, device
+        self.generator, self.token_budget = generator, token_budget
 
 
 def _gen_settings(options: dict) -> dict:
@@ -129,9 +137,13 @@ class GPTJ(Benchmark):
     performance_sample_count = 13368
     payload_dtype = "int64"       # evaluation.py --dtype default
     token_payload = True
-    default_batch_size = 8        # reference SUT: 1; batching changes no token (see module doc)
+    # Prompts per forward (reference SUT: 1); forward cuts them into token-budget batches, so
+    # this only bounds the sorting window and the response-cache granularity. Batching changes
+    # no token (see module doc).
+    default_batch_size = 256
     synthetic_n = 12
-    options = dict(GEN_DEFAULTS)  # generation settings; other values are for experiments only
+    # generation settings (other values are for experiments only) + generator / token budget
+    options = dict(GEN_DEFAULTS, **RUN_DEFAULTS)
 
     # --- data -----------------------------------------------------------------
     def open_dataset(self, path: Path, model_path: Path | None = None) -> CNNDailyMail:
@@ -148,6 +160,14 @@ class GPTJ(Benchmark):
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> _Generator:
         from transformers import GPTJForCausalLM
 
+        from language.generate import unsupported_generation_settings
+
+        generator = options.get("generator", RUN_DEFAULTS["generator"])
+        budget = options.get("token_budget", RUN_DEFAULTS["token_budget"])
+        if generator not in GENERATORS:
+            raise KitError(f"--option generator={generator!r} for gpt-j: use one of {', '.join(GENERATORS)}")
+        if budget < 0:
+            raise KitError(f"--option token_budget={budget} for gpt-j: KV-cache slots per batch, > 0 (0: auto)")
         mp = hf_checkpoint_dir(model_path, "GPT-J (config.json, weights, tokenizer files)")
         tok = load_tokenizer(mp)
         try:
@@ -156,14 +176,19 @@ class GPTJ(Benchmark):
             raise KitError(f"cannot load GPT-J from {mp} ({type(e).__name__}: "
                            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}).") from None
         model.eval().to(device)
-        return _Generator(tok, model, _gen_settings(options), device)
+        odd = unsupported_generation_settings(model)
+        if generator == "kit" and odd:
+            raise KitError(f"{mp / 'generation_config.json'} sets {', '.join(odd)}, which the kit's generator does "
+                           f"not implement; run with --option generator=hf")
+        return _Generator(tok, model, _gen_settings(options), device, generator, budget)
 
     def compile_model(self, g: _Generator, compile_fn) -> _Generator:
-        # generate() calls the module itself, so compile a shallow copy's forward (weights shared);
-        # `g` stays eager for the fallback.
+        # HF generate() calls the module itself, so compile a shallow copy's forward (weights
+        # shared); `g` stays eager for the fallback. The kit generator calls the submodules
+        # directly and runs eager.
         compiled = copy.copy(g.model)
         compiled.forward = compile_fn(g.model.forward)
-        return _Generator(g.tok, compiled, g.gen, g.device)
+        return _Generator(g.tok, compiled, g.gen, g.device, g.generator, g.token_budget)
 
     def text_io(self, model_path: Path, options: dict) -> "_TextIO":
         return _TextIO(load_tokenizer(Path(model_path)), _gen_settings(options))
@@ -172,15 +197,18 @@ class GPTJ(Benchmark):
         return list(samples)  # prompts; tokenized in forward with the checkpoint's tokenizer
 
     def forward(self, g: _Generator, prompts: list[str]) -> list[np.ndarray]:
-        import torch
+        from language.generate import auto_token_budget, generate, run_batched
 
-        enc = g.tok(prompts, return_tensors="pt", padding=True, truncation=True, max_length=MAX_INPUT_TOKENS)
-        enc = {k: v.to(g.device) for k, v in enc.items()}
-        with torch.inference_mode():
-            out = g.model.generate(**enc, **g.gen, do_sample=False, pad_token_id=g.tok.eos_token_id,
-                                   eos_token_id=g.tok.eos_token_id)
-        gen = out[:, enc["input_ids"].shape[1]:].cpu().numpy()
-        return [_cut_after_eos(row, g.tok.eos_token_id) for row in gen]
+        ids = g.tok(prompts, truncation=True, max_length=MAX_INPUT_TOKENS)["input_ids"]
+        eos = g.tok.eos_token_id
+        if g.generator == "kit":
+            lp = getattr(g.model.generation_config, "length_penalty", None)  # HF's default: 1.0
+            return generate(g.model, ids, **g.gen, length_penalty=1.0 if lp is None else lp,
+                            eos_token_id=eos, pad_token_id=eos, token_budget=g.token_budget)
+        # HF generate, sorted and cut by the same budget (it keeps prompt x beams cache rows)
+        nb, new = g.gen["num_beams"], g.gen["max_new_tokens"]
+        budget = g.token_budget or auto_token_budget(g.device, _hf_bytes_per_slot(g.model))
+        return run_batched(ids, lambda batch: _hf_generate(g, batch), lambda n, lmax: n * nb * (lmax + new), budget)
 
     def postprocess(self, outputs: list[np.ndarray], n: int) -> list[np.ndarray]:
         return [np.ascontiguousarray(o, dtype=np.int64) for o in outputs[:n]]
@@ -222,6 +250,29 @@ class GPTJ(Benchmark):
 
     def synthetic_reference(self) -> dict[str, float]:
         return {"ROUGE1": 100.0, "ROUGE2": 100.0, "ROUGEL": 100.0}
+
+
+def _hf_generate(g: _Generator, batch: list[list[int]]) -> list[np.ndarray]:
+    """HF generate on one left-padded batch (pad = eos, as the reference)."""
+    import torch
+
+    eos = g.tok.eos_token_id
+    L = max(len(p) for p in batch)
+    ids = torch.full((len(batch), L), eos, dtype=torch.long)
+    mask = torch.zeros((len(batch), L), dtype=torch.long)
+    for r, p in enumerate(batch):
+        ids[r, L - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[r, L - len(p):] = 1
+    with torch.inference_mode():
+        out = g.model.generate(input_ids=ids.to(g.device), attention_mask=mask.to(g.device), **g.gen,
+                               do_sample=False, pad_token_id=eos, eos_token_id=eos)
+    gen = out[:, L:].cpu().numpy()
+    return [_cut_after_eos(row, eos) for row in gen]
+
+
+def _hf_bytes_per_slot(model) -> int:
+    c = model.config
+    return 2 * c.n_layer * c.n_embd * next(model.parameters()).element_size()
 
 
 def _cut_after_eos(row: np.ndarray, eos: int) -> np.ndarray:

@@ -93,7 +93,7 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
 
 
 def _ground_truth(bench, ds_dir, model_dir, samples, seed):
-    g = bench.load_model(model_dir, "cpu", "fp32", {})
+    g = bench.load_model(model_dir, "cpu", "fp32", {"generator": "hf"})  # truth: HF generate itself
     from .benchmark import PROMPT_INPUT
 
     payloads = []
