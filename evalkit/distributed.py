@@ -28,7 +28,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from . import rundir
+from . import rendezvous, rundir
 from .errors import KitError
 from .util import sha256_file
 
@@ -63,18 +63,36 @@ class _Ranks:
         self.env, self.rank, self.world = env, env["rank"], env["world_size"]
         self.dist_timeout = dist_timeout
         where = f"{env['master_addr']}:{env['master_port']}"
+        # One deadline for every wait below: TCPStore's own timeout is not one (its client
+        # retries a failed connect once more), so it connects only to an address known to answer.
+        deadline = time.monotonic() + init_timeout
+        limit = f"--init_timeout {init_timeout:g} s"
+        hosting = self.rank == 0 and not env["agent_store"]  # else torchrun's agent serves the store
+        if not hosting:
+            rendezvous.reach(env["master_addr"], env["master_port"], deadline, f"rank {self.rank}", limit)
         try:
-            # torchrun's agent already serves a store there; without the agent rank 0 hosts it.
-            base = dist.TCPStore(env["master_addr"], env["master_port"], self.world,
-                                 is_master=self.rank == 0 and not env["agent_store"],
-                                 timeout=timedelta(seconds=init_timeout), wait_for_workers=False)
+            base = dist.TCPStore(env["master_addr"], env["master_port"], self.world, is_master=hosting,
+                                 timeout=timedelta(seconds=max(deadline - time.monotonic(), 1.0)),
+                                 wait_for_workers=False)
             self.store = dist.PrefixStore(f"evalkit/{env['restart']}/", base)
+            # Every rank checks in before the process group forms, so a missing one is named
+            # at the deadline instead of timing out inside gloo.
+            self.store.set(f"joined/{self.rank}", "1")
+            keys = [f"joined/{r}" for r in range(self.world)]
+            while not self.store.check(keys):
+                if time.monotonic() > deadline:
+                    missing = [r for r in range(self.world) if not self.store.check([f"joined/{r}"])]
+                    raise KitError(f"rank {self.rank}: {self.world - len(missing)} of {self.world} ranks joined "
+                                   f"the rendezvous at {where} within {limit} (missing rank "
+                                   f"{', '.join(map(str, missing))}); check that every node started")
+                time.sleep(0.1)
+            base.set_timeout(timedelta(seconds=init_timeout))   # the default of later blocking store calls
             dist.init_process_group("gloo", store=dist.PrefixStore("pg", self.store), rank=self.rank,
                                     world_size=self.world, timeout=timedelta(seconds=init_timeout))
-        except RuntimeError as e:  # DistNetworkError/DistStoreError: unreachable or a rank missing
+        except RuntimeError as e:  # DistNetworkError/DistStoreError: the store went away meanwhile
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise KitError(f"rank {self.rank}: cannot reach the rendezvous at {where} or not every one of "
-                           f"{self.world} ranks joined within --init_timeout {init_timeout:g} s ({first}); "
+                           f"{self.world} ranks joined within {limit} ({first}); "
                            f"check MASTER_ADDR/MASTER_PORT and that every node started") from None
         self._seen: dict[int, tuple[int, float]] = {}
         self.beat_error: StoreLost | None = None

@@ -157,22 +157,6 @@ def test_unreachable_rendezvous_fails_in_bounded_time(resnet_synth, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_unreachable_master_node_via_script(tmp_path):
-    """Node 1 of 2 under the script's static rendezvous: torchrun gives up after INIT_TIMEOUT."""
-    env_dir = tmp_path / "envs"
-    env_dir.mkdir()
-    (env_dir / "resnet").symlink_to(ROOT / ".venv")
-    port = free_port()
-    t0 = time.time()
-    cp = subprocess.run(["scripts/eval_resnet.sh", "--launcher", "torchrun"], cwd=ROOT, capture_output=True,
-                        text=True, timeout=120,
-                        env=kit_env(ENV_DIR=env_dir, NNODES=2, NODE_RANK=1, MASTER_ADDR="127.0.0.1",
-                                    MASTER_PORT=port, INIT_TIMEOUT=3, LOG_PATH=tmp_path / "r"))
-    assert cp.returncode != 0
-    assert f"(127.0.0.1, {port})" in cp.stderr and "timed out" in cp.stderr
-    assert time.time() - t0 < 90
-
-
 def test_torchrun_rejects_n_devices(resnet_synth, tmp_path):
     cp = finish(torchrun("--standalone", "--nproc-per-node", 1, "-m", "evalkit", "run", "resnet",
                          *data_args(resnet_synth, 8), "--n_devices", 2, "--log_path", tmp_path / "r"))
@@ -208,26 +192,7 @@ def test_sigkill_of_one_worker_then_resume_is_byte_identical(resnet_synth, basel
     assert (log / MERGED).read_bytes() == baseline[24]
 
 
-# ----------------------------------------------------------------------- Slurm
-
-
-def test_slurm_script_parses_and_its_torchrun_line_is_the_readme_one(tmp_path):
-    sbatch = ROOT / "scripts" / "slurm" / "eval.sbatch"
-    subprocess.run(["bash", "-n", str(sbatch)], check=True)
-    env_dir = tmp_path / "envs"
-    env_dir.mkdir()
-    (env_dir / "resnet").symlink_to(ROOT / ".venv")
-    # Slurm's own variables for node 1 of a 2-node job; MASTER_ADDR given, so no scontrol is needed here.
-    cp = subprocess.run(["bash", str(sbatch)], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                        env=kit_env(DRY_RUN=1, MODEL="resnet", SLURM_NNODES=2, SLURM_NODEID=1, SLURM_JOB_ID=4242,
-                                    SLURM_SUBMIT_DIR=ROOT, MASTER_ADDR="node001", ENV_DIR=env_dir,
-                                    DATA="synthetic", N_DEVICES=4, LOG_PATH="/shared/runs/resnet-1"))
-    assert cp.returncode == 0, cp.stderr
-    srun, trun = cp.stdout.strip().splitlines()
-    assert srun.startswith("srun --nodes=2 --ntasks-per-node=1 --kill-on-bad-exit=0 bash -c ")
-    assert srun.endswith(str(ROOT / "scripts" / "eval_resnet.sh"))
-    readme = (ROOT / "README.md").read_text()
-    assert trun.replace(str(env_dir), ".envs") in readme.splitlines(), trun
+# ----------------------------------------------------------------------- Slurm (more: test_slurm.py)
 
 
 def test_slurm_script_outside_slurm_is_one_error(tmp_path):

@@ -224,19 +224,28 @@ eval_model() {
 # (node ranks fixed, so a resumed run finds each partition on the node that has it).
 torchrun_model() {
   local model="$1" nproc="$2"; shift 2
-  local nnodes="${NNODES:-1}" trun
+  local nnodes="${NNODES:-1}" init_timeout="${INIT_TIMEOUT:-300}" trun
   trun="$(env_path "$model")/bin/torchrun"
   [ -x "$trun" ] || die "no torchrun in $(env_path "$model"); run scripts/build_${model}_env.sh first"
-  local cmd=("$trun" --nnodes "$nnodes" --nproc-per-node "$nproc" --max-restarts 0)
+  [[ "$nnodes" =~ ^[1-9][0-9]*$ ]] || die "NNODES=$nnodes is not a positive integer"
+  [[ "$init_timeout" =~ ^[1-9][0-9]*$ ]] || die "INIT_TIMEOUT=$init_timeout is not a whole number of seconds"
+  local cmd=("$trun" --nnodes "$nnodes" --nproc-per-node "$nproc" --max-restarts 0) standalone=0
   if [ "$nnodes" = 1 ] && [ -z "${MASTER_ADDR:-}" ]; then
-    cmd+=(--standalone)
+    cmd+=(--standalone); standalone=1
   else
     [ -n "${MASTER_ADDR:-}" ] || die "NNODES=$nnodes needs MASTER_ADDR (the host of node rank 0)"
     [ -n "${NODE_RANK:-}" ] || die "NNODES=$nnodes needs NODE_RANK (0..$((nnodes - 1)), this node's)"
     cmd+=(--node-rank "$NODE_RANK" --master-addr "$MASTER_ADDR" --master-port "${MASTER_PORT:-29500}"
-          --rdzv-conf "timeout=${INIT_TIMEOUT:-300}")
+          --rdzv-conf "timeout=$init_timeout")
   fi
   cmd+=(-m evalkit "$@")
   if [ "${DRY_RUN:-0}" = 1 ]; then qjoin "${cmd[@]}"; return 0; fi
-  PYTHONPATH="$KIT_ROOT${PYTHONPATH:+:$PYTHONPATH}" "${cmd[@]}"
+  export PYTHONPATH="$KIT_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  if [ "$standalone" = 0 ] && [ "$nnodes" != 1 ]; then
+    # Every node checks in at node 0 first, all within INIT_TIMEOUT, with one error line naming
+    # the address: torchrun's own store client retries past its timeout (300 s took 10 min 44 s).
+    "$(kit_python "$model")" -m evalkit.rendezvous --addr "$MASTER_ADDR" --port "${MASTER_PORT:-29500}" \
+      --nnodes "$nnodes" --node_rank "$NODE_RANK" --timeout "$init_timeout" || exit $?
+  fi
+  "${cmd[@]}"
 }
