@@ -434,8 +434,12 @@ class GPTJDecoder:
         self.scale = math.sqrt(self.D)
         self.pos_table = self.blocks[0].attn.embed_positions.to(self.device)
         self.bytes_per_slot = 2 * cfg.n_layer * cfg.n_embd * p.element_size()
-        self.fp32 = self.dtype == torch.float32
-        self._f32_scores = _probe_f32_scores(self.device, self.dtype)
+        if self.dtype == torch.float32:
+            self.mode = "fp32"
+        elif _probe_f32_out(self.device, self.dtype):
+            self.mode = "f32out"
+        else:
+            self.mode = "upcast" if self.device.type == "cpu" else "half"
 
     @staticmethod
     def cache_slots(n: int, lmax: int, nb: int, new: int) -> int:
@@ -470,17 +474,22 @@ class GPTJDecoder:
         v = a.v_proj(x).view(N, L, self.H, self.D)
         return q, k, v
 
-    def _scores(self, q, k):
-        """q @ k^T in fp32 without an fp32 copy of k."""
+    def _mm32(self, a, b):
+        """a @ b with fp32 output: fp32 models as they are; half precision with fp32 outputs
+        where the device has them (CUDA bmm out_dtype: HF's fp32 scores without an fp32 copy of
+        the cache); on CPU by upcasting (HF's own numerics; CPU is no half-precision target);
+        else in the model dtype (fp32 accumulation inside the GEMM) and widened after."""
         import torch
 
-        if self.fp32:
-            return torch.matmul(q, k.transpose(-1, -2))
-        if self._f32_scores:
-            lead = q.shape[:-2]
-            return torch.bmm(q.flatten(0, -3), k.transpose(-1, -2).flatten(0, -3),
-                             out_dtype=torch.float32).view(*lead, q.shape[-2], k.shape[-2])
-        return torch.matmul(q, k.transpose(-1, -2)).float()
+        if self.mode == "fp32":
+            return torch.matmul(a, b)
+        if self.mode == "f32out":
+            lead = a.shape[:-2]
+            return torch.bmm(a.flatten(0, -3), b.flatten(0, -3),
+                             out_dtype=torch.float32).view(*lead, a.shape[-2], b.shape[-1])
+        if self.mode == "upcast":
+            return torch.matmul(a.float(), b.float())
+        return torch.matmul(a, b).float()
 
     # -- prefill: one prompt at a time (no padding computed), beams share the result --
     def start(self, prompts, nb, T):
@@ -508,12 +517,12 @@ class GPTJDecoder:
                 q, k, v = q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
                 self.kp[i][b, :, :L] = k[0]
                 self.vp[i][b, :, :L] = v[0]
-                if self.fp32:  # modeling_gptj's eager attention, fp32
-                    w = torch.matmul(q, k.transpose(-1, -2)) / self.scale
+                if self.mode in ("fp32", "upcast"):  # modeling_gptj's eager attention, fp32 scores
+                    w = self._mm32(q, k.transpose(-1, -2)) / self.scale
                     causal = torch.ones((L, L), dtype=torch.bool, device=dev).triu(1)
                     w = torch.softmax(w.masked_fill(causal, torch.finfo(w.dtype).min), dim=-1)
-                    o = torch.matmul(w.to(v.dtype), v)
-                else:  # fused kernel, fp32 softmax inside
+                    o = self._mm32(w.to(v.dtype), v).to(v.dtype)
+                else:  # fused kernel on the accelerator, fp32 scores and softmax inside
                     o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / self.scale)
                 o = blk.attn.out_proj(o.permute(0, 2, 1, 3).reshape(1, L, H * D))
                 h = o + blk.mlp(x) + h
@@ -545,9 +554,11 @@ class GPTJDecoder:
             self.vg[i][:, :, t] = v.view(B, nb, H, D).transpose(1, 2)
             kg = self.kg[i][:, :, :t + 1].flatten(2, 3)                # (B, H, (t+1)*nb, D), a view
             vg = self.vg[i][:, :, :t + 1].flatten(2, 3)
-            w = torch.cat([self._scores(q, self.kp[i]), self._scores(q, kg)], dim=-1) / self.scale + mask
+            w = torch.cat([self._mm32(q, self.kp[i].transpose(-1, -2)), self._mm32(q, kg.transpose(-1, -2))],
+                          dim=-1) / self.scale + mask
             w = torch.softmax(w, dim=-1).to(self.dtype)
-            o = torch.matmul(w[..., :P], self.vp[i]) + torch.matmul(w[..., P:], vg)   # (B, H, nb, D)
+            # prompt part + beam part, summed before the one rounding to the model dtype
+            o = (self._mm32(w[..., :P], self.vp[i]) + self._mm32(w[..., P:], vg)).to(self.dtype)  # (B, H, nb, D)
             o = blk.attn.out_proj(o.transpose(1, 2).reshape(N, 1, H * D))
             h = o + blk.mlp(x) + h
         return self.model.lm_head(self.tr.ln_f(h))[:, -1].float()
@@ -569,11 +580,11 @@ class GPTJDecoder:
         self.anc, self.plen, self.pmask = self.anc[idx], plen, self.pmask[idx, :, :, :P]
 
 
-def _probe_f32_scores(device, dtype) -> bool:
+def _probe_f32_out(device, dtype) -> bool:
     """Can this device multiply half-precision matrices into fp32 outputs (bmm out_dtype)?"""
     import torch
 
-    if dtype == torch.float32:
+    if dtype == torch.float32 or torch.device(device).type == "cpu":
         return False
     try:
         a = torch.ones((1, 2, 2), dtype=dtype, device=device)
