@@ -167,8 +167,8 @@ def _dispatch(a) -> int:
         b = registry.get(a.model)
         print(json.dumps({"name": b.name, "mlperf_name": b.mlperf_name, "checker_names": b.checker_names,
                           "dataset_size": b.dataset_size, "payload_dtype": b.payload_dtype,
-                          "default_batch_size": b.default_batch_size,
-                          "synthetic_n": b.synthetic_n}))
+                          "default_batch_size": b.default_batch_size, "options": b.options,
+                          "multi_device": b.multi_device, "synthetic_n": b.synthetic_n}))
         return 0
     if a.cmd == "synth":
         from .synth import describe, synthesize

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from .errors import KitError
-from .rundir import LOADGEN_FILES, MANIFEST
+from .rundir import MANIFEST
 from .util import KIT_VERSION, atomic_write_json, config_hash, git_commit, sha256_file
 
 SYNTHETIC_MARKER = "SYNTHETIC.json"

@@ -14,7 +14,6 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import backends, registry
 from . import manifest as mf

@@ -18,6 +18,9 @@ MODELS: dict[str, str] = {
     "resnet": "vision.resnet50.benchmark",
     "bert": "language.bert.benchmark",
     "gpt-j": "language.gptj.benchmark",
+    "llama2": "language.llama2.benchmark",
+    "mixtral": "language.mixtral.benchmark",
+    "retinanet": "vision.retinanet.benchmark",
     "dlrm": "recommendation.dlrm_v2.benchmark",
 }
 

@@ -80,7 +80,7 @@ def load_run(run_dir: Path, log_dir: Path, verified: dict[str, dict], now: float
         meta = dict(st.meta)
         for x in st.parts.values():
             if x.manifest is not None:
-                meta = dict(x.manifest["config"], n_partitions=x.manifest["n_partitions"], **meta)
+                meta = {**x.manifest["config"], "n_partitions": x.manifest["n_partitions"], **meta}
             parts.append({"partition": x.p, "state": x.state, "done": x.done if x.state != "missing" else None,
                           "total": x.total or None, "rate": x.rate, "eta_s": x.eta, "device": x.device,
                           "host": x.host, "wall_s": x.wall_s})

@@ -25,7 +25,7 @@ from .benchmark import Benchmark
 from .cache import ResponseCache
 from .errors import KitError
 from .partition import partition_range
-from .plan import MODES, SCENARIOS, Plan, RunSpec  # noqa: F401 (RunSpec: the runner's input type)
+from .plan import MODES, Plan, RunSpec  # noqa: F401 (RunSpec: the runner's input type)
 from .progress import Progress
 from .rundir import ACCURACY_LOG
 

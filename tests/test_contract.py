@@ -1,0 +1,125 @@
+"""The contract every registered model passes: registering a model is opting in.
+
+For each model of evalkit/registry.py, with real LoadGen on its synthetic set:
+the set writes and proves itself (truth = reference, shift fails), 1 and 3 partitions
+merge to byte-identical logs, the run PASSes on CPU fp32, accuracy.txt parses with the
+submission checker's pattern for each of the model's checker names, an index shift
+scores below the target, and a payload of the wrong dtype is a one-line error.
+No per-model code here: a new model gets all of it by registering.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evalkit import registry, targets
+from evalkit.accuracy_log import Writer, iter_entries
+from evalkit.rundir import MERGED
+
+from conftest import evalkit, one_line_error
+
+MAX_N = 12
+# A dtype of another item size than the model's: its bytes cannot pass as the right payload.
+WRONG_DTYPE = {1: "float32", 2: "float32", 4: "float16", 8: "int32"}
+
+
+class Contract:
+    def __init__(self, name: str, base: Path):
+        self.name = name
+        self.bench = registry.get(name)
+        self.n = min(self.bench.synthetic_n, MAX_N)
+        self.synth = base / "synth"
+        self.base = base
+
+    def run(self, log: Path, *extra):
+        # batch 1 and one thread in both runs: the logs must be equal byte for byte
+        return evalkit("run", self.name, "--dataset", self.synth / "dataset", "--model_path", self.synth / "model",
+                       "--log_path", log, "--batch_size", 1, "--threads", 1, *extra)
+
+
+@pytest.fixture(scope="module", params=registry.names())
+def model(request, tmp_path_factory) -> Contract:
+    c = Contract(request.param, tmp_path_factory.mktemp(f"contract_{request.param}"))
+    cp = evalkit("synth", c.name, "--out", c.synth, "--n", c.n, "--seed", 0)
+    assert cp.returncode == 0, cp.stderr
+    c.one = c.run(c.base / "p1")
+    c.three = c.run(c.base / "p3", "--n_devices", 3, "--n_partitions", 3)
+    return c
+
+
+def _rewrite(src: Path, dst: Path, fn) -> None:
+    """Copy run dir src to dst with each merged-log entry passed through fn."""
+    shutil.copytree(src, dst)
+    es = sorted(iter_entries(dst / MERGED), key=lambda e: e["qsl_idx"])
+    with open(dst / MERGED, "w") as f:
+        w = Writer(f)
+        for e in es:
+            w.write(fn(e))
+        w.close()
+
+
+def test_synthetic_set_proves_itself(model):
+    marker = json.loads((model.synth / "dataset" / "SYNTHETIC.json").read_text())
+    ref = model.bench.synthetic_reference()
+    primary = next(iter(ref))
+    assert marker["model"] == model.name and marker["n"] == model.n
+    assert marker["reference"][primary] == pytest.approx(ref[primary])
+    assert marker["index_shift"][primary] < 0.5 * ref[primary]
+
+
+def test_single_run_passes_on_cpu_fp32(model):
+    assert model.one.returncode == 0, model.one.stdout + model.one.stderr
+    assert "RESULT: PASS" in model.one.stdout and "SYNTHETIC" in model.one.stdout
+    acc = json.loads((model.base / "p1" / "accuracy.json").read_text())
+    assert acc["verdict"] == "PASS" and acc["n_count"] == model.n
+
+
+def test_three_partitions_merge_byte_identical(model):
+    assert model.three.returncode == 0, model.three.stdout + model.three.stderr
+    assert "RESULT: PASS" in model.three.stdout
+    a, b = (model.base / "p1" / MERGED).read_bytes(), (model.base / "p3" / MERGED).read_bytes()
+    assert a == b
+    info = json.loads((model.base / "p3" / "gather.json").read_text())
+    assert [p["partition"] for p in info["partitions"]] == [0, 1, 2]
+    assert sum(p["entries"] for p in info["partitions"]) == model.n
+
+
+def test_accuracy_txt_parses_for_every_checker_name(model, tmp_path):
+    for target, checker in model.bench.checker_names.items():
+        run_dir = tmp_path / target
+        shutil.copytree(model.base / "p1", run_dir)
+        cp = evalkit("check", run_dir, "--accuracy_target", target)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        text = (run_dir / "accuracy.txt").read_text()
+        for metric in targets.get(checker).metrics():
+            assert targets.parse_accuracy_txt(text, metric), (checker, metric, text)
+        assert any(line.startswith("hash=") for line in text.splitlines())
+
+
+def test_index_shift_scores_below_target(model, tmp_path):
+    n = model.n
+    _rewrite(model.base / "p1", tmp_path / "shifted",
+             lambda e: {**e, "qsl_idx": (e["qsl_idx"] + 1) % n})
+    cp = evalkit("check", tmp_path / "shifted")
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    acc = json.loads((tmp_path / "shifted" / "accuracy.json").read_text())
+    assert acc["verdict"] == "FAIL"
+    primary = next(iter(model.bench.synthetic_reference()))
+    assert not next(r for r in acc["rows"] if r["metric"] == primary)["pass"]
+
+
+def test_wrong_payload_dtype_is_a_one_line_error(model, tmp_path):
+    want = np.dtype(model.bench.payload_dtype)
+    wrong = np.dtype(WRONG_DTYPE[want.itemsize])
+
+    def recast(e):
+        values = np.frombuffer(bytes.fromhex(e["data"]), want)
+        return {**e, "data": values.astype(wrong).tobytes().hex().upper()}
+
+    _rewrite(model.base / "p1", tmp_path / "wrong", recast)
+    err = one_line_error(evalkit("check", tmp_path / "wrong"))
+    assert "qsl_idx" in err and ("dtype" in err or "payload" in err), err
