@@ -20,6 +20,8 @@ MODELS: dict[str, str] = {
     "gpt-j": "language.gptj.benchmark",
     "llama2": "language.llama2.benchmark",
     "mixtral": "language.mixtral.benchmark",
+    "llama2": "language.llama2.benchmark",
+    "mixtral": "language.mixtral.benchmark",
     "retinanet": "vision.retinanet.benchmark",
     "dlrm": "recommendation.dlrm_v2.benchmark",
 }
