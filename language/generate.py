@@ -135,8 +135,10 @@ def _run_splitting(items, chunk, run, cost, state, log) -> list:
         _free_device_memory()
         lmax = max(len(items[j]) for j in chunk)
         if len(chunk) == 1:
-            raise MemoryError(f"out of memory generating for one prompt of {lmax} tokens "
-                              f"({cost(1, lmax)} cache slots); use a device with more memory") from None
+            from evalkit.errors import KitError
+
+            raise KitError(f"out of memory generating for one prompt of {lmax} tokens "
+                           f"({cost(1, lmax)} cache slots); use a device with more memory") from None
         half = (len(chunk) + 1) // 2
         state["budget"] = min(state["budget"], max(1, cost(half, lmax)))
         log(f"warning: out of memory with {len(chunk)} prompts ({cost(len(chunk), lmax)} cache slots); "
