@@ -69,7 +69,7 @@ def left_pad(seqs: Sequence[np.ndarray], pad_id: int, device: str):
     mask = torch.zeros((len(seqs), L), dtype=torch.long)
     for i, s in enumerate(seqs):
         if len(s):
-            ids[i, L - len(s):] = torch.as_tensor(np.asarray(s, dtype=np.int64))
+            ids[i, L - len(s):] = torch.tensor(np.asarray(s, dtype=np.int64))
             mask[i, L - len(s):] = 1
     return ids.to(device), mask.to(device)
 

