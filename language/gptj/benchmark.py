@@ -28,6 +28,7 @@ import numpy as np
 from evalkit.benchmark import Benchmark, Dataset, TextIO
 from evalkit.errors import KitError
 from language import hf_checkpoint_dir
+from language.llm import cut_after_eos
 
 DATASET_FILE = "cnn_eval.json"
 MAX_INPUT_TOKENS = 1919
@@ -64,17 +65,10 @@ def read_cnn_eval(root: Path) -> list[dict]:
 
 
 def load_tokenizer(model_path: Path):
-    from transformers import AutoTokenizer
+    from language.llm import load_tokenizer as llm_tokenizer
 
-    try:
-        tok = AutoTokenizer.from_pretrained(str(model_path))
-    except (OSError, ValueError) as e:
-        raise KitError(f"cannot load the GPT-J tokenizer from {model_path} ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else ''}); it must be an HF checkpoint dir.") from None
-    # Reference: model_max_length 1919, left padding, pad = eos.
-    tok.model_max_length = MAX_INPUT_TOKENS
-    tok.padding_side = "left"
-    tok.pad_token = tok.eos_token
+    tok = llm_tokenizer(model_path, "GPT-J")  # left padding, pad = eos
+    tok.model_max_length = MAX_INPUT_TOKENS   # reference: inputs truncated to 1919 tokens
     return tok
 
 
@@ -267,17 +261,12 @@ def _hf_generate(g: _Generator, batch: list[list[int]]) -> list[np.ndarray]:
         out = g.model.generate(input_ids=ids.to(g.device), attention_mask=mask.to(g.device), **g.gen,
                                do_sample=False, pad_token_id=eos, eos_token_id=eos)
     gen = out[:, L:].cpu().numpy()
-    return [_cut_after_eos(row, eos) for row in gen]
+    return [cut_after_eos(row, eos) for row in gen]
 
 
 def _hf_bytes_per_slot(model) -> int:
     c = model.config
     return 2 * c.n_layer * c.n_embd * next(model.parameters()).element_size()
-
-
-def _cut_after_eos(row: np.ndarray, eos: int) -> np.ndarray:
-    hit = np.flatnonzero(row == eos)
-    return row[: hit[0] + 1] if hit.size else row
 
 
 BENCHMARK = GPTJ()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from evalkit.errors import KitError
+from language.synthllm import spread_weights, train_bpe
 from language.synthtext import lexicon, paragraph
 
 EOS = "<|endoftext|>"
@@ -16,24 +17,12 @@ _LONG_SAMPLE = 2      # this sample's article is longer than 1919 tokens: exerci
 
 
 def _train_tokenizer(rng, words, model_dir: Path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=_VOCAB, special_tokens=[EOS],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    corpus = [paragraph(rng, words, 6) for _ in range(400)]
-    corpus += ["Below is an instruction that describes a task, paired with an input that provides further context. "
-               "Write a response that appropriately completes the request. ### Instruction: Summarize the "
-               "following news article: ### Input: ### Response:"] * 20
-    tok.train_from_iterator(corpus, trainer)
     # GPT-J's tokenizer: GPT-2 byte-level BPE, <|endoftext|> as bos/eos/unk
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS,
-                                 model_max_length=2048)
-    hf.save_pretrained(str(model_dir))
-    return hf
+    return train_bpe(rng, words, model_dir, _VOCAB, [EOS],
+                     ["Below is an instruction that describes a task, paired with an input that provides further "
+                      "context. Write a response that appropriately completes the request. ### Instruction: "
+                      "Summarize the following news article: ### Input: ### Response:"],
+                     bos_token=EOS, eos_token=EOS, unk_token=EOS)
 
 
 def _build_model(seed: int, tok, model_dir: Path):
@@ -48,12 +37,8 @@ def _build_model(seed: int, tok, model_dir: Path):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPTJForCausalLM(cfg)
+        spread_weights(model)  # the output must depend on the prompt (index shifts)
         with torch.no_grad():
-            # Larger than HF's 0.02 init so the output depends on the prompt (a near-constant
-            # model would write the same summary for every article and hide index shifts).
-            for p in model.parameters():
-                if p.dim() == 2:
-                    p.normal_(0.0, 0.5 / p.shape[1] ** 0.5 * 4)
             model.transformer.wte.weight.normal_(0.0, 1.0)
             bias = torch.zeros(cfg.vocab_size)
             # Favour tokens that carry letters/digits (ROUGE ignores the rest) and never the padded ids.
