@@ -82,7 +82,7 @@ class Cluster:
         node_ports = {n: free_port() for n in NODES}
         self.conf.write_text("\n".join([
             "ClusterName=evalkit-test",
-            f"SlurmctldHost=localhost(127.0.0.1)",
+            "SlurmctldHost=localhost(127.0.0.1)",
             f"SlurmctldPort={ctld_port}",
             "SlurmUser=root",
             "SlurmdUser=root",

@@ -94,7 +94,7 @@ def test_two_nodes_pass_with_the_merged_log_of_one_process(slurm, env_dir, resne
     log = tmp_path / "run"
     rc, out, took = slurm.sbatch(["--nodes", "2", SBATCH, "--", *data_args(resnet_synth)[:-2]], ROOT, slurm.env(
         MODEL="resnet", N_DEVICES=1, N_COUNT=8, DATA="synthetic", LOG_PATH=log, ENV_DIR=env_dir,
-        HF_HUB_OFFLINE=1))
+        HF_HUB_OFFLINE=1, INIT_TIMEOUT=60), timeout=240)   # a rendezvous that hangs fails in minutes
     assert rc == 0, out + slurm.logs()
     assert "RESULT: PASS" in out
     assert "rank 0: partition 0 done" in out and "rank 1: partition 1 done" in out, out
