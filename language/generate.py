@@ -100,6 +100,8 @@ def auto_token_budget(device, bytes_per_slot: int, fraction: float = 0.85, reser
     dev = torch.device(device)
     if dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)
+        # blocks PyTorch's allocator holds but no tensor uses (an earlier batch's cache) are free too
+        free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
         return max(1, int((free * fraction - reserve) // bytes_per_slot))
     return CPU_TOKEN_BUDGET
 
@@ -542,7 +544,7 @@ class GPTJDecoder:
         N = B * nb
         self.anc[:, :, t] = torch.arange(nb, device=self.device)
         # mask: prompt padding, then the (step, beam) slots on each beam's path
-        on_path = torch.nn.functional.one_hot(self.anc[:, :, :t + 1], nb).bool().flatten(2)  # (B, nb, (t+1)*nb)
+        on_path = (self.anc[:, :, :t + 1, None] == torch.arange(nb, device=self.device)).flatten(2)  # (B, nb, (t+1)*nb)
         gmask = torch.zeros(on_path.shape, dtype=torch.float32, device=self.device).masked_fill(~on_path, -math.inf)
         mask = torch.cat([self.pmask.expand(B, 1, nb, -1), gmask[:, None]], dim=-1)
         P = self.pmask.shape[-1]
