@@ -1,0 +1,1 @@
+"""Text-to-image models (MLPerf `text_to_image`)."""
