@@ -37,10 +37,10 @@ def install() -> str | None:
         raise RuntimeError("slurm-wlm/munge missing and no apt-get to install them")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "slurm-wlm", "munge"]
-    cp = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    cp = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     if cp.returncode != 0:  # a clean machine may have no package lists yet
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True)
-        cp = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True, timeout=900)
+        cp = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     if cp.returncode != 0 or not _have_all():
         raise RuntimeError(f"apt-get install slurm-wlm munge failed:\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}")
     return None

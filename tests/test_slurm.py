@@ -36,7 +36,7 @@ def slurm(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def env_dir(tmp_path_factory) -> Path:
+def kit_envs(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("envs")
     (d / "resnet").symlink_to(ROOT / ".venv")   # the model env the scripts look for
     return d
@@ -58,13 +58,13 @@ def readme_lines() -> list[str]:
 # ----------------------------------------------------------------------- under Slurm
 
 
-def test_dry_run_is_the_readme_output(slurm, env_dir):
+def test_dry_run_is_the_readme_output(slurm, kit_envs):
     """The README's command with DRY_RUN=1 under sbatch: the srun line and node 0's torchrun line,
     MASTER_ADDR the first node's NodeAddr (the node names n1/n2 resolve nowhere)."""
     with pytest.raises(socket.gaierror):
         socket.getaddrinfo("n1", 1)
     rc, out, _ = slurm.sbatch(["--nodes", "2", SBATCH], ROOT, slurm.env(
-        DRY_RUN=1, MODEL="resnet", N_DEVICES=4, DATA="synthetic", LOG_PATH="/shared/runs/resnet-1", ENV_DIR=env_dir))
+        DRY_RUN=1, MODEL="resnet", N_DEVICES=4, DATA="synthetic", LOG_PATH="/shared/runs/resnet-1", ENV_DIR=kit_envs))
     assert rc == 0, out
     srun, trun = out.strip().splitlines()
     assert srun == ("srun --nodes=2 --ntasks-per-node=1 --kill-on-bad-exit=0 bash -c "
@@ -73,27 +73,27 @@ def test_dry_run_is_the_readme_output(slurm, env_dir):
     m = re.search(r"--master-addr (\S+) --master-port (\d+)", trun)
     assert m and m.group(1) == "127.0.0.1", trun
     # The README's example: job 4242 (port 24242), first node's NodeAddr 10.1.0.11, kit in /opt/evalkit.
-    shown = trun.replace(str(env_dir), ".envs").replace(m.group(0), "--master-addr 10.1.0.11 --master-port 24242")
+    shown = trun.replace(str(kit_envs), ".envs").replace(m.group(0), "--master-addr 10.1.0.11 --master-port 24242")
     assert shown in readme_lines(), shown
     assert srun.replace(str(ROOT), "/opt/evalkit") in readme_lines(), srun
 
 
-def test_dry_run_one_node_is_standalone(slurm, env_dir):
+def test_dry_run_one_node_is_standalone(slurm, kit_envs):
     rc, out, _ = slurm.sbatch(["--nodes", "1", SBATCH], ROOT, slurm.env(
-        DRY_RUN=1, MODEL="resnet", N_DEVICES=2, DATA="synthetic", ENV_DIR=env_dir))
+        DRY_RUN=1, MODEL="resnet", N_DEVICES=2, DATA="synthetic", ENV_DIR=kit_envs))
     assert rc == 0, out
     trun = out.strip().splitlines()[1]
     assert " --nnodes 1 --nproc-per-node 2 --max-restarts 0 --standalone -m evalkit run resnet" in trun, trun
 
 
-def test_two_nodes_pass_with_the_merged_log_of_one_process(slurm, env_dir, resnet_synth, tmp_path):
+def test_two_nodes_pass_with_the_merged_log_of_one_process(slurm, kit_envs, resnet_synth, tmp_path):
     """sbatch --nodes 2 of the README's command: PASS, merged log byte-identical to one process.
     The node names do not resolve, so this also runs the NodeAddr fix."""
     single = tmp_path / "single"
     evalkit("run", "resnet", *data_args(resnet_synth), "--log_path", single, check=True)
     log = tmp_path / "run"
     rc, out, took = slurm.sbatch(["--nodes", "2", SBATCH, "--", *data_args(resnet_synth)[:-2]], ROOT, slurm.env(
-        MODEL="resnet", N_DEVICES=1, N_COUNT=8, DATA="synthetic", LOG_PATH=log, ENV_DIR=env_dir,
+        MODEL="resnet", N_DEVICES=1, N_COUNT=8, DATA="synthetic", LOG_PATH=log, ENV_DIR=kit_envs,
         HF_HUB_OFFLINE=1, INIT_TIMEOUT=60), timeout=240)   # a rendezvous that hangs fails in minutes
     assert rc == 0, out + slurm.logs()
     assert "RESULT: PASS" in out
@@ -102,12 +102,12 @@ def test_two_nodes_pass_with_the_merged_log_of_one_process(slurm, env_dir, resne
     print(f"two-node Slurm job: {took:.1f} s")
 
 
-def test_unreachable_head_fails_within_init_timeout(slurm, env_dir, tmp_path):
+def test_unreachable_head_fails_within_init_timeout(slurm, kit_envs, tmp_path):
     """MASTER_ADDR that nothing answers: both nodes give up within INIT_TIMEOUT, one error line each,
     node 1's naming the address (torchrun's store client alone retried to over twice the timeout)."""
     timeout = 10
     rc, out, took = slurm.sbatch(["--nodes", "2", SBATCH], ROOT, slurm.env(
-        MODEL="resnet", N_DEVICES=1, DATA="synthetic", LOG_PATH=tmp_path / "r", ENV_DIR=env_dir,
+        MODEL="resnet", N_DEVICES=1, DATA="synthetic", LOG_PATH=tmp_path / "r", ENV_DIR=kit_envs,
         MASTER_ADDR=UNREACHABLE, MASTER_PORT=slurm_cluster.free_port(), INIT_TIMEOUT=timeout))
     assert rc != 0, out
     assert "Traceback" not in out, out
@@ -121,8 +121,8 @@ def test_unreachable_head_fails_within_init_timeout(slurm, env_dir, tmp_path):
     print(f"unreachable head: job ended after {took:.1f} s (INIT_TIMEOUT {timeout})")
 
 
-def test_model_unset_fails_at_once(slurm, env_dir):
-    env = slurm.env(ENV_DIR=env_dir)
+def test_model_unset_fails_at_once(slurm, kit_envs):
+    env = slurm.env(ENV_DIR=kit_envs)
     env.pop("MODEL", None)
     rc, out, took = slurm.sbatch(["--nodes", "2", SBATCH], ROOT, env)
     assert rc == 2
@@ -133,13 +133,13 @@ def test_model_unset_fails_at_once(slurm, env_dir):
 # ----------------------------------------------------------------------- without Slurm
 
 
-def test_unreachable_head_via_script_is_one_line_within_init_timeout(env_dir, tmp_path):
+def test_unreachable_head_via_script_is_one_line_within_init_timeout(kit_envs, tmp_path):
     """Node 1 of 2 through scripts/eval_resnet.sh, node 0 never started."""
     port = slurm_cluster.free_port()
     t0 = time.monotonic()
     cp = subprocess.run(["scripts/eval_resnet.sh", "--launcher", "torchrun"], cwd=ROOT, capture_output=True,
                         text=True, timeout=120,
-                        env=kit_env(ENV_DIR=env_dir, NNODES=2, NODE_RANK=1, MASTER_ADDR="127.0.0.1",
+                        env=kit_env(ENV_DIR=kit_envs, NNODES=2, NODE_RANK=1, MASTER_ADDR="127.0.0.1",
                                     MASTER_PORT=port, INIT_TIMEOUT=3, LOG_PATH=tmp_path / "r"))
     took = time.monotonic() - t0
     assert one_line_error(cp) == (f"error: node 1: cannot reach the rendezvous at 127.0.0.1:{port} within "
