@@ -23,7 +23,6 @@ import time
 from .errors import KitError
 
 HELLO = "evalkit-node"
-POLL_S = 0.2
 
 
 def _resolve(host: str, port: int, left: float) -> list:
