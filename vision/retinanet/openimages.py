@@ -1,0 +1,163 @@
+"""OpenImages-MLPerf layout, reference preprocessing and COCO bbox mAP.
+
+Layout: <root>/annotations/openimages-mlperf.json (COCO format, 264 categories 0..263) and the
+images at <root>/validation/data/<file_name>; the order of "images" is the QSL order.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from evalkit.errors import KitError
+
+ANNOTATIONS = Path("annotations") / "openimages-mlperf.json"
+IMAGES = Path("validation") / "data"
+
+
+def read_annotations(root: Path) -> dict:
+    root = Path(root)
+    if not root.is_dir():
+        raise KitError(f"OpenImages dataset directory {root} does not exist; prepare the MLPerf OpenImages "
+                       f"validation set there ({ANNOTATIONS} + {IMAGES}/) or pass the right path.")
+    f = root / ANNOTATIONS
+    if not f.is_file():
+        raise KitError(f"{f} not found; the OpenImages-MLPerf layout keeps the COCO-format annotations there.")
+    try:
+        d = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise KitError(f"cannot read {f} ({type(e).__name__}: {e}); re-download it.") from None
+    if not isinstance(d, dict) or not isinstance(d.get("images"), list) or not d["images"]:
+        raise KitError(f"{f} has no 'images' list; it is not a COCO-format annotation file.")
+    for i, im in enumerate(d["images"]):
+        if not isinstance(im, dict) or not {"id", "file_name", "height", "width"} <= set(im):
+            raise KitError(f"{f}: images[{i}] lacks id/file_name/height/width.")
+    d.setdefault("annotations", [])
+    d.setdefault("categories", [])
+    return d
+
+
+def preprocess_file(path: Path, size: int) -> np.ndarray:
+    """The reference's pre_process_openimages_retinanet: cv2 decode, RGB, INTER_LINEAR resize to
+    size x size. Kept as uint8 CHW (4x smaller than float); /255 happens on the device."""
+    import cv2
+
+    img = cv2.imread(str(path))
+    if img is None:
+        raise OSError(f"cv2 cannot decode {path}")
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+class OpenImages:
+    def __init__(self, root: Path, size: int):
+        self.root = Path(root)
+        self.size_px = size
+        self.images = read_annotations(self.root)["images"]
+        self.size = len(self.images)
+
+    def path(self, i: int) -> Path:
+        return self.root / IMAGES / self.images[i]["file_name"]
+
+    def load(self, index: int):
+        if not 0 <= index < self.size:
+            raise KitError(f"sample index {index} is outside {self.root / ANNOTATIONS} ({self.size} images).")
+        p = self.path(index)
+        if not p.is_file():
+            raise KitError(f"image {p} (index {index}) is missing; restore it, never skip it "
+                           f"(a skip shifts every later index).")
+        try:
+            return index, preprocess_file(p, self.size_px)
+        except (OSError, ValueError) as e:
+            raise KitError(f"image {p} (index {index}) is unreadable ({e}); replace the file.") from None
+
+    def check_available(self, start: int, stop: int) -> None:
+        if start < 0 or stop > self.size or start > stop:
+            raise KitError(f"sample range [{start}, {stop}) is outside {self.root / ANNOTATIONS} ({self.size} images).")
+        for i in range(start, stop):
+            if not os.path.exists(self.path(i)):
+                raise KitError(f"image {self.path(i)} (index {i}) is missing; restore it before running "
+                               f"(a skip would shift every later index).")
+
+
+# --- accuracy ------------------------------------------------------------------------------------
+def detections_from_pairs(pairs, images: list[dict], label: str = "the accuracy log"):
+    """accuracy-openimages.py's loop over clean (qsl_idx, float32 payload) pairs -> (COCO result
+    rows as one (n, 7) float64 array [image_id, x, y, w, h, score, category], image ids seen,
+    images without detections, payloads whose image_idx disagrees with qsl_idx)."""
+    rows, seen_ids, no_results, mismatch = [], [], 0, 0
+    for qsl_idx, data in pairs:
+        if qsl_idx >= len(images):
+            raise KitError(f"{label}: qsl_idx {qsl_idx} has no image in the annotations ({len(images)} images)")
+        image = images[qsl_idx]
+        seen_ids.append(image["id"])
+        if data.size < 7:
+            no_results += 1  # the reference counts the image, with no detections
+            continue
+        if data.size % 7:
+            raise KitError(f"{label}: the response for qsl_idx {qsl_idx} has {data.size} float32 values, not "
+                           f"groups of 7 [image_idx, ymin, xmin, ymax, xmax, score, label]")
+        d = data.reshape(-1, 7)
+        if not np.isfinite(d).all():
+            raise KitError(f"{label}: the response for qsl_idx {qsl_idx} holds NaN or inf")
+        # the reference prints an ERROR and goes on with qsl_idx: an index shift scores, it does not crash
+        mismatch += int((d[:, 0].astype(np.int64) != qsl_idx).any())
+        h, w = float(image["height"]), float(image["width"])
+        # same float32 products as the reference (np.float32 * python float), widened afterwards
+        ymin, xmin, ymax, xmax = d[:, 1] * h, d[:, 2] * w, d[:, 3] * h, d[:, 4] * w
+        out = np.empty((d.shape[0], 7), dtype=np.float64)
+        out[:, 0] = image["id"]
+        out[:, 1], out[:, 2] = xmin, ymin
+        out[:, 3] = (xmax - xmin).astype(np.float64)
+        out[:, 4] = (ymax - ymin).astype(np.float64)
+        out[:, 5] = d[:, 5]
+        out[:, 6] = d[:, 6].astype(np.int64)
+        rows.append(out)
+    dets = np.concatenate(rows) if rows else np.zeros((0, 7))
+    return dets, seen_ids, no_results, mismatch
+
+
+def _as_result_list(dets: np.ndarray) -> list[dict]:
+    return [{"image_id": int(r[0]), "category_id": int(r[6]), "bbox": [float(r[1]), float(r[2]), float(r[3]), float(r[4])],
+             "score": float(r[5])} for r in dets]
+
+
+def coco_map(gt: dict, dets: np.ndarray, img_ids: list, evaluator: str = "faster") -> float:
+    """COCO bbox AP@[.5:.95] (stats[0]) over img_ids, as pycocotools computes it.
+    evaluator "faster": faster-coco-eval's C++ COCOeval (a test proves it equal to pycocotools to
+    1e-6); "pycocotools": the reference's own library."""
+    if dets.shape[0] == 0:
+        return 0.0  # pycocotools' loadRes cannot take an empty result list
+    if evaluator == "faster":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        coco_gt = COCO(gt)
+        coco_dt = coco_gt.loadRes(_as_result_list(dets))
+        ev = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=lambda *a, **k: None)
+    elif evaluator == "pycocotools":
+        import contextlib
+        import io
+
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress to stdout
+            coco_gt = COCO()
+            coco_gt.dataset = gt
+            coco_gt.createIndex()
+            coco_dt = coco_gt.loadRes(_as_result_list(dets))
+        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    else:
+        raise KitError(f"unknown COCO evaluator {evaluator!r}")
+    ev.params.imgIds = list(img_ids)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return float(ev.stats[0])
