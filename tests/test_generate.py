@@ -73,19 +73,22 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_identical_to_hf_generate_fp32(tiny, common_token, case):
+def test_identical_to_hf_generate_fp32(tiny, common_token, case, monkeypatch):
     _, tok, model, prompts = tiny
     gen = dict(CASES[case])
     eos = common_token if gen.pop("eos", None) == "common" else tok.eos_token_id
     ref = hf_reference(model, prompts, eos, max_new_tokens=NEW, **gen)
     decoders = ("fast", "hf-cache") if case in ("greedy_eos", "beam4_early") else ("fast",)
+    kept = []
+    keep = G.GPTJDecoder.keep
+    monkeypatch.setattr(G.GPTJDecoder, "keep", lambda self, idx: (kept.append(len(idx)), keep(self, idx)))
     for dec in decoders:
         got = G.generate(model, prompts, max_new_tokens=NEW, eos_token_id=eos, pad_token_id=eos,
                          decoder=dec, **gen)
         for i, (r, g) in enumerate(zip(ref, got)):
             assert np.array_equal(r, g), f"{case} {dec} prompt {i}: {r.tolist()} != {g.tolist()}"
     if case in ("greedy_eos", "beam4_early", "beam4_heuristic"):  # answers that end before max_new_tokens
-        assert min(map(len, ref)) < NEW
+        assert min(map(len, ref)) < NEW and kept, "no prompt left the batch early"
 
 
 def test_padded_tensor_input_and_budget_batches(tiny, common_token):
