@@ -61,6 +61,7 @@ class Benchmark(abc.ABC):
     payload_size: int | None = None   # elements per payload when fixed (resnet 1, bert 768); the core checks it
     token_payload: bool = False       # payload = token ids: LoadGen gets n_tokens = payload length
     default_batch_size: int = 1
+    cuda_batch_size: int | None = None   # default on a GPU (sized for one H100/H200); None: default_batch_size
     data_types: tuple[str, ...] = ("fp32", "fp16", "bf16")
     synthetic_n: int = 64             # default size of the synthetic set (DATA=synthetic)
     # True: load_model accepts a comma-separated list of K devices ("cuda:0,cuda:1", or "cpu,cpu" in
@@ -99,6 +100,19 @@ class Benchmark(abc.ABC):
     @abc.abstractmethod
     def make_batch(self, samples: Sequence[Any], device: str, data_type: str, options: dict) -> Any:
         """Collate preprocessed samples into the model's input for one forward call."""
+
+    # --- the device data path (evalkit/store.py) ----------------------------------
+    def store_sample(self, sample: Any) -> Any:
+        """A loaded sample in the compact form kept while LoadGen holds it loaded. Return a torch
+        tensor (one shape and dtype for every sample, e.g. a uint8 image) to have samples stored on
+        the device and batches gathered there by index (batch_from_store); anything else stays a
+        host object and goes through make_batch."""
+        return sample
+
+    def batch_from_store(self, x: Any, device: str, data_type: str, options: dict) -> Any:
+        """Stored samples gathered into one tensor [B, ...], already on `device` -> the model's
+        input. Must equal make_batch of the same samples (tests/test_contract.py checks it)."""
+        raise KitError(f"{self.name}: store_sample returns tensors but batch_from_store is not written")
 
     def forward(self, model: Any, inputs: Any) -> Any:
         import torch

@@ -21,6 +21,7 @@ import zlib
 from pathlib import Path
 
 from .errors import KitError
+from .util import disk_full
 
 CACHE_FILE = "responses.cache"
 MAGIC = b"EVKRESP1"
@@ -120,7 +121,9 @@ class ResponseCache:
             while view:  # unbuffered: in the OS page cache (safe from a kill) once this returns
                 view = view[os.write(self.fd, view):]
         except OSError as e:
-            raise KitError(f"{self.path}: cannot append to the response cache ({e.strerror})") from None
+            e.filename = e.filename or str(self.path)
+            raise disk_full(e, self.path) or KitError(f"{self.path}: cannot append to the response cache "
+                                                      f"({e.strerror})") from None
         for idx, payload in items:
             self.index[idx] = (off + _RECORD.size, len(payload))
             off += _RECORD.size + len(payload)

@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         return _dispatch(a)
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
 
 
 def _dispatch(a) -> int:

@@ -7,17 +7,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from . import rundir
+from . import owner, rundir
 from . import status as run_status
-from .errors import KitError
+from .errors import KitError, PartitionOwned, Preempted
 from .plan import Plan, RunSpec, resolve
 from .progress import mark_failed
-from .runner import run_partition
+from .runner import GRACE_S, run_partition
 
 
 def cpu_cores() -> int:
@@ -81,27 +82,48 @@ def resume_command(spec: RunSpec) -> str:
     return cd + env + shlex.join(argv)
 
 
+class _Stop(Exception):
+    """SIGTERM to the launcher: handled like Ctrl-C (KeyboardInterrupt)."""
+
+
+def _raise_stop(signum, frame):
+    raise _Stop(signal.Signals(signum).name)
+
+
+def preflight(plan: Plan) -> None:
+    """Before this launch writes anything into the run dir: the dir holds no other run's
+    partitions, and no partition of this launch is owned by a live process."""
+    spec = plan.spec
+    rundir.check_same_run(Path(spec.log_path), plan.config, plan.config_hash)
+    owner.check_free([Path(spec.log_path) / str(p) for p in plan.partitions])
+
+
 def run_local(plan: Plan, isolate: bool = False) -> list[int]:
     """Run the plan's partitions (offset..offset+n_devices-1). Returns them; raises KitError naming failures.
 
     isolate: a single partition also runs in a worker process, so its death is reported, not shared.
     """
     spec = plan.spec
-    Path(spec.log_path).mkdir(parents=True, exist_ok=True)
     parts = plan.partitions
+    preflight(plan)
+    Path(spec.log_path).mkdir(parents=True, exist_ok=True)
     if not isolate:  # under torchrun rank 0 records the torchrun command instead
-        rundir.record_launch(spec.log_path, parts, spec.n_partitions, resume_command(spec))
+        rundir.record_launch(spec.log_path, parts, spec.n_partitions, resume_command(spec), plan.config_hash)
     devices = worker_devices(spec)
     if len(parts) == 1 and not isolate:
         dev, threads = devices[0]
         plan = dataclasses.replace(plan, spec=dataclasses.replace(spec, device=dev, threads=threads))
         try:
-            run_partition(plan, parts[0])
+            run_partition(plan, parts[0], resume=resume_command(spec))
+        except PartitionOwned:
+            raise  # another launch's partition: its progress is not ours to mark
         except KitError as e:  # e.g. refused before its progress file existed: status shows why
             mark_failed(Path(spec.log_path) / str(parts[0]), str(e))
             raise
         return parts
     procs = {}
+    stopped = None
+    old_term = signal.signal(signal.SIGTERM, _raise_stop) if _main_thread() else None
     try:
         for p, (dev, threads) in zip(parts, devices):
             wspec = dataclasses.replace(spec, device=dev, threads=threads, n_devices=spec.devices_per_partition,
@@ -111,34 +133,38 @@ def run_local(plan: Plan, isolate: bool = False) -> list[int]:
             log = open(part_dir / rundir.WORKER_LOG, "a")
             cmd = [sys.executable, "-m", "evalkit", "_worker", wspec.to_json()]
             procs[p] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
-        tty = sys.stderr.isatty()
-        last_decile = -1
-        while any(pr.poll() is None for pr, _ in procs.values()):
-            time.sleep(0.5)
-            st = rundir.collect([Path(spec.log_path)], only=parts)  # what `evalkit status` reads
-            done, total = st.done, st.total
-            if total:
-                text = run_status.progress_line(st, f"{len(parts)} partitions")
-                if tty:
-                    sys.stderr.write("\r" + text)
-                elif int(10 * done / total) != last_decile:
-                    last_decile = int(10 * done / total)
-                    sys.stderr.write(text + "\n")
-        if tty:
-            sys.stderr.write("\n")
+        _watch(spec, parts, procs)
+    except (KeyboardInterrupt, _Stop) as e:
+        stopped = str(e) if isinstance(e, _Stop) else "SIGINT"
     finally:
         for p, (pr, log) in procs.items():
             if pr.poll() is None:
-                pr.terminate()
-                pr.wait()
-                mark_failed(Path(spec.log_path) / str(p), "stopped by the launcher")
+                pr.terminate()  # SIGTERM: the worker caches its batch in flight and exits 75
+                try:
+                    pr.wait(GRACE_S + 10)
+                except subprocess.TimeoutExpired:
+                    pr.kill()
+                    pr.wait()
+                if stopped is None:
+                    mark_failed(Path(spec.log_path) / str(p), "stopped by the launcher")
             log.close()
-    failed = [(p, pr.returncode) for p, (pr, _) in procs.items() if pr.returncode != 0]
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    if stopped is not None:
+        st = rundir.collect([Path(spec.log_path)], only=parts)
+        kept = ", ".join(f"p{x.p} {x.state} {x.done}/{x.total}" for x in st.parts.values())
+        raise Preempted(f"stopped by {stopped}: {kept} (answered samples are kept in each partition's "
+                        f"response cache); resume with: {resume_command(spec)}")
+    owned = [p for p, (pr, _) in procs.items() if pr.returncode == PartitionOwned.exit_code]
+    failed = [(p, pr.returncode) for p, (pr, _) in procs.items() if pr.returncode not in (0, PartitionOwned.exit_code)]
     for p, rc in failed:  # a worker killed by a signal could not write "failed" itself
         mark_failed(Path(spec.log_path) / str(p), _exit_text(rc))
     for p, (pr, _) in procs.items():
         if pr.returncode == 0:
             print(f"partition {p}: {_last_line(Path(spec.log_path) / str(p) / 'worker.log')}", file=sys.stderr)
+    if owned:
+        raise PartitionOwned("; ".join(_last_line(Path(spec.log_path) / str(p) / "worker.log").removeprefix("error: ")
+                                       for p in owned))
     if failed:
         detail = "; ".join(f"partition {p} ({_exit_text(rc)}): {_last_line(Path(spec.log_path) / str(p) / 'worker.log')} "
                            f"[log {Path(spec.log_path) / str(p) / 'worker.log'}]" for p, rc in failed)
@@ -147,6 +173,30 @@ def run_local(plan: Plan, isolate: bool = False) -> list[int]:
         raise KitError(f"{len(failed)} of {len(parts)} partitions failed: {detail}. "
                        f"Finished partitions are kept{hint}")
     return parts
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _watch(spec, parts, procs) -> None:
+    """The live line until every worker exited."""
+    tty = sys.stderr.isatty()
+    last_decile = -1
+    while any(pr.poll() is None for pr, _ in procs.values()):
+        time.sleep(0.5)
+        st = rundir.collect([Path(spec.log_path)], only=parts)  # what `evalkit status` reads
+        done, total = st.done, st.total
+        if total:
+            text = run_status.progress_line(st, f"{len(parts)} partitions")
+            if tty:
+                sys.stderr.write("\r" + text)
+            elif int(10 * done / total) != last_decile:
+                last_decile = int(10 * done / total)
+                sys.stderr.write(text + "\n")
+    if tty:
+        sys.stderr.write("\n")
 
 
 def run_worker(spec_json: str) -> str:

@@ -22,6 +22,7 @@ MODELS: dict[str, str] = {
     "llama2": "language.llama2.benchmark",
     "mixtral": "language.mixtral.benchmark",
     "retinanet": "vision.retinanet.benchmark",
+    "3d-unet": "vision.unet3d.benchmark",
     "dlrm": "recommendation.dlrm_v2.benchmark",
 }
 

@@ -189,10 +189,11 @@ def partition_state(d: Path, p: int, now: float, stall_s: float, meta: dict) -> 
                     m.get("device"), m.get("host"), manifest=m)
     pr = read_progress(d)
     if pr is None:
-        conf = d / USER_CONF  # written before the model loads: the partition is starting
-        if not conf.exists():
+        # owner.json (the claim), then user.conf: written before the model loads, the partition is starting
+        marks = [f for f in (d / "owner.json", d / USER_CONF) if f.exists()]
+        if not marks:
             return None
-        t = conf.stat().st_mtime
+        t = max(f.stat().st_mtime for f in marks)
         return Part(p, "running" if now - t <= stall_s else "stalled", updated=t, started=t, run_dir=d.parent,
                     phase="loading")
     for k in _META:
@@ -203,9 +204,14 @@ def partition_state(d: Path, p: int, now: float, stall_s: float, meta: dict) -> 
     if state == "running" and (updated is None or now - float(updated) > stall_s):
         state = "stalled"
     done = int(pr.get("done", 0))
+    owner = None
+    if state == "running":
+        from .owner import describe, read_owner
+        o = read_owner(d)
+        owner = describe(o) if o is not None and not o.get("torn") else None
     return Part(p, state, done, int(pr.get("total", 0)), float(pr.get("rate") or 0.0),
                 int(pr.get("cached", 0)), updated, pr.get("started"), pr.get("error"), d.parent,
-                pr.get("device"), pr.get("host"), pr.get("owner"),
+                pr.get("device"), pr.get("host"), owner,
                 phase="loading" if state == "running" and done == 0 and not pr.get("rate") else None)
 
 
@@ -248,7 +254,8 @@ def read_run_info(run_dir: Path) -> dict:
     return read_json(f) if f.exists() else {}
 
 
-def record_launch(run_dir: Path, partitions: list[int], n_partitions: int, command: str) -> None:
+def record_launch(run_dir: Path, partitions: list[int], n_partitions: int, command: str,
+                  config_hash: str | None = None) -> None:
     """Keep the command that (re)runs these partitions. Keyed by the partitions it covers, so
     nodes that launch different offsets into one shared run dir each keep their own line."""
     info = read_run_info(run_dir)
@@ -256,4 +263,23 @@ def record_launch(run_dir: Path, partitions: list[int], n_partitions: int, comma
     launches = info.get("launches", {})
     launches[key] = {"partitions": partitions, "command": command, "cwd": os.getcwd(),
                      "host": socket.gethostname(), "time": time.time()}
-    atomic_write_json(Path(run_dir) / RUN_INFO, {"n_partitions": n_partitions, "launches": launches})
+    out = {"n_partitions": n_partitions, "launches": launches}
+    if config_hash or info.get("config_hash"):
+        out["config_hash"] = config_hash or info["config_hash"]
+    atomic_write_json(Path(run_dir) / RUN_INFO, out)
+
+
+def check_same_run(run_dir: Path, config: dict, chash: str) -> None:
+    """KitError when run_dir already holds a run of another config (before anything is written)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    info = read_run_info(run_dir)
+    for p, (d, m) in sorted(complete_partitions([run_dir]).items()):
+        if m["config_hash"] != chash:
+            diff = sorted(k for k in set(m["config"]) | set(config) if m["config"].get(k) != config.get(k))
+            raise KitError(f"LOG_PATH {run_dir} holds another run (partition {p}: config hash {m['config_hash']}, "
+                           f"this one {chash}; differs in {', '.join(diff)}); nothing was changed: use a new LOG_PATH")
+    if info.get("config_hash") not in (None, chash):
+        raise KitError(f"LOG_PATH {run_dir} holds another run (run.json: config hash {info['config_hash']}, this one "
+                       f"{chash}); nothing was changed: use a new LOG_PATH")

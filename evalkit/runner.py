@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import array
 import math
+import os
 import queue
+import shutil
+import signal
 import socket
 import sys
 import threading
@@ -23,10 +26,13 @@ from . import rundir
 from .backends import SampleError
 from .benchmark import Benchmark
 from .cache import ResponseCache
-from .errors import KitError
+from .errors import KitError, Preempted
+from .owner import Claim
 from .partition import partition_range
 from .plan import MODES, Plan, RunSpec  # noqa: F401 (RunSpec: the runner's input type)
 from .progress import Progress
+from .store import SampleStore
+from .util import disk_full
 from .rundir import ACCURACY_LOG
 
 
@@ -71,8 +77,11 @@ def loadgen_horizon(settings, scenario: str) -> dict:
 class _SUT:
     """Queue + one worker thread: LoadGen's callbacks never block on the model."""
 
-    def __init__(self, bench, backend, samples, spec, progress, lg, start=0, cache=None, size=0):
-        self.bench, self.backend, self.samples, self.spec = bench, backend, samples, spec
+    def __init__(self, bench, backend, store, spec, progress, lg, start=0, cache=None, size=0):
+        self.bench, self.backend, self.store, self.spec = bench, backend, store, spec
+        self.static = bool(getattr(backend, "static_shapes", False))
+        self.ready: queue.Queue = queue.Queue(maxsize=1)
+        self.answers: queue.Queue = queue.Queue(maxsize=1)
         self.cache = cache  # ResponseCache (evalkit/cache.py); None in performance runs
         self.start = start  # global index of the partition's sample 0 (error messages)
         self.progress, self.lg = progress, lg
@@ -84,6 +93,8 @@ class _SUT:
         # a short first batch just because it woke up while the samples were still arriving.
         self.issuing = threading.Lock()
         self.error: BaseException | None = None
+        self.halting = threading.Event()   # preemption: finish the batch in flight, then stop
+        self.idle = threading.Event()      # set once the worker thread has stopped
         self.batch_size = spec.batch_size
         self.thread = threading.Thread(target=self._work, daemon=True)
         self.thread.start()
@@ -158,32 +169,74 @@ class _SUT:
                 responses.append(lg.QuerySampleResponse(qs.id, ptr, size))
         lg.QuerySamplesComplete(responses)
 
+    def halt(self, timeout: float) -> bool:
+        """Stop after the batches in flight (their answers cached); True when it stopped in time."""
+        self.halting.set()
+        self.q.put(None)
+        return self.idle.wait(timeout)
+
+    # Three stages, one thread each, so the device never waits for the host: batch k+1 is
+    # gathered (and copied to the device) while batch k runs, and answering LoadGen and
+    # appending to the cache happen while batch k+1 runs. Queues of one keep memory bounded.
     def _work(self):
-        b, spec = self.bench, self.spec
-        while True:
+        threads = [threading.Thread(target=self._compute, daemon=True),
+                   threading.Thread(target=self._answer, daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            self._assemble()
+        finally:
+            self.ready.put(None)
+            for t in threads:
+                t.join()
+            self.idle.set()
+
+    def _assemble(self):
+        while not self.halting.is_set():
             batch = self._take_batch()
-            if batch is None:
+            if batch is None or self.halting.is_set():
                 return
             if self.error is not None:
                 # Fail fast but let LoadGen finish: answer with empty payloads, the run is
                 # marked failed afterwards (the reference SUT would log and carry on).
-                self._complete(batch, [np.zeros(0, np.uint8)] * len(batch))
+                self.ready.put((batch, None))
                 continue
             try:
-                inputs = b.make_batch([self.samples[qs.index] for qs in batch], spec.device,
-                                      spec.data_type, spec.options)
-                outputs = self.backend.run(inputs)
-                payloads = b.postprocess(outputs, len(batch))
-                want = np.dtype(b.payload_dtype)
-                for pl in payloads:
-                    if pl.dtype != want:
-                        raise KitError(f"{b.name}: postprocess returned {pl.dtype}, payload dtype is {want}")
-            except SampleError as e:  # the backend knows the batch position; name the dataset index
-                self.error = KitError(f"sample {self.start + batch[e.position].index}: {e}")
-                self._complete(batch, [np.zeros(0, np.uint8)] * len(batch))
-                continue
+                idx = [qs.index for qs in batch]
+                if self.static and len(idx) < self.batch_size:  # compiled graphs: one shape, padding dropped
+                    idx += [idx[-1]] * (self.batch_size - len(idx))
+                self.ready.put((batch, self.store.batch(idx)))
             except BaseException as e:  # recorded and re-raised after LoadGen returns
                 self.error = e
+                self.ready.put((batch, None))
+
+    def _compute(self):
+        b = self.bench
+        want = np.dtype(b.payload_dtype)
+        while (item := self.ready.get()) is not None:
+            batch, inputs = item
+            if self.halting.is_set():
+                continue  # preempted: only the batch already running is finished and cached
+            payloads = None
+            if inputs is not None and self.error is None:
+                try:
+                    payloads = b.postprocess(self.backend.run(inputs), len(batch))
+                    for pl in payloads:
+                        if pl.dtype != want:
+                            raise KitError(f"{b.name}: postprocess returned {pl.dtype}, payload dtype is {want}")
+                except SampleError as e:  # the backend knows the batch position; name the dataset index
+                    self.error = KitError(f"sample {self.start + batch[e.position].index}: {e}")
+                    payloads = None
+                except BaseException as e:  # recorded and re-raised after LoadGen returns
+                    self.error = e
+                    payloads = None
+            self.answers.put((batch, payloads))
+        self.answers.put(None)
+
+    def _answer(self):
+        while (item := self.answers.get()) is not None:
+            batch, payloads = item
+            if payloads is None:
                 self._complete(batch, [np.zeros(0, np.uint8)] * len(batch))
                 continue
             self._complete(batch, payloads)
@@ -193,14 +246,79 @@ class _SUT:
                                        for qs, pl in zip(batch, payloads)])
                 except KitError as e:  # e.g. disk full: answers went out, the run fails afterwards
                     self.error = e
-            self.progress.add(self._new(batch))
+            try:
+                self.progress.add(self._new(batch))
+            except OSError as e:  # progress.json on a full disk: the run fails afterwards, in one line
+                self.error = e
 
 
-def run_partition(plan: Plan, p: int) -> str:
-    """Run partition p of the plan; return "skipped" or "done". Raises KitError on failure."""
-    import mlperf_loadgen as lg
+GRACE_S = 20.0  # preemption: how long the batch in flight may take (Slurm's KillWait is 30 s)
 
-    bench, spec, config, dataset, chash = plan.bench, plan.spec, plan.config, plan.dataset, plan.config_hash
+
+class _Preemption:
+    """SIGTERM/SIGINT while a partition runs (Slurm/Kubernetes preemption, Ctrl-C): the batch in
+    flight finishes and is cached, progress says `preempted`, the claim is released, and the
+    process exits 75 (EX_TEMPFAIL). LoadGen holds the main thread in C++, where a Python handler
+    would never run: the C-level handler writes the signal to a wakeup fd (whichever thread the
+    kernel picked, tokenizer pools included) and a watcher thread acts on it."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, p: int, resume: str | None):
+        self.p, self.resume = p, resume
+        self.claim = self.progress = self.sut = self.cache = None
+        self.active = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self):
+        if self.active:
+            self.r, self.w = os.pipe()
+            os.set_blocking(self.w, False)
+            self.old = {s: signal.signal(s, lambda *_: None) for s in self.SIGNALS}
+            self.old_fd = signal.set_wakeup_fd(self.w, warn_on_full_buffer=False)
+            self.thread = threading.Thread(target=self._watch, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            signal.set_wakeup_fd(self.old_fd)
+            for s, h in self.old.items():
+                signal.signal(s, h)
+            os.close(self.w)  # the watcher reads EOF and ends
+            self.thread.join()
+            os.close(self.r)
+        return False
+
+    def _watch(self):
+        while True:
+            data = os.read(self.r, 16)
+            if not data:
+                return
+            for signo in data:
+                if signo in self.SIGNALS:
+                    self._stop(signal.Signals(signo).name)
+
+    def _stop(self, name: str):
+        halted = self.sut.halt(GRACE_S) if self.sut is not None else True
+        if self.cache is not None and halted:
+            self.cache.close()  # fsync: every answered sample survives
+        what = "nothing answered yet"
+        if self.progress is not None:
+            what = f"{self.progress.done} of {self.progress.total} samples answered" + (
+                " and kept in the response cache" if self.cache is not None else "")
+            self.progress.finish("preempted", f"preempted by {name}: {what}")
+        if self.claim is not None:
+            self.claim.release()
+        hint = f"; resume with: {self.resume}" if self.resume else "; rerun the same command to resume"
+        sys.stderr.write(f"error: partition {self.p} preempted by {name}: {what}{hint}\n")
+        sys.stderr.flush()
+        os._exit(Preempted.exit_code)
+
+
+def run_partition(plan: Plan, p: int, resume: str | None = None) -> str:
+    """Run partition p of the plan; return "skipped" or "done". Raises KitError on failure.
+    resume: the command that resumes it, printed when the partition is preempted."""
+    spec, chash = plan.spec, plan.config_hash
     part_dir = Path(spec.log_path) / str(p)
     existing = rundir.read_manifest(part_dir)
     if existing is not None:
@@ -210,8 +328,33 @@ def run_partition(plan: Plan, p: int) -> str:
         print(f"partition {p}: complete manifest found, skipped (resume)", file=sys.stderr)
         return "skipped"
     start, stop = partition_range(spec.n_count, spec.n_partitions, p)
-    dataset.check_available(start, stop)
-    part_dir.mkdir(parents=True, exist_ok=True)
+    plan.dataset.check_available(start, stop)
+    with _Preemption(p, resume) as pre:
+        claim = pre.claim = Claim(part_dir, p).acquire()  # nothing in the dir is touched before this
+        try:
+            return _run_owned(plan, p, part_dir, start, stop, pre)
+        except OSError as e:
+            full = disk_full(e, part_dir)
+            if full is None:
+                raise
+            _mark(pre, str(full))
+            raise full from None
+        finally:
+            claim.release()
+
+
+def _mark(pre: "_Preemption", error: str) -> None:
+    if pre.progress is not None:
+        try:
+            pre.progress.finish("failed", error)
+        except OSError:
+            pass  # the disk is full: status reads the stale progress as stalled, then failed
+
+
+def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "_Preemption") -> str:
+    import mlperf_loadgen as lg
+
+    bench, spec, config, dataset, chash = plan.bench, plan.spec, plan.config, plan.dataset, plan.config_hash
     for name in rundir.LOADGEN_FILES:
         (part_dir / name).unlink(missing_ok=True)  # leftovers of an unfinished attempt
     (part_dir / rundir.USER_CONF).write_text(user_conf_text(bench, spec))
@@ -226,7 +369,7 @@ def run_partition(plan: Plan, p: int) -> str:
     # model loads, so a cache from another config fails in seconds, not after loading 70B weights.
     cache = None
     if spec.mode == "accuracy":
-        cache = ResponseCache(part_dir, chash, start, stop)
+        cache = pre.cache = ResponseCache(part_dir, chash, start, stop)
         if len(cache):
             print(f"partition {p}: {len(cache)} of {stop - start} samples answered from {cache.path}",
                   file=sys.stderr)
@@ -248,30 +391,35 @@ def run_partition(plan: Plan, p: int) -> str:
     t_load = time.time() - t0
 
     size = stop - start
-    samples: dict[int, object] = {}
+    store = SampleStore(bench, spec.device, spec.data_type, spec.options)
     load_error: list[BaseException] = []
+    warm = {"done": not hasattr(backend, "warmup")}
 
     def load(indices):
-        for i in indices:
-            if i in samples or (cache is not None and start + i in cache):
-                continue  # cached samples are never issued to the model
-            try:
-                samples[i] = dataset.load(start + i)
-            except BaseException as e:  # raising inside LoadGen's callback would abort the process:
-                load_error.append(e)    # record it; the SUT then fails the batch and we report after
-                return
+        try:
+            # cached samples are never issued to the model
+            todo = [i for i in indices if i not in store and not (cache is not None and start + i in cache)]
+            store.load([(i, dataset.load(start + i)) for i in todo])
+            if not warm["done"] and todo:
+                # outside LoadGen's timed part: compile (and warm up) on one full batch now
+                warm["done"] = True
+                idx = (todo * spec.batch_size)[:spec.batch_size]
+                t = time.time()
+                backend.warmup(store.batch(idx))
+                warm["seconds"] = round(time.time() - t, 3)
+        except BaseException as e:  # raising inside LoadGen's callback would abort the process:
+            load_error.append(e)    # record it; the SUT then fails the batch and we report after
 
     def unload(indices):
-        for i in indices:
-            samples.pop(i, None)
+        store.unload(indices)
 
     # Performance runs: LoadGen's horizon (a lower bound outside Offline; Progress never shows > 100 %).
-    progress = Progress(part_dir, p, size if spec.mode == "accuracy" else horizon["samples"],
+    progress = pre.progress = Progress(part_dir, p, size if spec.mode == "accuracy" else horizon["samples"],
                         meta={k: config[k] for k in ("model", "scenario", "mode", "data_type", "synthetic",
                                                      "n_count", "n_partitions")}
                         | {"device": spec.device, "host": socket.gethostname()},
                         min_duration_s=0.0 if spec.mode == "accuracy" else horizon["min_duration_s"])
-    sut_impl = _SUT(bench, backend, samples, spec, progress, lg, start, cache, size)
+    sut_impl = pre.sut = _SUT(bench, backend, store, spec, progress, lg, start, cache, size)
     sut = lg.ConstructSUT(sut_impl.issue, sut_impl.flush)
     qsl = lg.ConstructQSL(size, min(size, bench.performance_sample_count or size), load, unload)
     settings.scenario = getattr(lg.TestScenario, spec.scenario)
@@ -294,22 +442,40 @@ def run_partition(plan: Plan, p: int) -> str:
             cache.close()
     t_run = time.time() - t1
     err = sut_impl.error or (load_error[0] if load_error else None)
+    if isinstance(err, OSError) and disk_full(err, part_dir) is not None:
+        err = disk_full(err, part_dir)
     if err is not None:
         progress.finish("failed", f"{type(err).__name__}: {err}")
         if isinstance(err, KitError):
             raise err
         raise KitError(f"partition {p}: the model failed: {type(err).__name__}: {err}") from err
-    if spec.mode == "accuracy" and not (part_dir / ACCURACY_LOG).exists():
-        progress.finish("failed", f"LoadGen wrote no {ACCURACY_LOG}")
-        raise KitError(f"partition {p}: LoadGen wrote no {ACCURACY_LOG} in {part_dir}")
+    log = part_dir / ACCURACY_LOG
+    if spec.mode == "accuracy" and not _closed(log):
+        # LoadGen does not report its own write errors: a log without its closing ']' is one
+        free = shutil.disk_usage(part_dir).free
+        msg = (f"partition {p}: LoadGen could not finish writing {log} ({free / 2**20:.1f} MiB free on its "
+               f"filesystem); free space if it is full and rerun the same command: answered samples are kept")
+        progress.finish("failed", msg)
+        raise KitError(msg)
     progress.finish("complete")
     mf.write_manifest(part_dir, bench, spec, p, (start, stop), config, chash,
                       {"load_model_s": round(t_load, 3), "loadgen_s": round(t_run, 3),
                        # the model's own rate: cached samples cost nothing
                        "samples_per_s": round((progress.done - progress.cached) / t_run, 4) if t_run > 0 else None,
                        "samples_computed": progress.done - progress.cached, "samples_cached": progress.cached,
-                       "started": t0, "finished": time.time()}, backend.describe())
+                       "started": t0, "finished": time.time(), "warmup_s": warm.get("seconds")},
+                      {**backend.describe(), "sample_store": store.where or "host objects"})
     if cache is not None:
         cache.delete()  # the LoadGen log now holds every response; keeping SDXL-size payloads only costs disk
     return "done"
+
+
+def _closed(log: Path) -> bool:
+    """The accuracy log exists and ends with LoadGen's closing ']'."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, log.stat().st_size - 16))
+            return f.read().rstrip().endswith(b"]")
+    except OSError:
+        return False
 

@@ -44,10 +44,11 @@ def partition_row(x: Part, now: float) -> str:
         row += f" ({x.cached} cached)"
     if x.state == "complete":
         return row
-    if x.state == "running" and x.done == 0 and x.rate == 0:
-        return row + f"  starting (loading the model), updated {_ago(x.updated, now)}"
+    who = f"  [{x.owner}]" if x.owner else ""
+    if x.state == "running" and x.phase == "loading":
+        return row + f"  starting (loading the model), updated {_ago(x.updated, now)}{who}"
     if x.state == "running":
-        return row + f"  {x.rate:.2f} samples/s  ETA {fmt_eta(x.eta)}  updated {_ago(x.updated, now)}"
+        return row + f"  {x.rate:.2f} samples/s  ETA {fmt_eta(x.eta)}  updated {_ago(x.updated, now)}{who}"
     if x.state == "stalled":
         return row + f"  no update since {_ago(x.updated, now)} (worker gone or hung)"
     if x.state == "failed":

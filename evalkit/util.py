@@ -1,9 +1,11 @@
 """Small shared helpers: atomic writes, hashing, kit version."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -53,3 +55,20 @@ def git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def disk_full(e: OSError, where: Path):
+    """A one-line KitError for a full disk or quota, naming the path and the free space; None
+    for any other OSError."""
+    from .errors import KitError
+
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    path = Path(e.filename) if getattr(e, "filename", None) else Path(where)
+    probe = path if path.exists() else path.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        free = 0
+    return KitError(f"no space left writing {path} ({free / 2**20:.1f} MiB free on its filesystem); free some "
+                    f"space and rerun the same command: complete partitions and answered samples are kept")

@@ -110,9 +110,13 @@ def test_performance_command_errors(valid_run, tmp_path):
 
 
 def test_progress_for_performance_runs(tmp_path):
-    """Performance runs have no known total: no ETA and no false 100 %."""
-    assert "performance run" in line("partition 0", 7, 0, 2.0)
-    assert "ETA 00:05" in line("partition 0", 5, 15, 2.0)
+    """A performance run's total is LoadGen's horizon; past a lower bound it grows, never > 100 %."""
+    assert line("partition 0", 7, 0, 2.0) == "partition 0: 7 samples 2.00 samples/s"
+    assert "ETA 00:05" in line("partition 0", 5, 15, 2.0, 5.0)
+    pr = Progress(tmp_path, 1, 4, stream=open("/dev/null", "w"), min_duration_s=600)
+    pr.add(6)
+    d = json.loads((tmp_path / "progress.json").read_text())
+    assert d["done"] == d["total"] == 6 and d["eta_s"] > 500  # min_duration not reached: ETA from the clock
     pr = Progress(tmp_path, 3, 10, meta={"model": "resnet", "mode": "accuracy"}, stream=open("/dev/null", "w"))
     pr.add(4)
     d = json.loads((tmp_path / "progress.json").read_text())

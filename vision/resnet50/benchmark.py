@@ -17,7 +17,7 @@ import numpy as np
 from evalkit.benchmark import Benchmark, Dataset
 from evalkit.errors import KitError
 
-from .preprocess import preprocess_file
+from .preprocess import crop_file, normalize, preprocess_file
 
 VAL_MAP = "val_map.txt"
 CHECKPOINT = "resnet50.pth"
@@ -77,9 +77,10 @@ class ImageNetDataset(Dataset):
         return self.root / self.names[index]
 
     def load(self, index: int) -> np.ndarray:
+        """The uint8 CHW crop; normalised on the model's device (ResNet50.make_batch)."""
         p = self.path(index)
         try:
-            return preprocess_file(p)
+            return crop_file(p)
         except FileNotFoundError:
             raise KitError(f"image {p} (index {index}) is missing; restore it, never skip it "
                            f"(a skip shifts every later index).") from None
@@ -138,6 +139,7 @@ class ResNet50(Benchmark):
     payload_dtype = "float32"
     payload_size = 1              # the label, as the reference vision SUT sends it
     default_batch_size = 32
+    cuda_batch_size = 256         # one H100/H200: the model is compute bound from here on
     options = {"channels_last": True}   # NHWC memory format: faster convolutions on CPU and GPU
 
     # --- data -----------------------------------------------------------------
@@ -185,8 +187,22 @@ class ResNet50(Benchmark):
     def make_batch(self, samples: Sequence[Any], device: str, data_type: str, options: dict) -> Any:
         import torch
 
-        x = torch.from_numpy(np.stack([np.asarray(s, dtype=np.float32) for s in samples]))
-        x = x.to(device=device, dtype=self.torch_dtype(data_type))
+        x = torch.from_numpy(np.stack([np.asarray(s) for s in samples]))
+        if x.dtype == torch.uint8:  # dataset crops: normalised on the device
+            return self.batch_from_store(x.to(device), device, data_type, options)
+        return self._finish(x.to(device=device, dtype=torch.float32), data_type, options)  # float images
+
+    def store_sample(self, sample: Any) -> Any:
+        import torch
+        return torch.from_numpy(np.ascontiguousarray(sample, dtype=np.uint8))
+
+    def batch_from_store(self, x: Any, device: str, data_type: str, options: dict) -> Any:
+        return self._finish(normalize(x), data_type, options)
+
+    def _finish(self, x, data_type: str, options: dict):
+        import torch
+
+        x = x.to(dtype=self.torch_dtype(data_type))
         if options.get("channels_last", self.options["channels_last"]):
             x = x.contiguous(memory_format=torch.channels_last)
         return x

@@ -30,16 +30,37 @@ def crop_box(width: int, height: int, crop: int = CROP) -> tuple[int, int, int, 
     return left, top, left + crop, top + crop
 
 
-def preprocess_image(img: Image.Image) -> np.ndarray:
+def crop_image(img: Image.Image) -> np.ndarray:
+    """Resize + center crop: the uint8 CHW (3, 224, 224) image, what the sample store keeps
+    (4x smaller than float32; normalised on the device by normalize())."""
     img = img.convert("RGB")
     size = resized_size(*img.size)
     if size != img.size:
         img = img.resize(size, Image.BILINEAR)
     img = img.crop(crop_box(*img.size))
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def normalize(x):
+    """to_tensor + normalize on a uint8 [B, 3, H, W] torch tensor, on whatever device it is:
+    float32 / 255, then (x - mean) / std, each op IEEE-rounded like the numpy float path."""
+    import torch
+
+    mean = torch.from_numpy(MEAN).to(x.device)
+    std = torch.from_numpy(STD).to(x.device)
+    return (x.to(torch.float32) / 255.0 - mean) / std
+
+
+def preprocess_image(img: Image.Image) -> np.ndarray:
     # to_tensor: uint8 HWC -> float32 CHW / 255; then (x - mean) / std in float32
-    x = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+    x = crop_image(img).astype(np.float32) / np.float32(255.0)
     x = (x - MEAN) / STD
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def crop_file(path) -> np.ndarray:
+    with Image.open(path) as img:
+        return crop_image(img)
 
 
 def preprocess_file(path) -> np.ndarray:
