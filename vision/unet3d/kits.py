@@ -1,0 +1,140 @@
+"""KiTS19 preprocessed layout (the reference's preprocess.py output) and DICE as accuracy_kits.py.
+
+<root>/preprocessed_files.pkl = {"file_list": [case, ...], "cases": {case: aux}} with
+aux["image_shape"] = (1, D, H, W) and aux["reshaped_affine"]; <root>/<case>.pkl = [image, label]
+(image (1, D, H, W) float32, already normalised and padded); <root>/nifti/<case>/segmentation.nii.gz
+is the ground truth in the same (D, H, W) grid.
+
+Pickles: unpickling runs whatever code the file names, and these files come from a dataset
+download. So they are read only (1) from inside the dataset dir, under case names that cannot
+leave it (no '/', no '..'), and (2) through an unpickler that builds numpy arrays and plain
+containers only; anything else is refused with an error naming the file.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+
+from evalkit.errors import KitError
+
+INDEX = "preprocessed_files.pkl"
+_CASE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_NUMPY_OK = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+}
+_BUILTINS_OK = {"list", "dict", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes", "bool"}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _NUMPY_OK or (module == "builtins" and name in _BUILTINS_OK) \
+                or (module == "collections" and name == "OrderedDict") \
+                or (module.startswith("numpy.dtypes") and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def load_pickle(path: Path):
+    try:
+        with open(path, "rb") as f:
+            return _SafeUnpickler(f).load()
+    except FileNotFoundError:
+        raise KitError(f"{path} is missing; restore the preprocessed KiTS19 file, never skip it.") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
+        raise KitError(f"cannot read {path} ({type(e).__name__}: {e}); the kit reads only numpy arrays and "
+                       f"plain containers from KiTS19 pickles (re-run the reference preprocessing).") from None
+
+
+def read_index(root: Path) -> tuple[list[str], dict]:
+    root = Path(root)
+    if not root.is_dir():
+        raise KitError(f"KiTS19 preprocessed directory {root} does not exist; run the reference "
+                       f"preprocess.py into it or pass the right path.")
+    f = root / INDEX
+    if not f.is_file():
+        raise KitError(f"{f} not found; the KiTS19 preprocessed layout keeps its case index there.")
+    d = load_pickle(f)
+    if not isinstance(d, dict) or not isinstance(d.get("file_list"), list) or not isinstance(d.get("cases"), dict):
+        raise KitError(f"{f} is not a preprocessed_files.pkl: expected {{'file_list': [...], 'cases': {{...}}}}.")
+    cases = d["file_list"]
+    for c in cases:
+        if not isinstance(c, str) or not _CASE.match(c) or ".." in c:
+            raise KitError(f"{f}: case name {c!r} is not a plain file name; refusing paths outside {root}.")
+        if c not in d["cases"] or "image_shape" not in d["cases"][c]:
+            raise KitError(f"{f}: case {c} has no image_shape in 'cases'.")
+    if not cases:
+        raise KitError(f"{f} lists no cases.")
+    return cases, d["cases"]
+
+
+def volume_shape(aux: dict) -> tuple[int, ...]:
+    """(D, H, W) of a case: image_shape without its leading channel."""
+    s = tuple(int(v) for v in aux["image_shape"])
+    while len(s) > 3 and s[0] == 1:
+        s = s[1:]
+    return s
+
+
+class KiTS19:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.cases, self.aux = read_index(self.root)
+        self.size = len(self.cases)
+
+    def voxels(self, index: int) -> int:
+        return int(np.prod(volume_shape(self.aux[self.cases[index]])))
+
+    def load(self, index: int):
+        if not 0 <= index < self.size:
+            raise KitError(f"case index {index} is outside {self.root / INDEX} ({self.size} cases).")
+        case = self.cases[index]
+        p = self.root / f"{case}.pkl"
+        obj = load_pickle(p)
+        image = obj[0] if isinstance(obj, (list, tuple)) else None
+        if not isinstance(image, np.ndarray) or image.ndim != 4 or image.shape[0] != 1:
+            raise KitError(f"{p}: expected [image (1, D, H, W), label]; re-run the reference preprocessing.")
+        if image.shape[1:] != volume_shape(self.aux[case]):
+            raise KitError(f"{p}: image shape {image.shape} differs from image_shape "
+                           f"{tuple(self.aux[case]['image_shape'])} in {INDEX}.")
+        return index, np.ascontiguousarray(image, dtype=np.float32)
+
+    def check_available(self, start: int, stop: int) -> None:
+        if start < 0 or stop > self.size or start > stop:
+            raise KitError(f"case range [{start}, {stop}) is outside {self.root / INDEX} ({self.size} cases).")
+        for i in range(start, stop):
+            for p in (self.root / f"{self.cases[i]}.pkl",):
+                if not os.path.exists(p):
+                    raise KitError(f"{p} (case index {i}) is missing; restore it before running "
+                                   f"(a skip would shift every later index).")
+
+
+# --- accuracy ------------------------------------------------------------------------------------
+def load_segmentation(root: Path, case: str) -> np.ndarray:
+    """Ground truth as accuracy_kits.py reads it: nibabel, get_fdata, cast to uint8."""
+    import nibabel as nib
+
+    p = Path(root) / "nifti" / case / "segmentation.nii.gz"
+    if not p.is_file():
+        raise KitError(f"{p} is missing; the ground truth of case {case} is needed to score it.")
+    try:
+        # float32 holds the labels 0..2 exactly, at half the memory of the reference's float64
+        return nib.load(str(p)).get_fdata(dtype=np.float32).astype(np.uint8)
+    except Exception as e:  # noqa: BLE001 - nibabel raises many types for a bad file
+        raise KitError(f"cannot read {p} ({type(e).__name__}: {e}); re-create the NIfTI file.") from None
+
+
+def dice(prediction: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """(kidney, tumour) DICE of get_dice_score: one-hot classes 1 and 2, smooth 1e-6 above and below.
+    Counts instead of float64 one-hot volumes: the sums are the same integers."""
+    out = []
+    for c in (1, 2):
+        p, t = prediction == c, target == c
+        inter = float(np.count_nonzero(p & t))
+        out.append((2.0 * inter + 1e-6) / (float(np.count_nonzero(t)) + float(np.count_nonzero(p)) + 1e-6))
+    return out[0], out[1]
