@@ -6,7 +6,9 @@ OpenOrca-like length from the synthetic Llama tokenizer (language/synthllm.py). 
   per-sample    the reference Server SUT's way: one prompt per HF generate call
   batched       the kit's Offline path (language/llm.py LLMRunner: left-padded batches of --batch,
                 HF generate, greedy, SDPA), payloads trimmed after the first EOS
-each with the static KV cache (the kit's default, option static_cache) and HF's dynamic cache.
+each with the static KV cache (the kit's default, option static_cache) and HF's dynamic cache, and
+  kit generator the `generator=kit` option: language/generate.py on all prompts at once (it sorts
+                them by length and cuts token-budget batches; finished prompts leave the batch)
 The script asserts that every row returns the same token ids as per-sample/static, then prints
 seconds, generated tokens/s and the speed-up.
 
@@ -69,8 +71,9 @@ def main() -> None:
     print(f"Llama-shaped: {a.layers} layers, d_model {a.d_model}, vocab 32000; {a.n} prompts of {min(lens)}-{max(lens)} "
           f"tokens; max_new_tokens {a.max_new_tokens}; {a.threads} threads")
 
-    def run(batch: int, static: bool) -> tuple[float, list[np.ndarray]]:
-        g = LLMRunner(tok, model, ["cpu"], a.max_new_tokens, 1, static)
+    def run(batch: int, static: bool, generator: str = "hf") -> tuple[float, list[np.ndarray]]:
+        g = LLMRunner(tok, model, ["cpu"], {"max_new_tokens": a.max_new_tokens, "min_new_tokens": 1,
+                                             "static_cache": static, "generator": generator})
         g.generate(prompts[:1])  # warm-up
         t = time.perf_counter()
         out = []
@@ -80,15 +83,15 @@ def main() -> None:
 
     rows = []
     ref = None
-    for name, batch in (("per-sample", 1), (f"batched ({a.batch})", a.batch)):
-        for static in (True, False):
-            sec, out = run(batch, static)
-            if ref is None:
-                ref = out
-            same = all(np.array_equal(x, y) for x, y in zip(ref, out))
-            assert same, f"{name} {'static' if static else 'dynamic'} cache: token ids differ from per-sample/static"
-            toks = sum(len(x) for x in out)
-            rows.append((f"{name}, {'static' if static else 'dynamic'} cache", sec, toks / sec))
+    paths = [(f"{name}, {'static' if static else 'dynamic'} cache", batch, static, "hf")
+             for name, batch in (("per-sample", 1), (f"batched ({a.batch})", a.batch)) for static in (True, False)]
+    paths.append((f"kit generator ({a.n} at once)", a.n, False, "kit"))
+    for name, batch, static, generator in paths:
+        sec, out = run(batch, static, generator)
+        if ref is None:
+            ref = out
+        assert all(np.array_equal(x, y) for x, y in zip(ref, out)), f"{name}: token ids differ from per-sample/static"
+        rows.append((name, sec, sum(len(x) for x in out) / sec))
     base = rows[0][2]
     print(f"{'path':<34} {'seconds':>8} {'tokens/s':>9} {'speed-up':>9}")
     for name, sec, tps in rows:

@@ -179,36 +179,71 @@ class StopSequences:
         return scores
 
 
+RUN_DEFAULTS = {"static_cache": True, "generator": "hf", "token_budget": 0}
+GENERATORS = ("hf", "kit")
+
+
 class LLMRunner:
-    """What load_model returns: tokenizer, model, the partition's devices and generation settings."""
+    """What load_model returns: tokenizer, model, the partition's devices and generation settings
+    (max_new_tokens, min_new_tokens + RUN_DEFAULTS: static_cache, generator, token_budget)."""
 
-    def __init__(self, tok, model, devices: list[str], max_new_tokens: int, min_new_tokens: int, static_cache: bool):
+    def __init__(self, tok, model, devices: list[str], settings: dict):
         self.tok, self.model, self.devices = tok, model, devices
-        self.max_new_tokens, self.min_new_tokens, self.static_cache = max_new_tokens, min_new_tokens, static_cache
+        self.settings = dict(RUN_DEFAULTS, **settings)
 
-    def generate(self, prompts: Sequence[Prompt]) -> np.ndarray:
-        from transformers import LogitsProcessorList
-
+    def generate(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
+        """Greedy answers, one id row per prompt (rows of the HF path still carry batch padding
+        after EOS; the benchmark's trim removes it)."""
+        s = self.settings
         caps = {p.cap for p in prompts if p.cap is not None}
-        new = min([self.max_new_tokens, *caps])
-        procs = None
-        if any(p.stop for p in prompts):
-            procs = LogitsProcessorList([StopSequences([p.stop for p in prompts], self.tok.eos_token_id)])
-        return greedy_generate(self.model, [p.ids for p in prompts], pad_id=self.tok.pad_token_id,
-                               eos_id=self.tok.eos_token_id, max_new_tokens=new,
-                               min_new_tokens=min(self.min_new_tokens, new), device=self.devices[0],
-                               static_cache=self.static_cache, logits_processor=procs)
+        new = min([int(s["max_new_tokens"]), *caps])
+        common = dict(max_new_tokens=new, min_new_tokens=min(int(s["min_new_tokens"]), new))
+        out: list = [None] * len(prompts)
+        hf = list(range(len(prompts)))
+        if s["generator"] == "kit":
+            # language/generate.py: length-sorted token-budget batches, finished prompts leave the
+            # batch. It has no stop sequences: rows with one (Mixtral MBXP) take the HF path.
+            from language.generate import generate
+
+            kit = [i for i in hf if not prompts[i].stop]
+            hf = [i for i in hf if prompts[i].stop]
+            if kit:
+                rows = generate(self.model, [prompts[i].ids.tolist() for i in kit], num_beams=1, **common,
+                                eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id,
+                                token_budget=int(s["token_budget"]))
+                for i, r in zip(kit, rows):
+                    out[i] = r
+        if hf:
+            from transformers import LogitsProcessorList
+
+            procs = None
+            if any(prompts[i].stop for i in hf):
+                procs = LogitsProcessorList([StopSequences([prompts[i].stop for i in hf], self.tok.eos_token_id)])
+            rows = greedy_generate(self.model, [prompts[i].ids for i in hf], pad_id=self.tok.pad_token_id,
+                                   eos_id=self.tok.eos_token_id, device=self.devices[0],
+                                   static_cache=bool(s["static_cache"]), logits_processor=procs, **common)
+            for i, r in zip(hf, rows):
+                out[i] = r
+        return out
 
 
 def load_runner(cls, model_path: Path, device: str, dtype, what: str, options: dict) -> LLMRunner:
-    for key in ("max_new_tokens", "min_new_tokens"):
-        if options[key] < (1 if key == "max_new_tokens" else 0):
-            raise KitError(f"--option {key}={options[key]}: must be at least {1 if key == 'max_new_tokens' else 0}")
+    for key, low in (("max_new_tokens", 1), ("min_new_tokens", 0), ("token_budget", 0)):
+        if key in options and options[key] < low:
+            raise KitError(f"--option {key}={options[key]}: must be at least {low}")
+    if options.get("generator", "hf") not in GENERATORS:
+        raise KitError(f"--option generator={options['generator']!r}: use one of {', '.join(GENERATORS)}")
     mp = hf_checkpoint_dir(model_path, what)
     tok = load_tokenizer(mp, what)
     model = load_causal_lm(cls, mp, device, dtype, what)
-    return LLMRunner(tok, model, split_devices(device), int(options["max_new_tokens"]),
-                     int(options["min_new_tokens"]), bool(options["static_cache"]))
+    if options.get("generator") == "kit":
+        from language.generate import unsupported_generation_settings
+
+        odd = unsupported_generation_settings(model)
+        if odd:
+            raise KitError(f"{mp / 'generation_config.json'} sets {', '.join(odd)}, which the kit's generator does "
+                           f"not implement; run with --option generator=hf")
+    return LLMRunner(tok, model, split_devices(device), options)
 
 
 class PromptTable(Dataset):
@@ -287,7 +322,7 @@ class TokenPromptLLM(Benchmark):
         # generate() calls the module itself: compile a shallow copy's forward (weights shared)
         compiled = copy.copy(g.model)
         compiled.forward = compile_fn(g.model.forward)
-        return LLMRunner(g.tok, compiled, g.devices, g.max_new_tokens, g.min_new_tokens, g.static_cache)
+        return LLMRunner(g.tok, compiled, g.devices, g.settings)
 
     def make_batch(self, samples: Sequence[Prompt], device: str, data_type: str, options: dict) -> list[Prompt]:
         return list(samples)  # token ids; padded in forward on the model's first device

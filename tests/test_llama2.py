@@ -76,7 +76,7 @@ def test_pickle_only_from_the_kit_data_dir(synth, tmp_path, monkeypatch):
         frames.open_table(only_pickle, PICKLE, ("tok_input", "gt_output"))
 
 
-def test_batched_equals_batch_one_on_two_devices(synth):
+def test_batched_equals_batch_one_on_two_devices_and_kit_generator(synth):
     import torch
 
     from language.llama2.benchmark import BENCHMARK as b
@@ -93,3 +93,6 @@ def test_batched_equals_batch_one_on_two_devices(synth):
     assert all(x.dtype == np.int32 for x in batched)
     assert sum(x[-1] == g.tok.eos_token_id for x in batched) >= 1  # some answers end with EOS, kept once
     assert all((x == g.tok.eos_token_id).sum() <= 1 for x in batched)
+    g.settings["generator"] = "kit"  # language/generate.py: the same tokens
+    kit = b.postprocess(b.forward(g, prompts), N)
+    assert all(np.array_equal(x, y) for x, y in zip(kit, batched))

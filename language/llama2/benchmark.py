@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from evalkit.errors import KitError
-from language.llm import Prompt, TokenPromptLLM, check_token_ids, cut_after_eos, result_line, rouge_metrics
+from language.llm import RUN_DEFAULTS, Prompt, TokenPromptLLM, check_token_ids, cut_after_eos, result_line, rouge_metrics
 
 PICKLE = "open_orca_gpt4_tokenized_llama.sampled_24576.pkl"
 # Reference gen_kwargs (SUT.py); other values are for experiments only.
@@ -36,7 +36,7 @@ class Llama2(TokenPromptLLM):
     pickle_name = PICKLE
     columns = ("tok_input", "output")
     # generation settings + static_cache (HF StaticCache: one KV allocation per batch)
-    options = dict(GEN_DEFAULTS, static_cache=True)
+    options = dict(GEN_DEFAULTS, **RUN_DEFAULTS)  # generation settings + how to run them (language/llm.py)
 
     def trim(self, row: np.ndarray, prompt: Prompt, eos: int, pad: int) -> np.ndarray:
         return cut_after_eos(row, eos)  # the rest of a batched row is padding

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from evalkit.errors import KitError
-from language.llm import Prompt, TokenPromptLLM, check_token_ids, cut_after_eos, result_line, rouge_metrics, strip_trailing
+from language.llm import RUN_DEFAULTS, Prompt, TokenPromptLLM, check_token_ids, cut_after_eos, result_line, rouge_metrics, strip_trailing
 
 from . import gsm8k, mbxp
 
@@ -43,7 +43,7 @@ class Mixtral(TokenPromptLLM):
     what = "Mixtral-8x7B"
     pickle_name = PICKLE
     columns = ("dataset", "id", "tok_input", "gt_output")
-    options = dict(GEN_DEFAULTS, static_cache=True)
+    options = dict(GEN_DEFAULTS, **RUN_DEFAULTS)  # generation settings + how to run them (language/llm.py)
 
     def stop_of(self, row) -> tuple[int, ...] | None:
         if row["dataset"] != "MBXP":
