@@ -117,6 +117,13 @@ def test_stop_sequence_and_trim():
     stop = Prompt(np.array([1]), (7, 8))
     assert b.trim(np.array([4, 7, 8, 9, 7, 8, 2, 2]), stop, 2, 2).tolist() == [4, 7, 8]
     assert b.trim(np.array([4, 5, 0, 2, 2, 2]), Prompt(np.array([1])), 2, 2).tolist() == [4, 5]
+    import pandas as pd
+
+    from language.mixtral.benchmark import MBXP_STOP
+
+    assert b.stop_of(pd.Series({"dataset": "MBXP", "tok_stop_sequence": [5, 6]})) == (5, 6)
+    assert b.stop_of(pd.Series({"dataset": "MBXP", "tok_stop_sequence": float("nan")})) == MBXP_STOP
+    assert b.stop_of(pd.Series({"dataset": "GSM8K", "tok_stop_sequence": [5, 6]})) is None
 
 
 def test_two_devices_per_partition_run_and_v41_targets(synth, tmp_path):

@@ -49,8 +49,8 @@ class Mixtral(TokenPromptLLM):
         if row["dataset"] != "MBXP":
             return None
         # the row's own tok_stop_sequence when the table has one (synthetic sets: their tokenizer's)
-        seq = row.get("tok_stop_sequence") if hasattr(row, "get") else None
-        if seq is not None and len(seq):
+        seq = row.get("tok_stop_sequence")
+        if isinstance(seq, (list, tuple, np.ndarray)) and len(seq):  # NaN/None where the table has none
             return tuple(int(t) for t in seq)
         return MBXP_STOP
 
