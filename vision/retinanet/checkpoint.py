@@ -32,9 +32,10 @@ class _Stub:
 def _allowed(module: str, name: str) -> bool:
     if module == "collections" and name == "OrderedDict":
         return True
-    if module == "builtins" and name in ("set", "frozenset", "slice"):
+    # protocol 2 pickles (torch.save's) spell Python 2 module names: __builtin__, copy_reg
+    if module in ("builtins", "__builtin__") and name in ("set", "frozenset", "slice", "object"):
         return True
-    if module == "copyreg" and name == "_reconstructor":
+    if module in ("copyreg", "copy_reg") and name == "_reconstructor":
         return True
     if module == "torch._utils" and name.startswith("_rebuild_"):
         return True
