@@ -232,12 +232,13 @@ def _greedy(dec, prompts, cfg) -> list[np.ndarray]:
         tok = torch.argmax(scores, dim=-1)
         out[ids, t] = torch.where(live, tok, torch.full_like(tok, cfg.fill))
         hit = torch.isin(tok, eos) & live if len(cfg.eos) else torch.zeros_like(live)
-        if bool(hit.any()):
+        live = live & ~hit
+        n_hit, n_live = torch.stack([hit.sum(), live.sum()]).tolist()  # the step's one host sync
+        if n_hit:
             length[ids[hit].cpu()] = t + 1
-            live = live & ~hit
-        if t + 1 == T or not bool(live.any()):
+        if t + 1 == T or not n_live:
             break
-        if _compact_due(int((~live).sum()), live.numel()):
+        if _compact_due(live.numel() - n_live, live.numel()):
             keep = torch.nonzero(live).flatten()
             dec.keep(keep)
             ids, live, tok = ids[keep], live[keep], tok[keep]
@@ -319,16 +320,17 @@ def _beam(dec, prompts, cfg) -> list[np.ndarray]:
         if t + 1 == T:
             now_done = torch.ones_like(now_done)
         new = now_done & ~done
-        if bool(new.any()):
+        done = done | new
+        n_new, n_done = torch.stack([new.sum(), done.sum()]).tolist()  # the step's one host sync
+        if n_new:
             sel = torch.nonzero(new).flatten()
             s_cpu, l_cpu = seq[sel, 0].cpu().numpy(), seq_len[sel, 0].cpu().numpy()
             for r, b in enumerate(ids[sel].tolist()):
                 results[b] = s_cpu[r, :int(l_cpu[r])].astype(np.int64)
-            done = done | new
-        if bool(done.all()):
+        if n_done == n:
             break
         dec.reorder(parents)
-        if _compact_due(int(done.sum()), n):
+        if _compact_due(n_done, n):
             keep = torch.nonzero(~done).flatten()
             dec.keep(keep)
             ids, running_seq, running_scores, seq, beam_scores, seq_len, is_fin, unsat, done = (
