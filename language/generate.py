@@ -51,6 +51,8 @@ def generate(model, input_ids, attention_mask=None, *, num_beams: int = 1, max_n
     import torch
 
     prompts = _prompt_list(input_ids, attention_mask)
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError(f"prompt {next(i for i, p in enumerate(prompts) if not p)} is empty")
     dec = make_decoder(model, decoder)
     cfg = _Cfg(num_beams, max_new_tokens, min_new_tokens, early_stopping, length_penalty,
                eos_token_id, pad_token_id)
