@@ -32,9 +32,10 @@ help: ## this list
 	@echo "make demo        whole pipeline on synthetic ResNet50 (2 partitions, 2 CPU workers), BERT and GPT-J (3 each), then the report"
 	@echo "make dev         developer environment in $(VENV)"
 	@echo "make test        test suite in $(VENV)"
-	@echo "make targets     MLPerf accuracy targets table"
+	@echo "make targets     MLPerf accuracy targets table (in any env already built; builds none)"
 	@echo "make report      HTML + Markdown report over every run in LOG_DIR (default logs/)"
 	@echo "make metrics     dashboard rows (metrics.csv/json) over LOG_DIR [SYSTEM=name]"
+	@echo "bin/evalkit check|gather|status|... RUN   the kit's CLI in the env of RUN's model, from any directory"
 	@echo "make remote URL=s3://bucket/prefix [ENDPOINT=http://host:port]   point the DVC remote mlperf-data"
 	@echo "make data_add_<model> SRC=dataset_dir [MODEL_SRC=checkpoint_dir]   validate, dvc add + push once"
 	@echo "make log_<model> | log_all      pull the team's verified log(s) into logs/internal/<model>/"
@@ -70,13 +71,14 @@ dev: $(DEV_STAMP)
 test: dev browser
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q tests
 
-targets: dev
-	$(VENV)/bin/python -m evalkit targets
-
 # --- reports: stdlib + numpy only, so any built env will do (the demo has only .envs/resnet) ----
 LOG_DIR ?= logs
-KIT_PY = $(firstword $(wildcard $(VENV)/bin/python $(or $(ENV_DIR),.envs)/*/bin/python) python3)
+KIT_ENVS = $(wildcard $(VENV)/bin/python $(or $(ENV_DIR),.envs)/*/bin/python)
+KIT_PY = $(firstword $(KIT_ENVS) python3)
 .PHONY: report metrics browser
+
+targets:
+	PYTHONPATH="$(CURDIR)" $(KIT_PY) -m evalkit targets
 
 report:
 	PYTHONPATH="$(CURDIR)" $(KIT_PY) -m evalkit report "$(LOG_DIR)"
@@ -96,9 +98,13 @@ browser:
 PUBLISHED_LOGS := $(patsubst logs/internal/%.dvc,%,$(wildcard logs/internal/*.dvc))
 .PHONY: remote log_all
 
-remote: dev
+# Pasted from an error message it must just work: any kit env runs it (bin/evalkit) with the first
+# dvc on PATH or .venv's; the developer env (it has dvc) is built only when one of them is missing.
+remote:
 	[ -n "$(URL)" ] || { echo "error: make remote needs URL=s3://bucket/prefix (or a local dir)" >&2; exit 2; }
-	$(VENV)/bin/python -m evalkit data remote "$(URL)" $(if $(ENDPOINT),--endpoint "$(ENDPOINT)")
+	if ! { command -v dvc >/dev/null || [ -x $(VENV)/bin/dvc ]; } || [ -z "$(strip $(KIT_ENVS))" ]; then \
+	  $(MAKE) --no-print-directory dev; fi
+	bin/evalkit data remote "$(URL)" $(if $(ENDPOINT),--endpoint "$(ENDPOINT)")
 
 data_add_%:
 	[ -n "$(SRC)" ] || { echo "error: make $@ needs SRC=/path/to/dataset [MODEL_SRC=/path/to/checkpoint]" >&2; exit 2; }

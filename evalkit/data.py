@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,14 @@ def say(msg: str) -> None:
     print(f"[evalkit] {msg}", file=sys.stderr)
 
 
+def _in_kit(cmd: str) -> str:
+    """A command for an error message: pasted from any directory, it runs at the kit root."""
+    return f"cd {shlex.quote(str(ROOT))} && {cmd}"
+
+
+KIT_CLI = shlex.quote(str(ROOT / "bin" / "evalkit"))  # the CLI in the right env, from any directory
+
+
 # --------------------------------------------------------------------------- dvc calls
 
 def dvc_executable() -> str:
@@ -68,8 +77,8 @@ def dvc_executable() -> str:
     local = ROOT / ".venv" / "bin" / "dvc"
     if local.is_file() and os.access(local, os.X_OK):
         return str(local)
-    raise KitError("dvc is not installed: run `make dev` (puts it in .venv/bin) or `pip install 'dvc[s3]'`, "
-                   "then rerun")
+    raise KitError(f"dvc is not installed: run `{_in_kit('make dev')}` (puts it in .venv/bin, where the kit "
+                   f"finds it) or `pip install 'dvc[s3]'`, then rerun")
 
 
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
@@ -105,7 +114,7 @@ def _dvc(*args: str, what: str) -> str:
     try:
         cp = subprocess.run([exe, *args], cwd=ROOT, env=_dvc_env(), capture_output=True, text=True)
     except OSError as e:
-        raise KitError(f"{what}: cannot start {exe} ({e.strerror}); reinstall dvc (`make dev`)") from None
+        raise KitError(f"{what}: cannot start {exe} ({e.strerror}); reinstall dvc (`{_in_kit('make dev')}`)") from None
     out = redact(cp.stdout + cp.stderr)
     log = ROOT / DVC_LOG
     if log.parent.is_dir():
@@ -130,24 +139,40 @@ def _explain(out: str, args: tuple[str, ...]) -> str:
                               "connection refused", "endpointconnectionerror", "name or service not known",
                               "temporary failure in name resolution", "connecttimeout")):
         return (f"cannot reach remote '{REMOTE}' ({remote_url()}); check the network and the URL/ENDPOINT "
-                f"(`make remote URL=... ENDPOINT=...`), then rerun")
+                f"(`{_in_kit('make remote URL=s3://bucket/prefix ENDPOINT=http://host:port')}`), then rerun")
     if "nosuchbucket" in low or "bucket does not exist" in low or ("(404)" in low and "listobjects" in low):
         return (f"the bucket of remote '{REMOTE}' ({remote_url()}) does not exist; create it or fix the URL "
-                f"with `make remote URL=...`")
+                f"with `{_in_kit('make remote URL=s3://bucket/prefix')}`")
     if any(s in low for s in ("missing cache files", "neither locally nor on remote", "checkout failed",
                               "nosuchkey", "specified key does not exist")):
         targets = " ".join(a for a in args if a.endswith(".dvc"))
         return (f"objects of {targets or 'the targets'} are missing from remote '{REMOTE}' ({remote_url()}); "
-                f"run `dvc push {targets}` where the data was added (or re-import it with make data_add_<model>)")
+                f"push them again at the root of the clone where they were added: `{_repush(targets)}`")
     if "without a confirmation" in low or "use `-f` to force" in low:
         targets = " ".join(a for a in args if a.endswith(".dvc"))
         return (f"the data of {targets} has local changes that differ from the pointers; restore it with "
-                f"`dvc checkout --force {targets}` (or re-import it with make data_add_<model>)")
+                f"`{_in_kit(shlex.quote(dvc_executable()) + ' checkout --force ' + targets)}` "
+                f"(or re-import it with make data_add_<model>)")
     if "does not exist" in low and "remote" in low:
-        return f"remote '{REMOTE}' is not configured; run `make remote URL=s3://bucket/prefix`"
+        return f"remote '{REMOTE}' is not configured; run `{_in_kit('make remote URL=s3://bucket/prefix')}`"
     errors = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("ERROR")]
     last = errors[-1] if errors else (out.strip().splitlines() or ["no output"])[-1]
     return re.sub(r"\s+", " ", last)[:300]
+
+
+def _repush(targets: str) -> str:
+    """The kit command that pushes these pointers' data again (dvc add + push of what is laid out),
+    run at the root of the clone that has the data: another machine's, so no `cd` to this one."""
+    for t in targets.split():
+        m = re.fullmatch(r"logs/internal/(.+)\.dvc", t)
+        if m:
+            return f"make publish_log_{m.group(1)} RUN=/path/to/the/run_dir"
+    models = sorted({m.group(1) for t in targets.split() if (m := re.fullmatch(r"data/(?:dataset|models)/(.+)\.dvc", t))})
+    if len(models) == 1:
+        m = models[0]
+        return f"make data_add_{m} SRC=data/dataset/{m}" + (
+            f" MODEL_SRC=data/models/{m}" if f"data/models/{m}.dvc" in targets.split() else "")
+    return "make data_add_<model> SRC=data/dataset/<model> MODEL_SRC=data/models/<model>"
 
 
 def remote_url() -> str:
@@ -170,8 +195,9 @@ def remote_url() -> str:
 def _require_remote() -> None:
     url = remote_url()
     if url in ("no URL", UNSET_URL):
-        raise KitError(f"DVC remote '{REMOTE}' points at no bucket yet; run `make remote URL=s3://bucket/prefix "
-                       f"[ENDPOINT=http://host:port]` (or `dvc remote modify --local {REMOTE} url ...`)")
+        raise KitError(f"DVC remote '{REMOTE}' points at no bucket yet; run "
+                       f"`{_in_kit('make remote URL=s3://bucket/prefix')}` (add ENDPOINT=http://host:port for an "
+                       f"S3 server other than AWS; URL may also be a local or shared dir)")
 
 
 def set_remote(url: str, endpoint: str | None = None) -> None:
@@ -213,16 +239,16 @@ def pull_model_data(model: str) -> None:
     registry.get(model)
     ds, md = dataset_dir(model), model_dir(model)
     have = [pointer(d) for d in (ds, md) if pointer(d).is_file()]
-    hint = f"make data_add_{model} SRC=/path/to/dataset MODEL_SRC=/path/to/checkpoint"
+    hint = _in_kit(f"make data_add_{model} SRC=/path/to/dataset MODEL_SRC=/path/to/checkpoint")
     if not have:
         if ds.is_dir() and md.is_dir():
             say(f"using {_rel(ds)} and {_rel(md)} as they are (no DVC pointers)")
             return
         raise KitError(f"no DVC pointer {_rel(pointer(ds))} for {model}; import the data once with "
-                       f"'{hint}', or run with DATA=synthetic")
+                       f"`{hint}`, or run with DATA=synthetic")
     for d in (ds, md):
         if not pointer(d).is_file() and not d.is_dir():
-            raise KitError(f"no DVC pointer {_rel(pointer(d))} and no {_rel(d)}; import it with '{hint}'")
+            raise KitError(f"no DVC pointer {_rel(pointer(d))} and no {_rel(d)}; import it with `{hint}`")
     _pull(have, f"{model} data")
 
 
@@ -231,7 +257,7 @@ def pull_log(model: str) -> None:
     p = pointer(log_dir(model))
     if not p.is_file():
         raise KitError(f"no verified log for {model} yet ({_rel(p)} is missing); publish one with "
-                       f"`make publish_log_{model} RUN=<run dir>`")
+                       f"`{_in_kit(f'make publish_log_{model} RUN=/path/to/run_dir')}`")
     _pull([p], f"the verified {model} log")
 
 
@@ -308,11 +334,11 @@ def add(model: str, src: Path, model_src: Path | None = None) -> None:
 def _check_publishable(model: str, run: Path, allow_synthetic: bool, allow_partial: bool) -> dict:
     acc_f = run / "accuracy.json"
     if not acc_f.is_file():
-        raise KitError(f"{run} has no accuracy.json; finish the run and `python -m evalkit check {run}` first")
+        raise KitError(f"{run} has no accuracy.json; finish the run and `{KIT_CLI} check {run}` first")
     try:
         acc = json.loads(acc_f.read_text())
     except ValueError:
-        raise KitError(f"{acc_f} is corrupt; rerun `python -m evalkit check {run}`") from None
+        raise KitError(f"{acc_f} is corrupt; rerun `{KIT_CLI} check {run}`") from None
     if acc.get("model") != model:
         raise KitError(f"{run} is a {acc.get('model')} run, not {model}")
     if acc.get("verdict") != "PASS":
@@ -328,7 +354,7 @@ def _check_publishable(model: str, run: Path, allow_synthetic: bool, allow_parti
     merged = run / "merged_mlperf_log_accuracy.json"
     txt = run / "accuracy.txt"
     if not merged.is_file() or not txt.is_file() or f"hash={sha256_file(merged)}" not in txt.read_text():
-        raise KitError(f"{run}: accuracy.txt does not match {merged.name}; rerun `python -m evalkit check {run}`")
+        raise KitError(f"{run}: accuracy.txt does not match {merged.name}; rerun `{KIT_CLI} check {run}`")
     return acc
 
 
@@ -362,12 +388,12 @@ def compare(run: Path, ref: Path) -> str:
     def load(d: Path) -> dict:
         f = Path(d) / "accuracy.json"
         if not f.is_file():
-            raise KitError(f"{d} has no accuracy.json; run `python -m evalkit check {d}` (or `make log_<model>` "
+            raise KitError(f"{d} has no accuracy.json; run `{KIT_CLI} check {d}` (or `make log_<model>` "
                            f"for a verified log) first")
         try:
             return json.loads(f.read_text())
         except ValueError:
-            raise KitError(f"{f} is corrupt; rerun `python -m evalkit check {d}`") from None
+            raise KitError(f"{f} is corrupt; rerun `{KIT_CLI} check {d}`") from None
 
     a, b = load(run), load(ref)
     if a.get("model") != b.get("model"):

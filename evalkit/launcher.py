@@ -217,9 +217,10 @@ def finish_run(plan: Plan, no_check: bool) -> int:
     P = spec.n_partitions
     missing = [p for p in range(P) if p not in present]
     if missing:
+        cli = Path(__file__).resolve().parent.parent / "bin" / "evalkit"  # picks the env, from any directory
         print(f"run dir {spec.log_path}: partitions {sorted(present)} of 0..{P - 1} complete; "
               f"missing {missing}. Run them (--partition_offset), then: "
-              f"python -m evalkit gather {spec.log_path} [OTHER_RUN_DIRS...] && python -m evalkit check {spec.log_path}",
+              f"{cli} gather {spec.log_path} [OTHER_RUN_DIRS...] && {cli} check {spec.log_path}",
               file=sys.stderr)
         return 0
     if no_check:

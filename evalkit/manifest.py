@@ -25,7 +25,8 @@ def read_synthetic(dataset: Path) -> dict | None:
     try:
         return json.loads(f.read_text())
     except ValueError:
-        raise KitError(f"{f}: corrupt synthetic-data marker; rerun `python -m evalkit synth`") from None
+        raise KitError(f"{f}: corrupt synthetic-data marker; write the set again with "
+                       f"`{Path(__file__).resolve().parent.parent}/bin/evalkit synth MODEL --out DIR --n N`") from None
 
 
 def run_config(bench, spec) -> dict:

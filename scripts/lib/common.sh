@@ -145,8 +145,29 @@ build_env() {
     esac
     shift
   done
+  check_data_source "$model"  # before the env: a ~1 GB build must not end in "no data"
   make_env "$KIT_ROOT/envs/$model.yml" "$(env_path "$model")" "$force"
   prepare_data "$model"
+}
+
+# check_data_source MODEL: DATA is valid and, for real data, its dataset and checkpoint are
+# there or have a DVC pointer to pull (no pointers ship with the kit: they are made once by
+# `make data_add_<model>`). The same rule as evalkit/data.py pull_model_data, without an env.
+check_data_source() {
+  local model="$1" data="${DATA:-real}" d
+  case "$data" in
+    synthetic) return 0 ;;
+    real) ;;
+    *) die "DATA=$data is not one of real, synthetic" ;;
+  esac
+  for d in dataset models; do
+    if [ ! -d "$KIT_ROOT/data/$d/$model" ] && [ ! -f "$KIT_ROOT/data/$d/$model.dvc" ]; then
+      die "DATA=real but $model has no data/$d/$model/ and no DVC pointer data/$d/$model.dvc" \
+          "(the kit ships none); import the data once with" \
+          "\`cd $(printf %q "$KIT_ROOT") && make data_add_$model SRC=/path/to/dataset MODEL_SRC=/path/to/checkpoint\`," \
+          "or run with DATA=synthetic"
+    fi
+  done
 }
 
 # Variables that shape a run: recorded in the resume command the kit prints on failure.
