@@ -50,7 +50,8 @@ def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | Non
     run_dir = Path(run_dir)
     info_f, merged = run_dir / GATHER_INFO, run_dir / MERGED
     if not merged.exists() or not info_f.exists():
-        raise KitError(f"{run_dir} has no {MERGED} / {GATHER_INFO}; run `python -m evalkit gather {run_dir}` first")
+        raise KitError(f"{run_dir} has no {MERGED} / {GATHER_INFO}; run "
+                       f"`{Path(__file__).resolve().parent.parent}/bin/evalkit gather {run_dir}` first")
     info = json.loads(info_f.read_text())
     bench = registry.get(info["model"])
     dataset = Path(dataset or info["dataset"])
