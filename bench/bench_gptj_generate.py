@@ -112,8 +112,8 @@ def main() -> None:
            for p in prompts(a.n, a.seed, words, tuple(a.sentences))]
     lens = [len(x) for x in ids]
 
-    kit_batch(model, ids[:1], eos, dict(gen, max_new_tokens=2))  # warm-up (allocator, oneDNN), not timed
-    hf_batch(model, ids[:1], eos, dict(gen, max_new_tokens=2))
+    kit_batch(model, ids[:1], eos, dict(gen, max_new_tokens=2, min_new_tokens=0))  # warm-up (allocator, oneDNN), not timed
+    hf_batch(model, ids[:1], eos, dict(gen, max_new_tokens=2, min_new_tokens=0))
     rows = []
     t_hf, ref = timed(lambda b: hf_batch(model, b, eos, gen), ids, a.batch)
     rows.append((f"HF generate (batch {a.batch})", t_hf))

@@ -22,8 +22,11 @@ Where the time goes is the cache, and that is what differs from HF:
   fp32 copy of the cache;
 * prompts that are done leave the batch (the cache is compacted when enough of it is dead).
 
-Decoders: `GPTJDecoder` (own forward over the HF module's weights) and `HFCacheDecoder` (any HF
-causal LM through its own forward and DynamicCache: the fallback, e.g. for Llama/Mixtral greedy).
+Decoders (make_decoder picks by config.model_type): `GPTJDecoder` and `LlamaFamilyDecoder`
+(llama, mistral, mixtral: grouped kv heads, the MoE block as the module computes it) share
+`KitDecoder`'s cache and attention and run the HF modules' own weights and submodules, one
+layer device after another (models split over devices); `HFCacheDecoder` is any other HF causal
+LM (or offloaded weights) through its own forward and DynamicCache.
 """
 from __future__ import annotations
 
@@ -66,7 +69,8 @@ def make_decoder(model, kind: str = "auto"):
     model_type = getattr(model.config, "model_type", "")
     if kind not in ("auto", "fast", "hf-cache"):
         raise ValueError(f"decoder {kind!r}: use auto, fast or hf-cache")
-    if kind == "hf-cache" or (kind == "auto" and model_type not in FAST_DECODERS):
+    offloaded = any(p.device.type == "meta" for p in model.parameters())  # weights loaded by hooks
+    if kind == "hf-cache" or (kind == "auto" and (model_type not in FAST_DECODERS or offloaded)):
         return HFCacheDecoder(model)
     if model_type not in FAST_DECODERS:
         raise ValueError(f"no fast decoder for model_type {model_type!r} (have: {', '.join(FAST_DECODERS)})")
@@ -416,32 +420,31 @@ class HFCacheDecoder:
         self.mask, self.pos = self.mask[rows], self.pos[rows]
 
 
-class GPTJDecoder:
-    """GPT-J (HF GPTJForCausalLM weights, modeling_gptj.py math) with the kit's cache:
+class KitDecoder:
+    """The kit's cache and attention for rotary decoder LLMs (HF module weights, HF's math):
 
-    prompt cache  K/V[layer]: (prompts, heads, longest prompt, head_dim), shared by a prompt's beams
-    beam cache    K/V[layer]: (prompts, heads, new tokens, beams, head_dim), slot (step, beam)
+    prompt cache  K/V[layer]: (prompts, kv heads, longest prompt, head_dim), shared by a prompt's beams
+    beam cache    K/V[layer]: (prompts, kv heads, new tokens, beams, head_dim), slot (step, beam)
     ancestry      (prompts, beams, new tokens): the beam slot of each step on a beam's path
 
     A decode step writes slot (t, beam) in place; beam reordering only permutes the ancestry
-    table; attention scores all of a prompt's beam slots in one batched matmul and masks those
-    off the beam's path (zero copies of the cache per step)."""
+    table; attention scores all of a prompt's beam slots (and all query heads of a kv head) in
+    one batched matmul and masks the slots off each beam's path: no copy of the cache per step.
+    Prefill runs one prompt at a time (no padding computed). A subclass gives the layer math
+    (`_layer`), positions (`_rope_ctx`), embedding and head; each layer's cache lives on that
+    layer's device (models split over devices)."""
 
-    def __init__(self, model):
+    def __init__(self, model, layers, n_heads: int, n_kv_heads: int, head_dim: int, scale: float):
         import torch
 
-        self.model = model
-        tr = model.transformer
-        self.tr, self.blocks = tr, list(tr.h)
-        cfg = model.config
-        p = tr.wte.weight
-        self.device, self.dtype = p.device, p.dtype
-        self.H = cfg.n_head
-        self.D = cfg.n_embd // cfg.n_head
-        self.rot = cfg.rotary_dim
-        self.scale = math.sqrt(self.D)
-        self.pos_table = self.blocks[0].attn.embed_positions.to(self.device)
-        self.bytes_per_slot = 2 * cfg.n_layer * cfg.n_embd * p.element_size()
+        self.model, self.blocks = model, list(layers)
+        self.H, self.Hkv, self.D, self.scale = n_heads, n_kv_heads, head_dim, scale
+        self.G = n_heads // n_kv_heads
+        p = next(model.parameters())
+        self.dtype = p.dtype
+        self.devs = [next(b.parameters()).device for b in self.blocks]
+        self.device = self.devs[0]
+        self.bytes_per_slot = 2 * len(self.blocks) * n_kv_heads * head_dim * p.element_size()
         if self.dtype == torch.float32:
             self.mode = "fp32"
         elif _probe_f32_out(self.device, self.dtype):
@@ -453,8 +456,150 @@ class GPTJDecoder:
     def cache_slots(n: int, lmax: int, nb: int, new: int) -> int:
         return n * (lmax + nb * new)
 
-    # -- shared pieces, as modeling_gptj.py computes them --
-    def _sincos(self, positions):
+    # -- arithmetic shared by prefill and decode --
+    def _mm32(self, a, b):
+        """a @ b with fp32 output: fp32 models as they are; half precision with fp32 outputs
+        where the device has them (CUDA bmm out_dtype: fp32 scores without an fp32 copy of the
+        cache); on CPU by upcasting (HF's own numerics; CPU is no half-precision target); else
+        in the model dtype (fp32 accumulation inside the GEMM) and widened after."""
+        import torch
+
+        if self.mode == "fp32":
+            return torch.matmul(a, b)
+        if self.mode == "f32out":
+            lead = a.shape[:-2]
+            return torch.bmm(a.flatten(0, -3), b.flatten(0, -3),
+                             out_dtype=torch.float32).view(*lead, a.shape[-2], b.shape[-1])
+        if self.mode == "upcast":
+            return torch.matmul(a.float(), b.float())
+        return torch.matmul(a, b).float()
+
+    def _ctx_on(self, ctx, dev):
+        """Per-step tensors (positions, masks) on layer device `dev`, moved once per device."""
+        if dev not in ctx["_on"]:
+            ctx["_on"][dev] = {k: _to(v, dev) for k, v in ctx.items() if k != "_on"}
+        return ctx["_on"][dev]
+
+    # -- prefill --
+    def start(self, prompts, nb, T):
+        import torch
+        import torch.nn.functional as F
+
+        B, P = len(prompts), max(len(p) for p in prompts)
+        Hkv, D, dt = self.Hkv, self.D, self.dtype
+        self.nb, self.T = nb, T
+        self.plen = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=self.device)
+        self.kp = [torch.zeros((B, Hkv, P, D), dtype=dt, device=d) for d in self.devs]
+        self.vp = [torch.zeros((B, Hkv, P, D), dtype=dt, device=d) for d in self.devs]
+        self.kg = [torch.zeros((B, Hkv, T, nb, D), dtype=dt, device=d) for d in self.devs]
+        self.vg = [torch.zeros((B, Hkv, T, nb, D), dtype=dt, device=d) for d in self.devs]
+        self.anc = torch.zeros((B, nb, T), dtype=torch.long, device=self.device)
+        logits = []
+        for b, p in enumerate(prompts):
+            L = len(p)
+            ids = torch.tensor([p], dtype=torch.long, device=self.device)
+            h = self._embed(ids)
+            ctx = {"rope": self._rope_ctx(h, torch.arange(L, device=self.device)[None]), "_on": {}}
+
+            def attend(i, q, k, v, b=b, L=L):
+                # q (1, L, H, D), k/v (1, L, Hkv, D) -> (1, L, H*D)
+                q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+                self.kp[i][b, :, :L] = k[0]
+                self.vp[i][b, :, :L] = v[0]
+                if self.G > 1:  # HF repeat_kv: query head h reads kv head h // G
+                    k, v = k.repeat_interleave(self.G, dim=1), v.repeat_interleave(self.G, dim=1)
+                if self.mode in ("fp32", "upcast"):  # HF eager attention, fp32 scores
+                    w = self._scale(self._mm32(q, k.transpose(-1, -2)))
+                    causal = torch.ones((L, L), dtype=torch.bool, device=q.device).triu(1)
+                    w = torch.softmax(w.masked_fill(causal, torch.finfo(w.dtype).min), dim=-1)
+                    o = self._mm32(w.to(v.dtype), v).to(v.dtype)
+                else:  # fused kernel on the accelerator, fp32 scores and softmax inside
+                    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self._scale(1.0))
+                return o.transpose(1, 2).reshape(1, L, self.H * self.D)
+
+            for i, blk in enumerate(self.blocks):
+                h = self._layer(blk, _to(h, self.devs[i]), self._ctx_on(ctx, self.devs[i])["rope"],
+                                lambda q, k, v, i=i: attend(i, q, k, v))
+            logits.append(_to(self._head(h[:, -1:])[:, -1].float(), self.device))
+        pad = torch.arange(P, device=self.device)[None, :] >= self.plen[:, None]
+        self.pmask = torch.zeros((B, 1, 1, P), dtype=torch.float32, device=self.device).masked_fill(
+            pad[:, None, None, :], -math.inf)
+        return torch.cat(logits, dim=0)
+
+    # -- one decode step: every live row feeds its token at generated slot `slot` --
+    def step(self, tokens, slot):
+        import torch
+
+        B, nb, H, Hkv, G, D, t = self.plen.numel(), self.nb, self.H, self.Hkv, self.G, self.D, slot
+        N = B * nb
+        self.anc[:, :, t] = torch.arange(nb, device=self.device)
+        # mask: prompt padding, then the (step, beam) slots on each beam's path
+        on_path = (self.anc[:, :, :t + 1, None] == torch.arange(nb, device=self.device)).flatten(2)
+        gmask = torch.zeros(on_path.shape, dtype=torch.float32, device=self.device).masked_fill(~on_path, -math.inf)
+        P = self.pmask.shape[-1]
+        mask = torch.cat([self.pmask.expand(B, 1, nb, -1), gmask[:, None]], dim=-1)[:, :, None]  # (B,1,1,nb,X)
+        h = self._embed(tokens.view(N, 1))
+        pos = (self.plen[:, None] + t).expand(B, nb).reshape(N, 1)
+        ctx = {"rope": self._rope_ctx(h, pos), "mask": mask, "_on": {}}
+
+        def attend(i, q, k, v, c):
+            # q (N, 1, H, D) -> (B, Hkv, G*nb, D): the G query heads of a kv head and the nb beams
+            q = q.view(B, nb, Hkv, G, D).permute(0, 2, 3, 1, 4).reshape(B, Hkv, G * nb, D)
+            self.kg[i][:, :, t] = k.view(B, nb, Hkv, D).transpose(1, 2)
+            self.vg[i][:, :, t] = v.view(B, nb, Hkv, D).transpose(1, 2)
+            kg = self.kg[i][:, :, :t + 1].flatten(2, 3)               # (B, Hkv, (t+1)*nb, D), a view
+            vg = self.vg[i][:, :, :t + 1].flatten(2, 3)
+            w = torch.cat([self._mm32(q, self.kp[i].transpose(-1, -2)), self._mm32(q, kg.transpose(-1, -2))], dim=-1)
+            w = self._scale(w).view(B, Hkv, G, nb, -1) + c["mask"]
+            w = torch.softmax(w, dim=-1).to(self.dtype).view(B, Hkv, G * nb, -1)
+            # prompt part + beam part, summed before the one rounding to the model dtype
+            o = (self._mm32(w[..., :P], self.vp[i]) + self._mm32(w[..., P:], vg)).to(self.dtype)
+            return o.view(B, Hkv, G, nb, D).permute(0, 3, 1, 2, 4).reshape(N, 1, H * D)
+
+        for i, blk in enumerate(self.blocks):
+            c = self._ctx_on(ctx, self.devs[i])
+            h = self._layer(blk, _to(h, self.devs[i]), c["rope"], lambda q, k, v, i=i, c=c: attend(i, q, k, v, c))
+        return _to(self._head(h)[:, -1].float(), self.device)
+
+    def reorder(self, parents):
+        """New beam j continues old beam parents[:, j]: its path is the parent's path."""
+        import torch
+
+        if self.nb > 1:
+            self.anc = torch.take_along_dim(self.anc, parents[:, :, None], dim=1)
+
+    def keep(self, idx):
+        plen = self.plen[idx]
+        P = int(plen.max())  # the longest live prompt; slots past it were padding for everyone
+        per = [_to(idx, d) for d in self.devs]
+        self.kp = [k[j, :, :P] for k, j in zip(self.kp, per)]
+        self.vp = [v[j, :, :P] for v, j in zip(self.vp, per)]
+        self.kg = [k[j] for k, j in zip(self.kg, per)]
+        self.vg = [v[j] for v, j in zip(self.vg, per)]
+        self.anc, self.plen, self.pmask = self.anc[idx], plen, self.pmask[idx, :, :, :P]
+
+
+class GPTJDecoder(KitDecoder):
+    """GPT-J (GPTJForCausalLM; modeling_gptj.py): partial interleaved rotary, parallel attention
+    and MLP off one LayerNorm, scores divided by sqrt(head_dim)."""
+
+    def __init__(self, model):
+        cfg = model.config
+        D = cfg.n_embd // cfg.n_head
+        super().__init__(model, model.transformer.h, cfg.n_head, cfg.n_head, D, math.sqrt(D))
+        self.tr, self.rot = model.transformer, cfg.rotary_dim
+        self.pos_table = self.blocks[0].attn.embed_positions.to(self.device)
+
+    def _scale(self, w):
+        return w / self.scale
+
+    def _embed(self, ids):
+        return self.tr.wte(ids)
+
+    def _head(self, h):
+        return self.model.lm_head(self.tr.ln_f(h))
+
+    def _rope_ctx(self, h, positions):
         import torch
 
         sincos = self.pos_table[positions].to(self.dtype)           # (N, L, rot)
@@ -474,118 +619,68 @@ class GPTJDecoder:
             return apply(x)
         return torch.cat([apply(x[:, :, :, :self.rot]), x[:, :, :, self.rot:]], dim=-1)
 
-    def _qkv(self, blk, x, sc):
-        N, L, _ = x.shape
+    def _layer(self, blk, h, sc, attend):
+        N, L, _ = h.shape
         a = blk.attn
+        x = blk.ln_1(h)
         q = self._rope(a.q_proj(x).view(N, L, self.H, self.D), sc)
         k = self._rope(a.k_proj(x).view(N, L, self.H, self.D), sc)
         v = a.v_proj(x).view(N, L, self.H, self.D)
-        return q, k, v
+        return a.out_proj(attend(q, k, v)) + blk.mlp(x) + h
 
-    def _mm32(self, a, b):
-        """a @ b with fp32 output: fp32 models as they are; half precision with fp32 outputs
-        where the device has them (CUDA bmm out_dtype: HF's fp32 scores without an fp32 copy of
-        the cache); on CPU by upcasting (HF's own numerics; CPU is no half-precision target);
-        else in the model dtype (fp32 accumulation inside the GEMM) and widened after."""
+
+class LlamaFamilyDecoder(KitDecoder):
+    """Llama / Mistral / Mixtral (modeling_llama.py, modeling_mixtral.py): RMSNorm, rotate-half
+    rotary from the model's rotary_emb, grouped kv heads, scores times head_dim**-0.5, MLP or
+    sparse-MoE block as the module computes it."""
+
+    def __init__(self, model):
+        cfg = model.config
+        attn = model.model.layers[0].self_attn
+        D = getattr(attn, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        super().__init__(model, model.model.layers, cfg.num_attention_heads,
+                         getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads, D, attn.scaling)
+        self.base = model.model
+
+    def _scale(self, w):
+        return w * self.scale
+
+    def _embed(self, ids):
+        return self.base.embed_tokens(ids)
+
+    def _head(self, h):
+        h = _to(h, next(self.base.norm.parameters()).device)
+        return self.model.lm_head(_to(self.base.norm(h), self.model.lm_head.weight.device))
+
+    def _rope_ctx(self, h, positions):
+        cos, sin = self.base.rotary_emb(h, positions)               # (N, L, D)
+        return cos[:, :, None, :], sin[:, :, None, :]
+
+    @staticmethod
+    def _rot_half(x):
         import torch
 
-        if self.mode == "fp32":
-            return torch.matmul(a, b)
-        if self.mode == "f32out":
-            lead = a.shape[:-2]
-            return torch.bmm(a.flatten(0, -3), b.flatten(0, -3),
-                             out_dtype=torch.float32).view(*lead, a.shape[-2], b.shape[-1])
-        if self.mode == "upcast":
-            return torch.matmul(a.float(), b.float())
-        return torch.matmul(a, b).float()
+        x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+        return torch.cat((-x2, x1), dim=-1)
 
-    # -- prefill: one prompt at a time (no padding computed), beams share the result --
-    def start(self, prompts, nb, T):
-        import torch
-        import torch.nn.functional as F
+    def _layer(self, blk, h, cs, attend):
+        N, L, _ = h.shape
+        cos, sin = cs
+        a = blk.self_attn
+        x = blk.input_layernorm(h)
+        q = a.q_proj(x).view(N, L, self.H, self.D)
+        k = a.k_proj(x).view(N, L, self.Hkv, self.D)
+        v = a.v_proj(x).view(N, L, self.Hkv, self.D)
+        q = (q * cos) + (self._rot_half(q) * sin)
+        k = (k * cos) + (self._rot_half(k) * sin)
+        h = h + a.o_proj(attend(q, k, v))
+        return h + blk.mlp(blk.post_attention_layernorm(h))
 
-        B, P = len(prompts), max(len(p) for p in prompts)
-        H, D, dev, dt = self.H, self.D, self.device, self.dtype
-        self.nb, self.T = nb, T
-        self.plen = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=dev)
-        nl = len(self.blocks)
-        self.kp = [torch.zeros((B, H, P, D), dtype=dt, device=dev) for _ in range(nl)]
-        self.vp = [torch.zeros((B, H, P, D), dtype=dt, device=dev) for _ in range(nl)]
-        self.kg = [torch.zeros((B, H, T, nb, D), dtype=dt, device=dev) for _ in range(nl)]
-        self.vg = [torch.zeros((B, H, T, nb, D), dtype=dt, device=dev) for _ in range(nl)]
-        self.anc = torch.zeros((B, nb, T), dtype=torch.long, device=dev)
-        logits = []
-        for b, p in enumerate(prompts):
-            L = len(p)
-            h = self.tr.wte(torch.tensor([p], dtype=torch.long, device=dev))
-            sc = self._sincos(torch.arange(L, device=dev)[None])
-            for i, blk in enumerate(self.blocks):
-                x = blk.ln_1(h)
-                q, k, v = self._qkv(blk, x, sc)
-                q, k, v = q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
-                self.kp[i][b, :, :L] = k[0]
-                self.vp[i][b, :, :L] = v[0]
-                if self.mode in ("fp32", "upcast"):  # modeling_gptj's eager attention, fp32 scores
-                    w = self._mm32(q, k.transpose(-1, -2)) / self.scale
-                    causal = torch.ones((L, L), dtype=torch.bool, device=dev).triu(1)
-                    w = torch.softmax(w.masked_fill(causal, torch.finfo(w.dtype).min), dim=-1)
-                    o = self._mm32(w.to(v.dtype), v).to(v.dtype)
-                else:  # fused kernel on the accelerator, fp32 scores and softmax inside
-                    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / self.scale)
-                o = blk.attn.out_proj(o.permute(0, 2, 1, 3).reshape(1, L, H * D))
-                h = o + blk.mlp(x) + h
-            logits.append(self.model.lm_head(self.tr.ln_f(h[:, -1:]))[:, -1].float())
-        P_mask = torch.arange(P, device=dev)[None, :] >= self.plen[:, None]
-        self.pmask = torch.zeros((B, 1, 1, P), dtype=torch.float32, device=dev).masked_fill(
-            P_mask[:, None, None, :], -math.inf)
-        return torch.cat(logits, dim=0)
 
-    # -- one decode step: every live row feeds its token at generated slot `slot` --
-    def step(self, tokens, slot):
-        import torch
-
-        B, nb, H, D, t = self.plen.numel(), self.nb, self.H, self.D, slot
-        N = B * nb
-        self.anc[:, :, t] = torch.arange(nb, device=self.device)
-        # mask: prompt padding, then the (step, beam) slots on each beam's path
-        on_path = (self.anc[:, :, :t + 1, None] == torch.arange(nb, device=self.device)).flatten(2)  # (B, nb, (t+1)*nb)
-        gmask = torch.zeros(on_path.shape, dtype=torch.float32, device=self.device).masked_fill(~on_path, -math.inf)
-        mask = torch.cat([self.pmask.expand(B, 1, nb, -1), gmask[:, None]], dim=-1)
-        P = self.pmask.shape[-1]
-        h = self.tr.wte(tokens.view(N, 1))
-        sc = self._sincos((self.plen[:, None] + t).expand(B, nb).reshape(N, 1))
-        for i, blk in enumerate(self.blocks):
-            x = blk.ln_1(h)
-            q, k, v = self._qkv(blk, x, sc)                           # (N, 1, H, D)
-            q = q.view(B, nb, H, D).transpose(1, 2)                   # (B, H, nb, D)
-            self.kg[i][:, :, t] = k.view(B, nb, H, D).transpose(1, 2)
-            self.vg[i][:, :, t] = v.view(B, nb, H, D).transpose(1, 2)
-            kg = self.kg[i][:, :, :t + 1].flatten(2, 3)                # (B, H, (t+1)*nb, D), a view
-            vg = self.vg[i][:, :, :t + 1].flatten(2, 3)
-            w = torch.cat([self._mm32(q, self.kp[i].transpose(-1, -2)), self._mm32(q, kg.transpose(-1, -2))],
-                          dim=-1) / self.scale + mask
-            w = torch.softmax(w, dim=-1).to(self.dtype)
-            # prompt part + beam part, summed before the one rounding to the model dtype
-            o = (self._mm32(w[..., :P], self.vp[i]) + self._mm32(w[..., P:], vg)).to(self.dtype)  # (B, H, nb, D)
-            o = blk.attn.out_proj(o.transpose(1, 2).reshape(N, 1, H * D))
-            h = o + blk.mlp(x) + h
-        return self.model.lm_head(self.tr.ln_f(h))[:, -1].float()
-
-    def reorder(self, parents):
-        """New beam j continues old beam parents[:, j]: its path is the parent's path."""
-        import torch
-
-        if self.nb > 1:
-            self.anc = torch.take_along_dim(self.anc, parents[:, :, None], dim=1)
-
-    def keep(self, idx):
-        plen = self.plen[idx]
-        P = int(plen.max())  # the longest live prompt; slots past it were padding for everyone
-        self.kp = [k[idx, :, :P] for k in self.kp]
-        self.vp = [v[idx, :, :P] for v in self.vp]
-        self.kg = [k[idx] for k in self.kg]
-        self.vg = [v[idx] for v in self.vg]
-        self.anc, self.plen, self.pmask = self.anc[idx], plen, self.pmask[idx, :, :, :P]
+def _to(x, dev):
+    if isinstance(x, tuple):
+        return tuple(_to(e, dev) for e in x)
+    return x if x.device == dev else x.to(dev)
 
 
 def _probe_f32_out(device, dtype) -> bool:
@@ -601,4 +696,5 @@ def _probe_f32_out(device, dtype) -> bool:
         return False
 
 
-FAST_DECODERS = {"gptj": GPTJDecoder}
+FAST_DECODERS = {"gptj": GPTJDecoder, "llama": LlamaFamilyDecoder, "mistral": LlamaFamilyDecoder,
+                 "mixtral": LlamaFamilyDecoder}

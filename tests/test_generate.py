@@ -181,3 +181,43 @@ def test_gptj_options(tiny):
         b.load_model(d, "cpu", "fp32", {"generator": "vllm"})
     with pytest.raises(KitError, match="token_budget"):
         b.load_model(d, "cpu", "fp32", {"token_budget": -1})
+
+
+def _tiny_llama_family(kind: str):
+    """A tiny random Llama (grouped kv heads) or Mixtral (sparse MoE), weights scaled up so that
+    the top tokens are well separated."""
+    from transformers import LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
+
+    common = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                  bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    torch.manual_seed(5)
+    if kind == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    else:
+        model = MixtralForCausalLM(MixtralConfig(**common, num_local_experts=4, num_experts_per_tok=2))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 2.0 / p.shape[-1] ** 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["llama", "mixtral"])
+def test_llama_family_identical_to_hf_generate_fp32(kind):
+    """Llama-2 and Mixtral run greedy (their reference settings); beams are checked too."""
+    model = _tiny_llama_family(kind)
+    assert isinstance(G.make_decoder(model), G.LlamaFamilyDecoder)
+    rng = np.random.default_rng(4)
+    prompts = [rng.integers(3, 256, n).tolist() for n in (9, 30, 17, 4, 25)]
+    first = G.generate(model, prompts, max_new_tokens=NEW, eos_token_id=2)
+    vals, counts = np.unique(np.concatenate(first), return_counts=True)
+    eos = int(vals[np.argmax(counts)])  # a frequent token as eos: answers end at different steps
+    lengths = []
+    for gen in (dict(num_beams=1, min_new_tokens=2), dict(num_beams=4, min_new_tokens=2, early_stopping=True)):
+        ref = hf_reference(model, prompts, eos, max_new_tokens=NEW, **gen)
+        got = G.generate(model, prompts, max_new_tokens=NEW, eos_token_id=eos, pad_token_id=eos, **gen)
+        for i, (r, g) in enumerate(zip(ref, got)):
+            assert np.array_equal(r, g), f"{kind} {gen} prompt {i}: {r.tolist()} != {g.tolist()}"
+        lengths += [len(r) for r in ref]
+    assert min(lengths) < NEW
