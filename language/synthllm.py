@@ -97,7 +97,7 @@ def tiny_causal_lm(config, seed: int, tok, model_dir: Path, gain, eos_gain: floa
 
 def ground_truth(bench, model_dir: Path, prompts: Sequence, keep, want: int, what: str, seed: int):
     """The benchmark's own fp32 batch-1 outputs for candidate prompts, in order, keeping those
-    `keep(payload)` accepts until `want` are kept: [(index of the candidate, payload)]."""
+    `keep(tokenizer, payload, index)` accepts until `want` are kept: [(index, payload)]."""
     import torch
 
     from evalkit.errors import KitError
@@ -109,7 +109,7 @@ def ground_truth(bench, model_dir: Path, prompts: Sequence, keep, want: int, wha
         kept = []
         for i, p in enumerate(prompts):
             out = bench.postprocess(bench.forward(g, [p]), 1)[0]
-            if keep(g.tok, out):
+            if keep(g.tok, out, i):
                 kept.append((i, out))
                 if len(kept) == want:
                     return kept
@@ -117,6 +117,14 @@ def ground_truth(bench, model_dir: Path, prompts: Sequence, keep, want: int, wha
         torch.set_num_threads(threads)
     raise KitError(f"synthetic {what}: only {len(kept)} of {len(prompts)} candidate prompts gave a usable output "
                    f"(seed {seed}); try another --seed.")
+
+
+def synth_dirs(out: Path) -> tuple[Path, Path]:
+    """out/dataset and out/model, created."""
+    ds_dir, model_dir = Path(out) / "dataset", Path(out) / "model"
+    for d in (ds_dir, model_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    return ds_dir, model_dir
 
 
 def write_generation_cap(ds_dir: Path, cap: int) -> None:

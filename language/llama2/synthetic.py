@@ -24,11 +24,10 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
 
     from language.frames import write_table
     from language.llm import Prompt
-    from language.synthllm import ground_truth, llama_style_tokenizer, padded_vocab, tiny_causal_lm, write_generation_cap
+    from language.synthllm import (ground_truth, llama_style_tokenizer, padded_vocab, synth_dirs, tiny_causal_lm,
+                                   write_generation_cap)
 
-    ds_dir, model_dir = out / "dataset", out / "model"
-    ds_dir.mkdir(parents=True, exist_ok=True)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    ds_dir, model_dir = synth_dirs(out)
     rng = np.random.default_rng([seed, 70])
     words = lexicon(rng, 300)
     tok = llama_style_tokenizer(rng, words, model_dir, [SYSTEM, "[INST] <<SYS>> <</SYS>> [/INST]"])
@@ -46,7 +45,7 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     prompts = [Prompt(np.asarray(r["tok_input"], dtype=np.int64), None, MAX_NEW) for r in rows]
     # ROUGE-2 of an answer needs two words: keep prompts whose answer has them
     kept = ground_truth(bench, model_dir, prompts,
-                        lambda t, ids: _words(t.decode(ids.tolist(), skip_special_tokens=True)) >= 2, n,
+                        lambda t, ids, i: _words(t.decode(ids.tolist(), skip_special_tokens=True)) >= 2, n,
                         "llama2", seed)
     table = []
     for i, ids in kept:

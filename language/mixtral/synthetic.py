@@ -49,13 +49,12 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
 
     from language.frames import write_table
     from language.llm import Prompt
-    from language.synthllm import ground_truth, llama_style_tokenizer, padded_vocab, tiny_causal_lm, write_generation_cap
+    from language.synthllm import (ground_truth, llama_style_tokenizer, padded_vocab, synth_dirs, tiny_causal_lm,
+                                   write_generation_cap)
 
     from .benchmark import KINDS
 
-    ds_dir, model_dir = out / "dataset", out / "model"
-    ds_dir.mkdir(parents=True, exist_ok=True)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    ds_dir, model_dir = synth_dirs(out)
     rng = np.random.default_rng([seed, 87])
     words = lexicon(rng, 300)
     extra = [_numbers_line(rng) for _ in range(300)] + ["[INST] [/INST] The answer is", STOP_TEXT]
@@ -67,25 +66,31 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     tiny_causal_lm(cfg, seed, tok, model_dir, _gain, eos_gain=2.0)
     stop = tok(STOP_TEXT, add_special_tokens=False)["input_ids"]
 
-    # two numbers per answer: ROUGE-2 needs two words, GSM8K one number
-    def usable(t, ids):
-        return len(gsm8k.find_numbers(t.decode(ids.tolist(), skip_special_tokens=True))) >= 2
+    # rows OpenOrca, GSM8K, MBXP in turn; candidates of each kind until its rows are filled
+    slots = {kind: list(range(k, n, len(KINDS))) for k, kind in enumerate(KINDS)}
+    cands = []
+    for c in range(4 * n):
+        kind = KINDS[c % len(KINDS)]
+        question = " ".join(sentence(rng, words) for _ in range(int(rng.integers(1, 4))))
+        text = CHAT.format(question=question)
+        cands.append({"dataset": kind, "question": question, "input": text,
+                      "tok_input": tok(text, add_special_tokens=False)["input_ids"]})
+    prompts = [Prompt(np.asarray(c["tok_input"], dtype=np.int64), tuple(stop) if c["dataset"] == "MBXP" else None,
+                      MAX_NEW) for c in cands]
+    filled = dict.fromkeys(KINDS, 0)
 
+    def keep(t, ids, i):
+        # two numbers per answer: ROUGE-2 needs two words, GSM8K one number
+        kind = cands[i]["dataset"]
+        if filled[kind] == len(slots[kind]) or len(gsm8k.find_numbers(t.decode(ids.tolist(), skip_special_tokens=True))) < 2:
+            return False
+        filled[kind] += 1
+        return True
+
+    kept = ground_truth(bench, model_dir, prompts, keep, n, "mixtral", seed)
     table, payloads = [None] * n, [None] * n
-    for k, kind in enumerate(KINDS):
-        slots = list(range(k, n, len(KINDS)))
-        if not slots:
-            continue
-        cands = []
-        for c in range(4 * len(slots)):
-            question = " ".join(sentence(rng, words) for _ in range(int(rng.integers(1, 4))))
-            text = CHAT.format(question=question)
-            cands.append({"dataset": kind, "question": question, "input": text,
-                          "tok_input": tok(text, add_special_tokens=False)["input_ids"]})
-        prompts = [Prompt(np.asarray(c["tok_input"], dtype=np.int64), tuple(stop) if kind == "MBXP" else None, MAX_NEW)
-                   for c in cands]
-        kept = ground_truth(bench, model_dir, prompts, usable, len(slots), f"mixtral {kind}", seed)
-        for slot, (c, ids) in zip(slots, kept):
+    for kind in KINDS:
+        for slot, (c, ids) in zip(slots[kind], [(c, ids) for c, ids in kept if cands[c]["dataset"] == kind]):
             row = dict(cands[c])
             answer = tok.decode(ids.tolist(), skip_special_tokens=True)
             row["id"] = f"synthetic_{slot}"
