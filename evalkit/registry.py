@@ -24,6 +24,7 @@ MODELS: dict[str, str] = {
     "retinanet": "vision.retinanet.benchmark",
     "3d-unet": "vision.unet3d.benchmark",
     "dlrm": "recommendation.dlrm_v2.benchmark",
+    "rnnt": "speech_recognition.rnnt.benchmark",
 }
 
 

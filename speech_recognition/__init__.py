@@ -1,0 +1,1 @@
+"""MLPerf speech recognition benchmarks (RNN-T)."""
