@@ -1,6 +1,12 @@
 """Accelerator benchmarks, one section (one function) per issue; each runs on CPU with small
 sizes too (--small, the default without CUDA).
 
+ResNet50 section (issue 12, `resnet_section`): samples/s of the model alone with inputs already on
+the device (eager, torch.compile), of a bare loop over the kit's make_batch/forward/postprocess,
+and of the kit under LoadGen Offline PerformanceOnly (pytorch and pytorch-compile backends), with
+the ratio kit / compiled ideal. bf16 and the model's GPU batch size on CUDA; fp32, batch 16 on CPU.
+Goals (issue 12): kit >= 20,000 samples/s and >= 0.85 of the compiled ideal on one H100/H200.
+
 GPT-J section (issue 13, `gptj_section`): GPT-J 6B dimensions (28 layers, d_model 4096, 16 heads,
 rotary 64, vocab 50400), random weights, bf16; prompts of random ids, 700-1000 tokens; the
 reference generation settings (beam 4, 30-128 new tokens, early stopping). Random weights
@@ -12,7 +18,7 @@ practically never emit eos, so every prompt runs to 128 new tokens (real answers
   * projected hours for the 13,368 samples at each rate.
 Goals (issue 13): decode step <= 35 ms, full set <= 60 minutes on one H100/H200.
 
-    .venv/bin/python bench/bench_gpu.py [--section gptj] [--device cuda] [--small] [--n_batched 64]
+    .venv/bin/python bench/bench_gpu.py [--section resnet|gptj|all] [--device cuda] [--small] [--n_batched 64]
 """
 from __future__ import annotations
 
@@ -133,21 +139,121 @@ def gptj_section(device: str = "cuda", small: bool = False, n_batched: int = 64,
     return res
 
 
-SECTIONS = {"gptj": gptj_section}
+def _resnet_set(root: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
+    """n random JPEGs in the ImageNet layout + a random-weight resnet50.pth: performance runs need
+    no calibrated labels, so this takes seconds (the synthetic accuracy set takes minutes)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from vision.resnet50.model import resnet50
+
+    ds, mp = root / "dataset", root / "model"
+    ds.mkdir(parents=True)
+    mp.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(n):
+        name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+        Image.fromarray(rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)).save(ds / name, quality=90)
+        lines.append(f"{name} {i % 1000}\n")
+    (ds / "val_map.txt").write_text("".join(lines))
+    torch.manual_seed(seed)
+    torch.save(resnet50().state_dict(), mp / "resnet50.pth")
+    return ds, mp
+
+
+def _rate(fn, n: int, device, repeats: int = 3) -> float:
+    fn()  # warm-up (and compilation)
+    best = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best.append(n / (time.perf_counter() - t0))
+    return statistics.median(best)
+
+
+def resnet_section(device: str = "cuda", small: bool = False, batch: int | None = None, out=print) -> dict:
+    """ResNet50 samples/s: model only (eager, compiled) with inputs already on the device, the bare
+    loop over the kit's make_batch/forward/postprocess, and the kit under LoadGen Offline
+    (PerformanceOnly), eager and pytorch-compile; the kit / compiled-ideal ratio."""
+    import tempfile
+
+    import torch
+
+    from evalkit import registry
+    from evalkit.plan import RunSpec, resolve
+    from evalkit.runner import run_partition
+
+    bench = registry.get("resnet")
+    cuda = torch.device(device).type == "cuda"
+    data_type = "bf16" if cuda else "fp32"
+    batch = batch or (bench.cuda_batch_size if cuda else 16)
+    n_img = 256 if cuda else 32
+    n_iter = batch * (16 if cuda else 2)
+    res: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ds_path, mp = _resnet_set(tmp / "set", n_img)
+        opts = {"channels_last": True}
+        model = bench.load_model(mp, device, data_type, opts)
+        ds = bench.open_dataset(ds_path)
+        crops = [ds.load(i) for i in range(n_img)]
+        idx = [i % n_img for i in range(batch)]
+        with torch.inference_mode():
+            x = bench.make_batch([crops[i] for i in idx], device, data_type, opts)
+            res["eager ideal"] = _rate(lambda: [model(x) for _ in range(n_iter // batch)], n_iter, device)
+            compiled = torch.compile(model)
+            res["compiled ideal"] = _rate(lambda: [compiled(x) for _ in range(n_iter // batch)], n_iter, device)
+
+            def bare():
+                for k in range(n_iter // batch):
+                    b = [crops[(k * batch + j) % n_img] for j in range(batch)]
+                    bench.postprocess(bench.forward(model, bench.make_batch(b, device, data_type, opts)), batch)
+            res["bare loop (make_batch/forward/postprocess)"] = _rate(bare, n_iter, device)
+        model = compiled = None  # free the device before the kit loads its own copy
+        for backend, label in (("pytorch", "kit, LoadGen Offline"), ("pytorch-compile", "kit, LoadGen Offline, pytorch-compile")):
+            spec = RunSpec(model="resnet", dataset=ds_path, model_path=mp, log_path=tmp / backend, mode="performance",
+                           data_type=data_type, device=device, batch_size=batch, backend=backend,
+                           threads=torch.get_num_threads(),
+                           perf={"target_qps": 1, "min_duration": 4000 if cuda else 1000,
+                                 "min_query_count": n_iter * (8 if cuda else 1)})
+            run_partition(resolve(spec), 0)
+            summary = (tmp / backend / "0" / "mlperf_log_summary.txt").read_text()
+            import re
+            res[label] = float(re.search(r"Samples per second\s*:\s*([\d.]+)", summary).group(1))
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    out(f"ResNet50 section: {data_type}, batch {batch}, random weights, {device} ({name})")
+    out("| path | samples/s |")
+    out("|---|---|")
+    for k, v in res.items():
+        out(f"| {k} | {v:,.1f} |")
+    ideal = res["compiled ideal"]
+    out(f"| ratio kit / compiled ideal | {res['kit, LoadGen Offline'] / ideal:.3f} (eager), "
+        f"{res['kit, LoadGen Offline, pytorch-compile'] / ideal:.3f} (compiled); goal >= 0.85 on a GPU |")
+    return res
+
+
+SECTIONS = {"gptj": gptj_section, "resnet": resnet_section}
 
 
 def main() -> None:
     import torch
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--section", choices=sorted(SECTIONS), default="gptj")
+    ap.add_argument("--section", choices=sorted(SECTIONS) + ["all"], default="all")
+    ap.add_argument("--batch", type=int, help="resnet: batch size (default: the model's for the device)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--small", action="store_true", help="CPU-sized model and batches (default without CUDA)")
     ap.add_argument("--n_batched", type=int, default=64)
     ap.add_argument("--n_per_sample", type=int, default=3)
     a = ap.parse_args()
     small = a.small or torch.device(a.device).type != "cuda"
-    if a.section == "gptj":
+    if a.section in ("resnet", "all"):
+        resnet_section(a.device, small, a.batch)
+    if a.section in ("gptj", "all"):
         gptj_section(a.device, small, a.n_batched, a.n_per_sample)
 
 

@@ -17,6 +17,8 @@ from .manifest import read_synthetic
 from .scoring import score_log
 from .util import atomic_write_json, atomic_write_text, sha256_file
 
+CHECK_ERROR = "check_error.json"  # written when scoring raised a KitError; the report shows the run as ERROR
+
 
 def _fmt(x) -> str:
     if x is None:
@@ -32,8 +34,10 @@ def format_table(result: dict) -> str:
     body = []
     for r in rows:
         pct = "-" if r["pct_of_reference"] is None else f"{r['pct_of_reference']:.2f}%"
-        tgt = (">= " if r["kind"] == "min" else "<= ") + _fmt(r["target"]) + (" (scaled)" if r["scaled"] else "")
-        body.append((r["metric"], _fmt(r["value"]), _fmt(r["reference"]), pct, tgt, "PASS" if r["pass"] else "FAIL"))
+        # a partial run's sum-type metric: reference and bound both scaled to its n_count
+        ref = _fmt(r["reference"]) + (" (scaled)" if r["scaled"] else "")
+        tgt = (">= " if r["kind"] == "min" else "<= ") + _fmt(r["target"])
+        body.append((r["metric"], _fmt(r["value"]), ref, pct, tgt, "PASS" if r["pass"] else "FAIL"))
     widths = [max(len(str(x[i])) for x in [hdr] + body) for i in range(len(hdr))]
     fmt = "  ".join("{:<%d}" % w for w in widths)
     sep = "  ".join("-" * w for w in widths)
@@ -69,29 +73,36 @@ def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | Non
     if bool(synth) != bool(info["config"].get("synthetic")):
         raise KitError(f"dataset {dataset} is {'' if synth else 'not '}synthetic but the run was "
                        f"{'' if info['config'].get('synthetic') else 'not '}; pass the dataset the run used")
-    t0 = time.time()
-    metrics = score_log(bench, merged, dataset, n_count, model_path)
-    score_s = time.time() - t0
-    dataset_size = int(synth["n"]) if synth else bench.dataset_size
-    scale = {m: n_count / dataset_size for m in mt.metrics()} if n_count < dataset_size else {}
-    override = {k: float(v) for k, v in synth["reference"].items()} if synth else None
-    verdict = targets.evaluate(mt, metrics, scale=scale, reference_override=override)
-    lines = bench.accuracy_lines(metrics)
-    text = "\n".join(lines) + f"\nhash={sha256_file(merged)}\n"
-    # Self-check: every metric the checker needs must be readable by its own regex.
-    for r in verdict.rows:
-        pattern_key = "WER" if r["metric"] == "WER" else r["metric"]
-        vals = targets.parse_accuracy_txt(text, pattern_key)
-        if not vals:
-            raise KitError(f"internal: accuracy.txt line for {r['metric']} does not match the checker pattern")
-    atomic_write_text(run_dir / "accuracy.txt", text)
-    result = {
-        "model": bench.name, "checker_name": checker_name, "accuracy_target": target,
-        "metrics": {k: v for k, v in metrics.items()}, "rows": verdict.rows,
-        "verdict": "PASS" if verdict.passed else "FAIL", "synthetic": bool(synth),
-        "n_count": n_count, "dataset_size": dataset_size, "partial": n_count < dataset_size,
-        "config_hash": info["config_hash"], "config": info["config"], "score_seconds": round(score_s, 3),
-        "targets_source": mt.source,
-    }
-    atomic_write_json(run_dir / "accuracy.json", result)
+    try:
+        t0 = time.time()
+        metrics = score_log(bench, merged, dataset, n_count, model_path)
+        score_s = time.time() - t0
+        dataset_size = int(synth["n"]) if synth else bench.dataset_size
+        scale = {m: n_count / dataset_size for m in mt.metrics()} if n_count < dataset_size else {}
+        override = {k: float(v) for k, v in synth["reference"].items()} if synth else None
+        verdict = targets.evaluate(mt, metrics, scale=scale, reference_override=override)
+        lines = bench.accuracy_lines(metrics)
+        text = "\n".join(lines) + f"\nhash={sha256_file(merged)}\n"
+        # Self-check: every metric the checker needs must be readable by its own regex.
+        for r in verdict.rows:
+            pattern_key = "WER" if r["metric"] == "WER" else r["metric"]
+            vals = targets.parse_accuracy_txt(text, pattern_key)
+            if not vals:
+                raise KitError(f"internal: accuracy.txt line for {r['metric']} does not match the checker pattern")
+        atomic_write_text(run_dir / "accuracy.txt", text)
+        result = {
+            "model": bench.name, "checker_name": checker_name, "accuracy_target": target,
+            "metrics": {k: v for k, v in metrics.items()}, "rows": verdict.rows,
+            "verdict": "PASS" if verdict.passed else "FAIL", "synthetic": bool(synth),
+            "n_count": n_count, "dataset_size": dataset_size, "partial": n_count < dataset_size,
+            "config_hash": info["config_hash"], "config": info["config"], "score_seconds": round(score_s, 3),
+            "targets_source": mt.source,
+        }
+        atomic_write_json(run_dir / "accuracy.json", result)
+    except KitError as e:
+        # the report reads this to show the run as ERROR, and why (one line)
+        atomic_write_json(run_dir / CHECK_ERROR, {"error": str(e).splitlines()[0] if str(e) else type(e).__name__,
+                                                   "time": time.time()})
+        raise
+    (run_dir / CHECK_ERROR).unlink(missing_ok=True)  # an earlier check's error no longer holds
     return result

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+# Download/loading bars of HF libraries would interleave with the kit's progress lines.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 from . import registry, targets
 from .errors import KitError
@@ -86,9 +92,16 @@ def _key_values(items: list[str], flag: str) -> dict:
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one `error:` line (exit 2) like every other error, not the usage."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evalkit", description="MLPerf Inference accuracy-evaluation kit")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = _Parser(prog="python -m evalkit", description="MLPerf Inference accuracy-evaluation kit")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     sub.add_parser("targets", help="print the MLPerf accuracy targets table")
     sub.add_parser("models", help="list the models of this kit")
     p = sub.add_parser("info", help="a model's facts as JSON (used by the scripts)")
@@ -230,8 +243,8 @@ def _dispatch(a) -> int:
         from .status import collect, format_status
         st = collect(a.run_dirs, a.stall_minutes)
         print(format_status(st, a.run_dirs))
-        # 1 when some partition needs a resume, so that scripts can act on it
-        return 1 if any(x.state in ("failed", "stalled", "missing") for x in st.parts.values()) else 0
+        # 4 when some partition needs a resume, so that scripts can act on it (1 means a scored FAIL only)
+        return 4 if any(x.state in ("failed", "stalled", "missing") for x in st.parts.values()) else 0
     if a.cmd == "compare":
         from .data import compare
         print(compare(a.run_dir, a.ref_dir))

@@ -2,7 +2,8 @@
 
 One row per run and mode, named like the MLPerf dashboards name them:
 <system>-<model>-<scenario>-AccuracyMode / -PerformanceMode, value 1/0 for
-PASS/FAIL or VALID/INVALID, plus the accuracy and throughput values themselves.
+PASS/FAIL or VALID/INVALID (0 with result ERROR when the check raised), plus
+the accuracy and throughput values themselves.
 """
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ def rows(runs: list[dict], system: str) -> list[dict]:
                             value=int(acc["verdict"] == "PASS"), unit="PASS=1/FAIL=0", result=acc["verdict"],
                             accuracy_metric=r["metric"], accuracy=r["value"],
                             pct_of_reference=r.get("pct_of_reference")))
+        elif run.get("check_error") is not None:
+            # the check raised (check_error.json): a dashboard must see the run, as a 0
+            out.append(dict(base, metric=f"{system}-{run['model']}-{run['scenario']}-AccuracyMode",
+                            value=0, unit="PASS=1/FAIL=0", result="ERROR"))
         if perf:
             h = perf.get("headline") or {}
             out.append(dict(base, metric=f"{system}-{run['model']}-{run['scenario']}-PerformanceMode",

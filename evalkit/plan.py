@@ -187,7 +187,9 @@ def resolve(req: RunSpec, world_size: int | None = None, now: float | None = Non
         ROOT / "logs" / bench.name / s.scenario / f"{s.mode}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}")
     spec = dataclasses.replace(
         s, dataset=dataset_path, model_path=model_path, log_path=log_path, n_count=n_count,
-        n_partitions=n_partitions, batch_size=s.batch_size or bench.default_batch_size, options=options,
+        n_partitions=n_partitions, options=options,
+        batch_size=s.batch_size or (bench.cuda_batch_size if listed[0].startswith("cuda") and bench.cuda_batch_size
+                                    else bench.default_batch_size),
         accuracy_target=target)
     config = mf.run_config(bench, spec)
     return Plan(spec, bench, dataset, config, config_hash(config))

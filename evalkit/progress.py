@@ -28,7 +28,10 @@ def line(label: str, done: int, total: int, rate: float, eta: float | None = Non
     if total <= 0:
         return f"{label}: {done} samples {rate:.2f} samples/s"
     pct = 100.0 * done / total if total else 100.0
-    return f"{label}: {done}/{total} ({pct:5.1f}%) {rate:.2f} samples/s ETA {fmt_eta(eta)}"
+    if done >= total:
+        return f"{label}: {done}/{total} (100.0%) complete"
+    speed = f"{rate:.2f} samples/s" if rate > 0 else "-- samples/s"  # nothing computed yet: no rate
+    return f"{label}: {done}/{total} ({pct:5.1f}%) {speed} ETA {fmt_eta(eta)}"
 
 
 class Progress:

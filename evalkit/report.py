@@ -2,25 +2,31 @@
 and its Markdown twin, like the MLPerf results page: model, accuracy target,
 accuracy, % of reference, PASS/FAIL, performance VALID/INVALID.
 
-Reads only what runs leave behind (partition.json, progress.json,
-accuracy.json, performance.json); collect_runs() is shared with metrics.py.
+Reads only what runs leave behind (partition.json, progress.json, run.json,
+gather.json, accuracy.json, performance.json, check_error.json); collect_runs()
+is shared with metrics.py. A run is identified by its config hash, not by its
+dir: one run split over node dirs (manual --partition_offset on two nodes) is
+shown once, with every dir it spans.
 """
 from __future__ import annotations
 
 import html
 import json
+import math
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import rundir
 from .errors import KitError
-from .perf import PERFORMANCE, fmt_value, run_performance
+from .perf import PERFORMANCE, SUMMARY, combine, fmt_value, parse_summary, run_performance
 from .progress import fmt_eta
 from .util import atomic_write_text
 
 VERIFIED_DIR = "internal"  # logs/internal/<model>/accuracy.json: verified reference logs
 STRAGGLER = 1.25           # a partition this many times the median wall time is flagged
+CHECK_ERROR = "check_error.json"  # written by `evalkit check` when scoring raised; removed by a later success
 
 
 def _read_json(path: Path) -> dict | None:
@@ -33,6 +39,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def find_runs(log_dir: Path) -> list[Path]:
+    """Every run dir under log_dir (one run may span several: see group_runs)."""
     log_dir = Path(log_dir)
     if not log_dir.is_dir():
         raise KitError(f"log dir {log_dir} does not exist")
@@ -44,6 +51,61 @@ def find_runs(log_dir: Path) -> list[Path]:
             continue  # a run's partition dirs are not runs
         stack.extend(x for x in d.iterdir() if x.is_dir() and not (d == log_dir and x.name == VERIFIED_DIR))
     return sorted(found)
+
+
+@dataclass
+class _DirInfo:
+    config_hash: str | None
+    present: set[int]           # partitions this dir holds in any state but missing
+    whole: bool                 # a run on its own: scored/gathered here, or holds every partition
+    sources: set[Path] = field(default_factory=set)  # dirs gather.json merged from
+
+
+def _dir_info(d: Path, now: float | None) -> _DirInfo:
+    st = rundir.collect([d], now=now)
+    present = {p for p, x in st.parts.items() if x.state != "missing"}
+    gathered = _read_json(d / rundir.GATHER_INFO) or {}
+    outputs = [_read_json(d / n) or {} for n in ("accuracy.json", PERFORMANCE)]
+    chash = next((x.manifest["config_hash"] for x in st.parts.values() if x.manifest is not None), None)
+    for src in (gathered, *outputs, rundir.read_run_info(d)):  # run.json: a dir whose partitions are all unfinished
+        chash = chash or src.get("config_hash")
+    n = st.n_partitions or gathered.get("n_partitions")
+    whole = bool(gathered or any(outputs)) or bool(n and all(p in present for p in range(int(n))))
+    return _DirInfo(chash, present, whole, {Path(s) for s in gathered.get("run_dirs", [])})
+
+
+def group_runs(dirs: list[Path], now: float | None = None) -> list[list[Path]]:
+    """Run dirs -> runs, each a list of dirs (the one with the run's outputs first).
+
+    A dir that is whole on its own (scored, gathered, or holding every partition) is one run,
+    joined by the partial dirs its gather.json merged from. The remaining partial dirs of one
+    config hash whose partitions do not overlap are one run split over node dirs; two partial
+    dirs holding the same partition are two attempts, shown apart."""
+    info = {d: _dir_info(d, now) for d in dirs}
+    by_path = {d.resolve(): d for d in dirs}
+    groups: list[list[Path]] = [[d] for d in dirs if info[d].whole]
+    placed = {g[0] for g in groups}
+    for g in groups:
+        head = info[g[0]]
+        for src in sorted(head.sources):
+            d = by_path.get(src)
+            if d is not None and d not in placed and info[d].config_hash == head.config_hash:
+                g.append(d)
+                placed.add(d)
+    split: list[tuple[list[Path], set[int]]] = []
+    for d in dirs:
+        if d in placed:
+            continue
+        i = info[d]
+        for g, parts in split:
+            if i.config_hash is not None and info[g[0]].config_hash == i.config_hash and not parts & i.present:
+                g.append(d)
+                parts |= i.present
+                break
+        else:
+            split.append(([d], set(i.present)))
+            groups.append(split[-1][0])
+    return groups
 
 
 def verified_logs(log_dir: Path) -> dict[str, dict]:
@@ -62,28 +124,41 @@ def _wall(timings: dict) -> float | None:
     return timings["finished"] - timings["started"] if "finished" in timings else timings.get("loadgen_s")
 
 
-def load_run(run_dir: Path, log_dir: Path, verified: dict[str, dict], now: float | None = None) -> dict:
-    run_dir = Path(run_dir)
+def _rel(d: Path, log_dir: Path) -> str:
+    d, log_dir = Path(d), Path(log_dir)
+    try:
+        return str(d.relative_to(log_dir)) if d != log_dir else d.name
+    except ValueError:
+        return str(d)
+
+
+def load_run(run_dirs: Path | list[Path], log_dir: Path, verified: dict[str, dict], now: float | None = None) -> dict:
+    """One run over one or more run dirs (the first holds its outputs: gather.json, accuracy.json, ...)."""
+    dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
+    run_dir = dirs[0]
     acc = _read_json(run_dir / "accuracy.json")
     perf = _read_json(run_dir / PERFORMANCE)
+    check_error = _read_json(run_dir / CHECK_ERROR)
     parts, meta = [], {}
     gathered = _read_json(run_dir / rundir.GATHER_INFO)
-    if gathered and not rundir.partition_dirs(run_dir):
+    if gathered and not any(rundir.partition_dirs(d) for d in dirs):
         # `gather --out DIR` over other nodes' dirs: the partitions are known from gather.json
         meta = dict(gathered["config"], n_partitions=gathered["n_partitions"])
         parts = [{"partition": p["partition"], "state": "complete", "device": p.get("device"), "host": p.get("host"),
                   "wall_s": _wall(p.get("timings", {})), "done": p.get("entries"), "total": p.get("entries"),
-                  "rate": None, "eta_s": None} for p in gathered.get("partitions", [])]
+                  "rate": None, "eta_s": None, "dir": None} for p in gathered.get("partitions", [])]
     else:
-        # the same states as `evalkit status`: one reader of the run dir (evalkit/rundir.py)
-        st = rundir.collect([run_dir], now=now)
+        # the same states as `evalkit status`: one reader of the run dirs (evalkit/rundir.py)
+        st = rundir.collect(dirs, now=now)
         meta = dict(st.meta)
         for x in st.parts.values():
             if x.manifest is not None:
                 meta = {**x.manifest["config"], "n_partitions": x.manifest["n_partitions"], **meta}
             parts.append({"partition": x.p, "state": x.state, "done": x.done if x.state != "missing" else None,
                           "total": x.total or None, "rate": x.rate, "eta_s": x.eta, "device": x.device,
-                          "host": x.host, "wall_s": x.wall_s})
+                          "host": x.host, "wall_s": x.wall_s,
+                          "path": str(x.run_dir / str(x.p)) if x.run_dir is not None else None,
+                          "dir": _rel(x.run_dir, log_dir) if x.run_dir is not None and len(dirs) > 1 else None})
     if acc and not meta:
         meta = dict(acc.get("config", {}))
     if perf and not meta:
@@ -92,32 +167,40 @@ def load_run(run_dir: Path, log_dir: Path, verified: dict[str, dict], now: float
     n_parts = int(meta.get("n_partitions") or len(parts) or 1)
     have = {r["partition"] for r in parts}
     parts += [{"partition": p, "state": "missing", "wall_s": None, "done": None, "total": None, "rate": None,
-               "eta_s": None, "device": None, "host": None} for p in range(n_parts) if p not in have]
+               "eta_s": None, "device": None, "host": None, "dir": None} for p in range(n_parts) if p not in have]
     parts.sort(key=lambda r: r["partition"])
     states = {r["state"] for r in parts}
     state = ("complete" if states == {"complete"} else "failed" if "failed" in states
              else "in progress" if "running" in states else "incomplete")
     if perf is None and meta.get("mode") == "performance" and state == "complete":
-        perf = run_performance(run_dir)  # e.g. partitions copied in from other nodes
+        if len(dirs) == 1:
+            perf = run_performance(run_dir)  # e.g. partitions copied in from other nodes
+        else:  # partitions over node dirs: each partition's summary where it lies
+            perf = combine({r["partition"]: parse_summary(Path(r["path"]) / SUMMARY) for r in parts})
+    stale_acc = None
+    if check_error is not None:
+        # a check that succeeds removes check_error.json: any accuracy.json here is an older check's
+        stale_acc, acc = acc, None
     model = meta.get("model") or run_dir.parent.parent.name
-    n_count = meta.get("n_count") or (acc or {}).get("n_count")
+    n_count = meta.get("n_count") or (acc or stale_acc or {}).get("n_count")
     dataset_size = (acc or {}).get("dataset_size")
-    rid = str(run_dir.relative_to(log_dir)) if run_dir != Path(log_dir) else run_dir.name
     return {
-        "id": rid, "dir": str(run_dir), "model": model, "scenario": meta.get("scenario", "?"),
-        "mode": meta.get("mode", "accuracy" if acc else "?"), "data_type": meta.get("data_type", "?"),
-        "synthetic": bool(meta.get("synthetic") or (acc or {}).get("synthetic")),
+        "id": " + ".join(_rel(d, log_dir) for d in dirs), "dir": str(run_dir), "dirs": [str(d) for d in dirs],
+        "model": model, "scenario": meta.get("scenario", "?"),
+        "mode": meta.get("mode", "accuracy" if acc or check_error else "?"), "data_type": meta.get("data_type", "?"),
+        "synthetic": bool(meta.get("synthetic") or (acc or stale_acc or {}).get("synthetic")),
         "partial": bool((acc or {}).get("partial")), "n_count": n_count, "dataset_size": dataset_size,
         "n_partitions": n_parts, "state": state, "partitions": parts,
         "devices": sorted({r["device"] for r in parts if r.get("device")}),
         "hosts": sorted({r["host"] for r in parts if r.get("host")}),
         "accuracy": acc, "performance": perf, "verified": verified.get(model),
+        "check_error": check_error, "stale_accuracy": stale_acc,
     }
 
 
-def collect_runs(log_dir: Path) -> list[dict]:
+def collect_runs(log_dir: Path, now: float | None = None) -> list[dict]:
     verified = verified_logs(log_dir)
-    runs = [load_run(d, Path(log_dir), verified) for d in find_runs(log_dir)]
+    runs = [load_run(g, Path(log_dir), verified, now) for g in group_runs(find_runs(log_dir), now)]
     return sorted(runs, key=lambda r: (r["model"], r["scenario"], r["data_type"], r["mode"], r["id"]))
 
 
@@ -125,6 +208,8 @@ def collect_runs(log_dir: Path) -> list[dict]:
 
 def flags(run: dict) -> list[str]:
     out = []
+    if run["check_error"] is not None:
+        out.append("ERROR")
     if run["synthetic"]:
         out.append("SYNTHETIC")
     if run["partial"]:
@@ -134,32 +219,44 @@ def flags(run: dict) -> list[str]:
     return out
 
 
-def _acc_row(acc: dict | None) -> dict | None:
-    return acc["rows"][0] if acc and acc.get("rows") else None
+def _acc_rows(acc: dict | None) -> list[dict]:
+    return list(acc["rows"]) if acc and acc.get("rows") else []
+
+
+def _target(r: dict, acc: dict) -> str:
+    ratio = r.get("ratio")
+    if ratio is None:  # accuracy.json of an older kit: only the model-wide target
+        return f"{acc['accuracy_target']}% of {r['reference']:.4g}"
+    return f"{'>=' if r.get('kind', 'min') == 'min' else '<='} {100 * ratio:.4g}% of {r['reference']:.4g}"
 
 
 def summary_row(run: dict) -> dict:
-    """The results-page line of one run; HTML and Markdown both render these strings."""
-    acc, perf, r = run["accuracy"], run["performance"], _acc_row(run["accuracy"])
+    """The results-page line of one run; HTML and Markdown both render these strings.
+    A model with several target metrics (GPT-J: ROUGE1, ROUGE2, ROUGEL, GEN_LEN) has one
+    line per metric in the accuracy cells ("\\n"-separated). Result and flags come early:
+    they are what a reader looks for."""
+    acc, perf, rows = run["accuracy"], run["performance"], _acc_rows(run["accuracy"])
     done = sum(p["state"] == "complete" for p in run["partitions"])
     walls = [p["wall_s"] for p in run["partitions"] if p.get("wall_s") is not None]
-    ver = _acc_row(run["verified"])
-    verified = "-"
-    if ver and r and ver["metric"] == r["metric"]:
-        verified = f"{ver['value']:.4f} ({r['value'] - ver['value']:+.4f})"
+    ver = {v["metric"]: v for v in _acc_rows(run["verified"])}
+    verified = [f"{ver[r['metric']]['value']:.4f} ({r['value'] - ver[r['metric']]['value']:+.4f})"
+                for r in rows if r["metric"] in ver]
+    pct = [f"{r['pct_of_reference']:.2f}%" if r.get("pct_of_reference") is not None else "-" for r in rows]
+    result = ("ERROR" if run["check_error"] is not None else acc["verdict"] if acc
+              else perf["result"] if perf else "-")
     return {
         "run": run["id"], "model": run["model"], "scenario": run["scenario"], "mode": run["mode"],
-        "dtype": run["data_type"], "devices": ", ".join(run["devices"]) or "-",
-        "partitions": f"{done}/{run['n_partitions']}", "samples": str(run["n_count"] or "-"),
-        "accuracy target": f"{acc['accuracy_target']}% of {r['reference']:.4g}" if acc and r else "-",
-        "accuracy": f"{r['metric']} = {r['value']:.4f}" if r else "-",
-        "% of ref": f"{r['pct_of_reference']:.2f}%" if r and r.get("pct_of_reference") is not None else "-",
-        "verified (delta)": verified,
+        "dtype": run["data_type"],
+        # a run is one mode: PASS/FAIL for accuracy, VALID/INVALID for performance; ERROR: its check raised
+        "result": result, "flags": " ".join(flags(run)) or "-",
+        "accuracy": "\n".join(f"{r['metric']} = {r['value']:.4f}" for r in rows) or "-",
+        "% of ref": "\n".join(pct) or "-",
+        "accuracy target": "\n".join(_target(r, acc) for r in rows) or "-",
+        "verified (delta)": "\n".join(verified) or "-",
         "performance": fmt_value(perf.get("headline")) if perf else "-",
-        # a run is one mode: PASS/FAIL for accuracy, VALID/INVALID for performance
-        "result": acc["verdict"] if acc else perf["result"] if perf else "-",
+        "partitions": f"{done}/{run['n_partitions']}", "samples": str(run["n_count"] or "-"),
+        "devices": ", ".join(run["devices"]) or "-",
         "slowest partition": f"{max(walls):.1f} s" if walls else "-",
-        "flags": " ".join(flags(run)) or "-",
     }
 
 
@@ -167,12 +264,15 @@ def partition_rows(run: dict) -> list[dict]:
     out = []
     for p in run["partitions"]:
         total = p.get("total") or 0
-        out.append({"partition": str(p["partition"]), "state": p["state"], "device": p.get("device") or "-",
-                    "host": p.get("host") or "-",
+        row = {"partition": str(p["partition"]), "state": p["state"]}
+        if len(run["dirs"]) > 1:
+            row["dir"] = p.get("dir") or "-"
+        row.update({"device": p.get("device") or "-", "host": p.get("host") or "-",
                     "wall": f"{p['wall_s']:.1f} s" if p.get("wall_s") is not None else "-",
                     "done": f"{p.get('done')}/{total}" if total > 0 else str(p.get("done") if p.get("done") is not None else "-"),
                     "rate": f"{p['rate']:.2f}/s" if p.get("rate") is not None else "-",
                     "ETA": fmt_eta(p.get("eta_s")) if p["state"] == "running" else "-"})
+        out.append(row)
     return out
 
 
@@ -180,47 +280,123 @@ def perf_failures(run: dict) -> list[str]:
     return list(run["performance"].get("failed_constraints", [])) if run["performance"] else []
 
 
+def error_line(run: dict) -> str | None:
+    """Why a run's result is ERROR, in one line."""
+    ce = run["check_error"]
+    if ce is None:
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ce["time"])) if ce.get("time") else "?"
+    old = run["stale_accuracy"]
+    return (f"check failed ({when}): {ce.get('error', '?')}"
+            + (f" (the {old['verdict']} in accuracy.json is from an earlier check)" if old else ""))
+
+
 # ------------------------------------------------------------------ plots
 
-def svg_bars(bars: list[tuple[str, float, str, str]], lo: float, hi: float, marks: list[tuple[float, str]] = (),
+CHAR_W = 7.0  # px per character of 12px sans text: enough room, measured in Chromium
+
+
+def nice_axis(lo: float, hi: float, ticks: int = 5) -> tuple[float, float, float]:
+    """(lo', hi', step): the axis ends rounded out to a multiple of step, step = 1, 2 or 5 x 10^k
+    giving about `ticks` intervals, so the ends read 0..15 or 96..101, not 7.54..14.6."""
+    if not hi > lo:
+        hi = lo + (abs(lo) or 1.0)
+    raw = (hi - lo) / ticks
+    k = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * k for m in (1, 2, 5, 10) if m * k >= raw * (1 - 1e-9))
+    return (math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step, step)
+
+
+def fmt_tick(v: float, step: float) -> str:
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    return f"{v:.{decimals}f}"
+
+
+def _short(label: str, n: int = 44) -> str:
+    return label if len(label) <= n else "…" + label[-(n - 1):]
+
+
+def svg_bars(bars: list[dict], lo: float, hi: float, marks: list[tuple[float, str]] = (),
              title: str = "") -> str:
-    """Horizontal bar chart as inline SVG: bars = (label, value, colour, text at the bar's end)."""
-    lw, pw, bh, gap, top = 12 + 7 * max(len(b[0]) for b in bars), 420, 18, 6, 40
-    h = top + len(bars) * (bh + gap) + 20
-    span = (hi - lo) or 1.0
-    x = lambda v: lw + pw * (min(max(v, lo), hi) - lo) / span  # noqa: E731
+    """Horizontal bar chart as inline SVG. A bar: label, value, colour, note (text after the bar),
+    optional target (a dashed tick across that bar) and group (a wider gap when it changes).
+    marks: dashed lines across all bars, their labels in a row of their own above the bars.
+    The axis is rounded out by nice_axis(). Nothing overlaps by construction: labels left of
+    the plot, notes right of both the bar's end and its target, mark labels in their own rows
+    (a second row when two would touch), tick labels below; text has a white halo where a
+    dashed line passes under it."""
+    lo, hi, step = nice_axis(lo, hi)
+    labels = [_short(b["label"]) for b in bars]
+    lw, pw, bh, gap = 12 + CHAR_W * max(len(x) for x in labels), 420, 18, 6
+    x = lambda v: lw + pw * (min(max(v, lo), hi) - lo) / (hi - lo)  # noqa: E731
+    # mark labels: centred on their line, kept inside the plot, stacked when they would touch
+    rows: list[list[tuple[float, float]]] = []
+    placed = []
+    for v, text in sorted(marks):
+        w = CHAR_W * len(text)
+        cx = min(max(x(v), lw + w / 2), lw + pw - w / 2)
+        row = next((i for i, r in enumerate(rows) if all(cx - w / 2 > b + 6 or cx + w / 2 < a - 6 for a, b in r)), None)
+        if row is None:
+            rows.append([])
+            row = len(rows) - 1
+        rows[row].append((cx - w / 2, cx + w / 2))
+        placed.append((v, text, cx, row))
+    mark_y = lambda row: 36 + 16 * row  # noqa: E731  (baselines; the title's is 16)
+    top = mark_y(len(rows) - 1) + 10 if rows else 28
+    ys, y = [], top
+    for i, b in enumerate(bars):
+        if i and b.get("group") != bars[i - 1].get("group"):
+            y += 10
+        ys.append(y)
+        y += bh + gap
+    h = y + 24
+    note_x = [max(x(b["value"]), x(b["target"]) if b.get("target") is not None else 0) + 5 for b in bars]
+    width = max(lw + pw + 10, max(nx + CHAR_W * len(b["note"]) for nx, b in zip(note_x, bars)) + 8)
     e = html.escape
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{lw + pw + 130}" height="{h}" role="img" '
-           f'aria-label="{e(title)}"><text x="4" y="16" class="t">{e(title)}</text>']
-    for i, (label, v, colour, note) in enumerate(bars):
-        y = top + i * (bh + gap)
-        out.append(f'<text x="{lw - 6}" y="{y + 13}" text-anchor="end">{e(label)}</text>'
-                   f'<rect x="{lw}" y="{y}" width="{max(x(v) - lw, 1):.1f}" height="{bh}" fill="{colour}"/>'
-                   f'<text x="{x(v) + 4:.1f}" y="{y + 13}">{e(note)}</text>')
-    for v, label in marks:
-        out.append(f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{top - 6}" y2="{h - 16}" stroke="#333" '
-                   f'stroke-dasharray="4 3"/><text x="{x(v):.1f}" y="{top - 10}" text-anchor="middle">{e(label)}</text>')
-    out.append(f'<text x="{lw}" y="{h - 4}">{lo:.3g}</text>'
-               f'<text x="{lw + pw}" y="{h - 4}" text-anchor="end">{hi:.3g}</text>')
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{h}" viewBox="0 0 {width:.0f} {h}" '
+           f'role="img" aria-label="{e(title)}"><text x="4" y="16" class="t">{e(title)}</text>']
+    n_ticks = round((hi - lo) / step)
+    for i in range(n_ticks + 1):  # grid and tick labels first: everything else is drawn over them
+        v = lo + i * step
+        cls = "axis" if i in (0, n_ticks) else "tick"
+        anchor = "start" if i == 0 else "end" if i == n_ticks else "middle"
+        out.append(f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{top - 4}" y2="{h - 18}" stroke="#eee"/>'
+                   f'<text x="{x(v):.1f}" y="{h - 5}" text-anchor="{anchor}" class="{cls}">{fmt_tick(v, step)}</text>')
+    for v, text, cx, row in placed:
+        out.append(f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{mark_y(row) + 4}" y2="{h - 18}" stroke="#333" '
+                   f'stroke-dasharray="4 3"/><text x="{cx:.1f}" y="{mark_y(row)}" text-anchor="middle" '
+                   f'class="mark">{e(text)}</text>')
+    for b, label, y, nx in zip(bars, labels, ys, note_x):
+        out.append(f'<text x="{lw - 6}" y="{y + 13}" text-anchor="end" class="label"><title>{e(b["label"])}</title>'
+                   f'{e(label)}</text><rect x="{lw}" y="{y}" width="{max(x(b["value"]) - lw, 1):.1f}" height="{bh}" '
+                   f'fill="{b["colour"]}"/>')
+        if b.get("target") is not None:
+            out.append(f'<line x1="{x(b["target"]):.1f}" x2="{x(b["target"]):.1f}" y1="{y - 3}" y2="{y + bh + 3}" '
+                       f'stroke="#000" stroke-width="1.5" stroke-dasharray="3 2"/>')
+        out.append(f'<text x="{nx:.1f}" y="{y + 13}" class="note">{e(b["note"])}</text>')
     return "".join(out) + "</svg>"
 
 
 def accuracy_plot(runs: list[dict]) -> str:
-    bars, marks = [], set()
+    """Every target metric of every scored run as % of its reference (GPT-J: ROUGE1, ROUGE2, ROUGEL
+    and GEN_LEN), one bar per metric grouped by run, a dashed tick at that metric's target."""
+    bars = []
     for run in runs:
-        r = _acc_row(run["accuracy"])
-        if r and r.get("pct_of_reference") is not None:
-            ok = run["accuracy"]["verdict"] == "PASS"
-            bars.append((f"{run['id']} {run['data_type']}",
-                         r["pct_of_reference"], "#2e7d32" if ok else "#c62828",
-                         f"{r['pct_of_reference']:.2f}% {run['accuracy']['verdict']}"))
-            marks.add(float(run["accuracy"]["accuracy_target"]))
+        acc = run["accuracy"]
+        for r in _acc_rows(acc):
+            if r.get("pct_of_reference") is None:
+                continue
+            ok = r["pass"] if "pass" in r else acc["verdict"] == "PASS"
+            ratio = r.get("ratio", float(acc["accuracy_target"]) / 100)
+            bars.append({"label": f"{run['id']} {run['data_type']} {r['metric']}", "value": r["pct_of_reference"],
+                         "colour": "#2e7d32" if ok else "#c62828", "target": 100 * ratio, "group": run["id"],
+                         "note": f"{r['pct_of_reference']:.2f}% {'PASS' if ok else 'FAIL'} "
+                                 f"({'>=' if r.get('kind', 'min') == 'min' else '<='} {100 * ratio:.4g}%)"})
     if not bars:
         return "<p>No scored accuracy runs.</p>"
-    vals = [b[1] for b in bars] + list(marks)
-    lo, hi = max(0.0, min(vals) - 2), max(vals) + 1
-    return svg_bars(bars, round(lo), round(hi), [(m, f"target {m:g}%") for m in sorted(marks)],
-                    "accuracy as % of reference")
+    vals = [b["value"] for b in bars] + [b["target"] for b in bars]
+    return svg_bars(bars, max(0.0, min(vals) - 1), max(vals), (),
+                    "accuracy as % of reference per target metric (dashed tick: the target)")
 
 
 def wall_plot(run: dict) -> str:
@@ -233,24 +409,38 @@ def wall_plot(run: dict) -> str:
         w = p.get("wall_s") or 0.0
         slow = len(walls) > 1 and w > STRAGGLER * med
         colour = "#9e9e9e" if p["state"] != "complete" else "#ef6c00" if slow else "#1565c0"
-        bars.append((f"partition {p['partition']} ({p.get('device') or '-'})", w, colour,
-                     f"{w:.1f} s" + (" straggler" if slow else "") + ("" if p["state"] == "complete" else f" {p['state']}")))
+        bars.append({"label": f"partition {p['partition']} ({p.get('device') or '-'})", "value": w, "colour": colour,
+                     "note": f"{w:.1f} s" + (" straggler" if slow else "")
+                             + ("" if p["state"] == "complete" else f" {p['state']}")})
     marks = [(med, f"median {med:.1f} s")] if len(walls) > 1 else []
-    return svg_bars(bars, 0, max(walls) * 1.1 or 1, marks, "wall time per partition (s)")
+    return svg_bars(bars, 0, max(walls), marks, "wall time per partition (s)")
 
 
 # ------------------------------------------------------------------ pages
 
+# The page must read at 1280 px whatever the number of runs: the results table takes the page's
+# width and wraps inside its cells (run ids and dirs may break anywhere), verdicts and flags never
+# wrap, and plots scale down to the page.
 CSS = """body{font:13px/1.4 system-ui,sans-serif;margin:24px;color:#222}
-table{border-collapse:collapse;margin:8px 0 16px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#f0f0f0}.PASS,.VALID{color:#2e7d32;font-weight:bold}.FAIL,.INVALID{color:#c62828;font-weight:bold}
-.flag{background:#fff3cd;padding:0 4px;margin-right:4px;border-radius:3px}svg text{font:12px sans-serif}
-svg text.t{font-weight:bold}section{border-top:1px solid #ddd;margin-top:16px}"""
+table{border-collapse:collapse;margin:8px 0 16px;max-width:100%}table.results{width:100%}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:break-word}
+th{background:#f0f0f0}td.id,code{overflow-wrap:anywhere}td.ml{white-space:pre-line}
+.PASS,.VALID{color:#2e7d32;font-weight:bold}.FAIL,.INVALID,.ERROR{color:#c62828;font-weight:bold}
+td.PASS,td.FAIL,td.VALID,td.INVALID,td.ERROR{white-space:nowrap}
+.flag{background:#fff3cd;padding:0 4px;margin:0 4px 2px 0;border-radius:3px;white-space:nowrap;display:inline-block}
+.flag.ERROR,.flag.FAILED{background:#f8d7da}.err{color:#c62828}
+svg{max-width:100%;height:auto}svg text{font:12px sans-serif}svg text.t{font-weight:bold}
+svg text.note,svg text.mark{paint-order:stroke;stroke:#fff;stroke-width:3px}
+section{border-top:1px solid #ddd;margin-top:16px}"""
 
-VERDICTS = {"PASS", "FAIL", "VALID", "INVALID"}
+VERDICTS = {"PASS", "FAIL", "VALID", "INVALID", "ERROR"}
 
 
-def _html_table(rows: list[dict]) -> str:
+def _flag_spans(fl) -> str:
+    return "".join(f'<span class="flag {html.escape(f)}">{html.escape(f)}</span>' for f in fl)
+
+
+def _html_table(rows: list[dict], cls: str = "") -> str:
     if not rows:
         return ""
     e = html.escape
@@ -260,13 +450,18 @@ def _html_table(rows: list[dict]) -> str:
         cells = []
         for k, v in r.items():
             if k == "run":
-                cells.append(f'<td><a href="#{e(_anchor(v))}">{e(v)}</a></td>')
+                # one line per dir of a run split over node dirs; a break allowed after every "/"
+                links = "<br>".join(e(d).replace("/", "/<wbr>") for d in v.split(" + "))
+                cells.append(f'<td class="id"><a href="#{e(_anchor(v))}">{links}</a></td>')
             elif k == "flags" and v != "-":
-                cells.append("<td>" + "".join(f'<span class="flag">{e(f)}</span>' for f in v.split()) + "</td>")
+                cells.append("<td>" + _flag_spans(v.split()) + "</td>")
+            elif k in ("dir", "devices", "host"):
+                cells.append(f'<td class="id">{e(v)}</td>')
             else:
-                cells.append(f'<td class="{e(v) if v in VERDICTS else ""}">{e(v)}</td>')
+                cls_ = v if v in VERDICTS else "ml" if "\n" in v else ""
+                cells.append(f'<td class="{cls_}">{e(v)}</td>' if cls_ else f"<td>{e(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f'<table{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}><tr>{head}</tr>{"".join(body)}</table>'
 
 
 def _anchor(run_id: str) -> str:
@@ -276,7 +471,7 @@ def _anchor(run_id: str) -> str:
 def _md_table(rows: list[dict]) -> str:
     if not rows:
         return ""
-    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", "; ")  # noqa: E731
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(cell(v) for v in r.values()) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -284,19 +479,27 @@ def _md_table(rows: list[dict]) -> str:
 
 def render_html(runs: list[dict], log_dir: Path) -> str:
     e = html.escape
+    errors = [(r, error_line(r)) for r in runs if r["check_error"] is not None]
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\">"
+             f"<meta name=\"viewport\" content=\"width=device-width\">"
              f"<title>evalkit report: {e(str(log_dir))}</title><style>{CSS}</style></head><body>",
              f"<h1>MLPerf Inference accuracy and performance</h1><p>Runs under <code>{e(str(log_dir))}</code>: {len(runs)}, "
              f"written {time.strftime('%Y-%m-%d %H:%M:%S')}. SYNTHETIC runs are scored against the synthetic model's "
-             f"own outputs; PARTIAL runs cover fewer samples than the dataset.</p>",
-             "<h2>Results</h2>", _html_table([summary_row(r) for r in runs]),
-             "<h2>Accuracy as % of reference</h2>", accuracy_plot(runs), "<h2>Runs</h2>"]
+             f"own outputs; PARTIAL runs cover fewer samples than the dataset; ERROR: the run's check raised an "
+             f"error (below). A run split over several dirs is one row.</p>",
+             "<h2>Results</h2>", _html_table([summary_row(r) for r in runs], "results")]
+    if errors:
+        parts.append("<ul>" + "".join(f'<li class="err"><a href="#{e(_anchor(r["id"]))}">{e(r["id"])}</a>: {e(msg)}</li>'
+                                      for r, msg in errors) + "</ul>")
+    parts += ["<h2>Accuracy as % of reference</h2>", accuracy_plot(runs), "<h2>Runs</h2>"]
     for run in runs:
-        fl = "".join(f'<span class="flag">{e(f)}</span>' for f in flags(run))
-        parts.append(f'<section id="{e(_anchor(run["id"]))}"><h3>{e(run["id"])} {fl}</h3>'
+        dirs = ", ".join(f"<code>{e(d)}</code>" for d in run["dirs"])
+        parts.append(f'<section id="{e(_anchor(run["id"]))}"><h3>{e(run["id"])} {_flag_spans(flags(run))}</h3>'
                      f"<p>{e(run['model'])} {e(run['scenario'])} {e(run['mode'])}, {e(run['data_type'])}, "
                      f"devices {e(', '.join(run['devices']) or '-')}, hosts {e(', '.join(run['hosts']) or '-')}, "
-                     f"dir <code>{e(run['dir'])}</code></p>")
+                     f"{'dirs' if len(run['dirs']) > 1 else 'dir'} {dirs}</p>")
+        if run["check_error"] is not None:
+            parts.append(f'<p class="err">{e(error_line(run))}</p>')
         fails = perf_failures(run)
         if fails:
             parts.append("<p>failed constraints: " + e("; ".join(fails)) + "</p>")
@@ -307,9 +510,17 @@ def render_html(runs: list[dict], log_dir: Path) -> str:
 
 def render_markdown(runs: list[dict], log_dir: Path) -> str:
     out = [f"# MLPerf Inference accuracy and performance\n\nruns under `{log_dir}`: {len(runs)}\n",
-           "## Results\n", _md_table([summary_row(r) for r in runs]), "## Runs\n"]
+           "## Results\n", _md_table([summary_row(r) for r in runs])]
+    errors = [f"- {r['id']}: {error_line(r)}" for r in runs if r["check_error"] is not None]
+    if errors:
+        out.append("\n".join(errors) + "\n")
+    out.append("## Runs\n")
     for run in runs:
         out.append(f"### {run['id']}" + (" — " + " ".join(flags(run)) if flags(run) else "") + "\n")
+        if len(run["dirs"]) > 1:
+            out.append("dirs: " + ", ".join(f"`{d}`" for d in run["dirs"]) + "\n")
+        if run["check_error"] is not None:
+            out.append(error_line(run) + "\n")
         fails = perf_failures(run)
         if fails:
             out.append("failed constraints: " + "; ".join(fails) + "\n")

@@ -19,10 +19,10 @@ def progress_line(st: RunState, label: str) -> str:
     if st.total > 0 and st.done >= st.total:  # nothing running: a rate of 0 would read as a stall
         head = f"{label}: {st.done}/{st.total} (100.0%) complete"
     elif st.total > 0:
-        head = (f"{label}: {st.done}/{st.total} ({100.0 * st.done / st.total:5.1f}%) {st.rate:.2f} samples/s "
-                f"ETA {fmt_eta(st.eta)}")
-    else:  # performance runs: LoadGen decides how many samples
-        head = f"{label}: {st.done} samples {st.rate:.2f} samples/s"
+        speed = f"{st.rate:.2f} samples/s" if st.rate > 0 else "-- samples/s"  # loading: no rate yet
+        head = f"{label}: {st.done}/{st.total} ({100.0 * st.done / st.total:5.1f}%) {speed} ETA {fmt_eta(st.eta)}"
+    else:
+        head = f"{label}: {st.done} samples"
     tail = []
     for x in st.parts.values():
         n = f"{x.done}/{x.total}" if x.total > 0 else f"{x.done}"

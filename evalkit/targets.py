@@ -159,7 +159,9 @@ def evaluate(targets: ModelTargets, metrics: dict, scale: dict | None = None,
             if b.metric not in reference_override:
                 continue
             ref = reference_override[b.metric]
-        bound = round(ref * b.ratio * (scale.get(b.metric, 1.0) if b.scalable else 1.0), 10)
+        factor = scale.get(b.metric, 1.0) if b.scalable else 1.0
+        ref = ref * factor  # a partial run's sum-type reference (GEN_LEN) scales with its bound
+        bound = round(ref * b.ratio, 10)
         if b.metric not in metrics:
             raise KitError(f"accuracy result has no '{b.metric}' metric, which {targets.checker_name} requires")
         value = float(metrics[b.metric])
@@ -167,7 +169,7 @@ def evaluate(targets: ModelTargets, metrics: dict, scale: dict | None = None,
         v.rows.append({"metric": b.metric, "value": value, "reference": ref,
                        "pct_of_reference": (100.0 * value / ref) if ref else None,
                        "kind": b.kind, "target": bound, "ratio": b.ratio, "pass": ok,
-                       "scaled": bool(b.scalable and scale.get(b.metric, 1.0) != 1.0)})
+                       "scaled": factor != 1.0})
     return v
 
 

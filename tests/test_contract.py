@@ -112,6 +112,31 @@ def test_index_shift_scores_below_target(model, tmp_path):
     assert not next(r for r in acc["rows"] if r["metric"] == primary)["pass"]
 
 
+def test_device_store_path_gives_the_host_paths_payloads(model):
+    """The sample store (what runs use: stored form, gathered by index, batch_from_store) answers
+    exactly what make_batch over the loaded samples answers, on CPU in fp32."""
+    import torch
+
+    from evalkit.plan import resolve_options
+    from evalkit.store import SampleStore
+
+    b = model.bench
+    torch.set_num_threads(1)
+    options = resolve_options(b, {})
+    ds = b.open_dataset(model.synth / "dataset", model.synth / "model")
+    net = b.load_model(model.synth / "model", "cpu", "fp32", options)
+    idx = list(range(min(3, model.n)))
+    samples = [ds.load(i) for i in idx]
+    store = SampleStore(b, "cpu", "fp32", options)
+    store.load(list(zip(idx, samples)))
+    for i in idx:  # batch 1, as the contract runs
+        host = b.postprocess(b.forward(net, b.make_batch([samples[i]], "cpu", "fp32", options)), 1)[0]
+        stored = b.postprocess(b.forward(net, store.batch([i])), 1)[0]
+        assert host.dtype == stored.dtype and host.tobytes() == stored.tobytes(), (model.name, i)
+    store.unload(idx)
+    assert len(store) == 0 and store.used == 0
+
+
 def test_wrong_payload_dtype_is_a_one_line_error(model, tmp_path):
     want = np.dtype(model.bench.payload_dtype)
     wrong = np.dtype(WRONG_DTYPE[want.itemsize])

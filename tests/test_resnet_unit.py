@@ -215,3 +215,17 @@ def test_missing_image_is_an_error(synth, tmp_path):
     (ds_dir / "ILSVRC2012_val_00000006.JPEG").write_bytes(b"not a jpeg")
     with pytest.raises(KitError, match=r"ILSVRC2012_val_00000006\.JPEG.*unreadable"):
         ds.load(5)
+
+
+def test_uint8_crops_normalised_by_torch_equal_the_float_path(synth):
+    """The device path (uint8 stored, normalised where the model runs) is bit-identical to the
+    reference float32 numpy preprocessing on CPU."""
+    import torch
+
+    from vision.resnet50.preprocess import crop_file, normalize, preprocess_file
+
+    out, _ = synth
+    for f in sorted((out / "dataset").glob("*.JPEG"))[:4]:
+        want = preprocess_file(f)
+        got = normalize(torch.from_numpy(crop_file(f))[None])[0].numpy()
+        assert got.dtype == np.float32 and np.array_equal(got, want), f

@@ -73,6 +73,7 @@ class Bert(Benchmark):
     payload_dtype = "float32"
     payload_size = 384 * 2        # (384, 2) start/end logits
     default_batch_size = 8
+    cuda_batch_size = 128         # one H100/H200: batch 8 halves the GPU's rate (issue 12's figures)
     synthetic_n = 24
 
     def open_dataset(self, path: Path, model_path: Path | None = None) -> SquadFeatures:
@@ -105,6 +106,13 @@ class Bert(Benchmark):
 
         ids, mask, seg = (torch.from_numpy(np.stack([s[k] for s in samples])).to(device) for k in range(3))
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": seg}
+
+    def store_sample(self, sample: Any) -> Any:
+        import torch
+        return torch.from_numpy(np.stack([np.asarray(x, dtype=np.int64) for x in sample]))  # (3, 384)
+
+    def batch_from_store(self, x: Any, device: str, data_type: str, options: dict) -> Any:
+        return {"input_ids": x[:, 0], "attention_mask": x[:, 1], "token_type_ids": x[:, 2]}
 
     def forward(self, model: Any, inputs: Any) -> Any:
         import torch
