@@ -206,7 +206,7 @@ class StableDiffusionXL(Benchmark):
         try:
             scheduler = EulerDiscreteScheduler.from_pretrained(sched_dir, subfolder="scheduler")
             pipe = StableDiffusionXLPipeline.from_pretrained(pipe_dir, scheduler=scheduler, add_watermarker=False,
-                                                             torch_dtype=dtype)
+                                                             dtype=dtype)
         except (OSError, ValueError, TypeError, KeyError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise KitError(f"cannot load the SDXL pipeline from {pipe_dir} ({first}); it must be a diffusers "
