@@ -20,7 +20,7 @@ import numpy as np
 from . import rundir
 from .accuracy_log import Writer, entry_at, iter_entries
 from .errors import KitError
-from .identity import describe_difference
+from .identity import config_difference
 from .partition import partition_range
 from .rundir import ACCURACY_LOG, GATHER_INFO, MERGED
 from .util import atomic_write_json
@@ -44,11 +44,7 @@ def validate(found: dict[int, tuple[Path, dict]]) -> dict:
     ref = found[ref_p][1]
     for p, (d, m) in sorted(found.items()):
         if m["config_hash"] != ref["config_hash"]:
-            diff = sorted(k for k in set(m["config"]) | set(ref["config"]) if m["config"].get(k) != ref["config"].get(k))
-            what = ", ".join(diff)
-            if "checkpoint" in diff:  # the one difference a user must not miss: other weights
-                what = ("checkpoint: " + describe_difference(m["config"].get("checkpoint"), ref["config"].get("checkpoint"))
-                        + "".join(f", {k}" for k in diff if k != "checkpoint"))
+            what = config_difference(m["config"], ref["config"])  # other weights are named file by file
             raise KitError(f"partition {p} ({d}) is from another config than partition {ref_p} "
                            f"(hash {m['config_hash']} vs {ref['config_hash']}; differs in {what})")
     P = int(ref["n_partitions"])

@@ -63,6 +63,15 @@ def checkpoint_identity(model_path: Path) -> list[list]:
     return out
 
 
+def config_difference(a: dict, b: dict) -> str:
+    """The keys in which two run configs differ; the checkpoint named file by file."""
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if "checkpoint" not in diff:
+        return ", ".join(diff)
+    return ("checkpoint: " + describe_difference(a.get("checkpoint"), b.get("checkpoint"))
+            + "".join(f", {k}" for k in diff if k != "checkpoint"))
+
+
 def describe_difference(a: list, b: list) -> str:
     """'resnet50.pth (sha256 1a2b3c4d.. vs 5e6f7a8b..)': which checkpoint files differ."""
     da, db = {x[0]: x for x in a or []}, {x[0]: x for x in b or []}

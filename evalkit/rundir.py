@@ -277,9 +277,10 @@ def check_same_run(run_dir: Path, config: dict, chash: str) -> None:
     info = read_run_info(run_dir)
     for p, (d, m) in sorted(complete_partitions([run_dir]).items()):
         if m["config_hash"] != chash:
-            diff = sorted(k for k in set(m["config"]) | set(config) if m["config"].get(k) != config.get(k))
+            from .identity import config_difference
             raise KitError(f"LOG_PATH {run_dir} holds another run (partition {p}: config hash {m['config_hash']}, "
-                           f"this one {chash}; differs in {', '.join(diff)}); nothing was changed: use a new LOG_PATH")
+                           f"this one {chash}; differs in {config_difference(m['config'], config)}); nothing was "
+                           f"changed: use a new LOG_PATH")
     if info.get("config_hash") not in (None, chash):
         raise KitError(f"LOG_PATH {run_dir} holds another run (run.json: config hash {info['config_hash']}, this one "
                        f"{chash}); nothing was changed: use a new LOG_PATH")

@@ -75,14 +75,20 @@ def _same_size_other_weights(src: Path, dst: Path) -> Path:
 
 def test_another_checkpoint_of_the_same_size_is_not_merged(resnet_synth, tmp_path):
     other = _same_size_other_weights(resnet_synth / "model", tmp_path / "model_b")
-    log = tmp_path / "r"
-    cp = run(resnet_synth, log, "--n_count", 8, "--n_partitions", 2, "--partition_offset", 0, "--no_check")
+    # two nodes, manual offsets: node B has the other checkpoint; gather refuses to merge them
+    a, b = tmp_path / "a", tmp_path / "b"
+    cp = run(resnet_synth, a, "--n_count", 8, "--n_partitions", 2, "--partition_offset", 0, "--no_check")
     assert cp.returncode == 0, cp.stderr
-    cp = run(resnet_synth, log, "--n_count", 8, "--n_partitions", 2, "--partition_offset", 1, "--no_check",
+    cp = run(resnet_synth, b, "--n_count", 8, "--n_partitions", 2, "--partition_offset", 1, "--no_check",
              model_path=other)
     assert cp.returncode == 0, cp.stderr
-    err = one_line_error(evalkit("gather", log))
-    assert "partition 1" in err and "checkpoint" in err and "resnet50.pth" in err
+    err = one_line_error(evalkit("gather", a, b, "--out", tmp_path / "merged"))
+    assert "partition 1" in err and "differs in checkpoint: resnet50.pth (sha256" in err
+    # one shared run dir: the second launch is refused before it runs, nothing written
+    err = one_line_error(run(resnet_synth, a, "--n_count", 8, "--n_partitions", 2, "--partition_offset", 1,
+                             model_path=other))
+    assert "holds another run" in err and "checkpoint: resnet50.pth" in err
+    assert not (a / "1").exists()
 
 
 def test_checkpoint_hash_is_computed_once_per_machine(tmp_path, monkeypatch):
