@@ -99,10 +99,12 @@ def detections_from_pairs(pairs, images: list[dict], label: str = "the accuracy 
             continue
         if data.size % 7:
             raise KitError(f"{label}: the response for qsl_idx {qsl_idx} has {data.size} float32 values, not "
-                           f"groups of 7 [image_idx, ymin, xmin, ymax, xmax, score, label]")
+                           f"groups of 7 [image_idx, ymin, xmin, ymax, xmax, score, label]; check the payload dtype")
         d = data.reshape(-1, 7)
-        if not np.isfinite(d).all():
-            raise KitError(f"{label}: the response for qsl_idx {qsl_idx} holds NaN or inf")
+        lab = d[:, 6]
+        if not np.isfinite(d).all() or (lab < 0).any() or (lab != np.round(lab)).any():
+            raise KitError(f"{label}: the response for qsl_idx {qsl_idx} holds NaN/inf or a label that is not a "
+                           f"class index; check the payload dtype (float32 groups of 7)")
         # the reference prints an ERROR and goes on with qsl_idx: an index shift scores, it does not crash
         mismatch += int((d[:, 0].astype(np.int64) != qsl_idx).any())
         h, w = float(image["height"]), float(image["width"])

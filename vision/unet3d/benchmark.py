@@ -70,7 +70,7 @@ class UNet3DBenchmark(Benchmark):
     payload_dtype = "uint8"
     payload_size = None          # one label per voxel: every case has its own shape
     default_batch_size = 1       # whole volumes of different shapes: one at a time, like the reference
-    synthetic_n = 6
+    synthetic_n = 4
     # windows per forward call; >1 batches patches (faster on accelerators, the same windows)
     options = {"sw_batch_size": 1}
 
@@ -163,10 +163,11 @@ class UNet3DBenchmark(Benchmark):
             shape = kits.volume_shape(aux[case])
             if pred.size != int(np.prod(shape)):
                 raise KitError(f"the response for qsl_idx {qsl_idx} ({case}) has {pred.size} voxels, its "
-                               f"image_shape {tuple(aux[case]['image_shape'])} has {int(np.prod(shape))}")
+                               f"image_shape {tuple(aux[case]['image_shape'])} has {int(np.prod(shape))}; check the payload "
+                               f"dtype (uint8, one label per voxel)")
             if pred.size and int(pred.max()) > 2:
                 raise KitError(f"the response for qsl_idx {qsl_idx} ({case}) holds label {int(pred.max())}; "
-                               f"KiTS19 labels are 0, 1, 2")
+                               f"KiTS19 labels are 0, 1, 2; check the payload dtype (uint8)")
             target = kits.load_segmentation(root, case)
             if target.shape != shape:
                 raise KitError(f"{root / 'nifti' / case / 'segmentation.nii.gz'} has shape {target.shape}, "
