@@ -220,13 +220,7 @@ def test_scorer_memory_stays_bounded_on_a_large_log(tmp_path):
 @pytest.fixture(scope="module")
 def sdxl_set(tmp_path_factory):
     out = tmp_path_factory.mktemp("sdxl_synth")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        payloads = synthetic.synthesize(BENCHMARK, out, synthetic.MIN_N, 0)
-    finally:
-        torch.set_num_threads(threads)
-    return out, payloads
+    return out, synthetic.synthesize(BENCHMARK, out, synthetic.MIN_N, 0)
 
 
 def test_synthetic_images_have_the_recorded_size(sdxl_set):
