@@ -223,6 +223,10 @@ def _acc_rows(acc: dict | None) -> list[dict]:
     return list(acc["rows"]) if acc and acc.get("rows") else []
 
 
+def _num(x: float) -> str:
+    return f"{x:.6g}" if abs(x) >= 1e5 else f"{x:.4f}"  # GEN_LEN is millions of characters
+
+
 def _target(r: dict, acc: dict) -> str:
     ratio = r.get("ratio")
     if ratio is None:  # accuracy.json of an older kit: only the model-wide target
@@ -233,26 +237,26 @@ def _target(r: dict, acc: dict) -> str:
 def summary_row(run: dict) -> dict:
     """The results-page line of one run; HTML and Markdown both render these strings.
     A model with several target metrics (GPT-J: ROUGE1, ROUGE2, ROUGEL, GEN_LEN) has one
-    line per metric in the accuracy cells ("\\n"-separated). Result and flags come early:
-    they are what a reader looks for."""
+    line per metric in the PER_METRIC cells ("\\n"-separated; the HTML gives each its own
+    table row). Result and flags come early: they are what a reader looks for."""
     acc, perf, rows = run["accuracy"], run["performance"], _acc_rows(run["accuracy"])
     done = sum(p["state"] == "complete" for p in run["partitions"])
     walls = [p["wall_s"] for p in run["partitions"] if p.get("wall_s") is not None]
     ver = {v["metric"]: v for v in _acc_rows(run["verified"])}
     verified = [f"{ver[r['metric']]['value']:.4f} ({r['value'] - ver[r['metric']]['value']:+.4f})"
-                for r in rows if r["metric"] in ver]
+                if r["metric"] in ver else "-" for r in rows]
     pct = [f"{r['pct_of_reference']:.2f}%" if r.get("pct_of_reference") is not None else "-" for r in rows]
     result = ("ERROR" if run["check_error"] is not None else acc["verdict"] if acc
               else perf["result"] if perf else "-")
     return {
-        "run": run["id"], "model": run["model"], "scenario": run["scenario"], "mode": run["mode"],
-        "dtype": run["data_type"],
+        # model, scenario, mode and dtype share a cell: the table must fit 1280 px with any number of runs
+        "run": run["id"], "config": f"{run['model']} {run['scenario']} {run['mode']} {run['data_type']}",
         # a run is one mode: PASS/FAIL for accuracy, VALID/INVALID for performance; ERROR: its check raised
         "result": result, "flags": " ".join(flags(run)) or "-",
-        "accuracy": "\n".join(f"{r['metric']} = {r['value']:.4f}" for r in rows) or "-",
+        "accuracy": "\n".join(f"{r['metric']} = {_num(r['value'])}" for r in rows) or "-",
         "% of ref": "\n".join(pct) or "-",
         "accuracy target": "\n".join(_target(r, acc) for r in rows) or "-",
-        "verified (delta)": "\n".join(verified) or "-",
+        "verified (delta)": "\n".join(verified) if set(verified) - {"-"} else "-",
         "performance": fmt_value(perf.get("headline")) if perf else "-",
         "partitions": f"{done}/{run['n_partitions']}", "samples": str(run["n_count"] or "-"),
         "devices": ", ".join(run["devices"]) or "-",
@@ -296,15 +300,17 @@ def error_line(run: dict) -> str | None:
 CHAR_W = 7.0  # px per character of 12px sans text: enough room, measured in Chromium
 
 
-def nice_axis(lo: float, hi: float, ticks: int = 5) -> tuple[float, float, float]:
-    """(lo', hi', step): the axis ends rounded out to a multiple of step, step = 1, 2 or 5 x 10^k
-    giving about `ticks` intervals, so the ends read 0..15 or 96..101, not 7.54..14.6."""
+def nice_axis(lo: float, hi: float, max_intervals: int = 10) -> tuple[float, float, float]:
+    """(lo', hi', step): the axis ends rounded out to multiples of step, the finest step of
+    1, 2 or 5 x 10^k that needs at most max_intervals intervals: 0..16 or 7..15, not 7.54..14.6."""
     if not hi > lo:
         hi = lo + (abs(lo) or 1.0)
-    raw = (hi - lo) / ticks
-    k = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * k for m in (1, 2, 5, 10) if m * k >= raw * (1 - 1e-9))
-    return (math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step, step)
+    k = 10.0 ** math.floor(math.log10((hi - lo) / max_intervals))
+    for step in (m * k for m in (1, 2, 5, 10, 20, 50)):
+        a, b = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+        if b - a <= max_intervals:
+            return a * step, b * step, step
+    raise AssertionError("unreachable: 10 x the raw step always fits")
 
 
 def fmt_tick(v: float, step: float) -> str:
@@ -312,8 +318,9 @@ def fmt_tick(v: float, step: float) -> str:
     return f"{v:.{decimals}f}"
 
 
-def _short(label: str, n: int = 44) -> str:
-    return label if len(label) <= n else "…" + label[-(n - 1):]
+def _short(label: str, n: int = 36) -> str:
+    """A run id cut in its middle: the model at the start and the run's own name at the end stay."""
+    return label if len(label) <= n else label[:n // 3] + "…" + label[-(n - n // 3 - 1):]
 
 
 def svg_bars(bars: list[dict], lo: float, hi: float, marks: list[tuple[float, str]] = (),
@@ -323,10 +330,10 @@ def svg_bars(bars: list[dict], lo: float, hi: float, marks: list[tuple[float, st
     marks: dashed lines across all bars, their labels in a row of their own above the bars.
     The axis is rounded out by nice_axis(). Nothing overlaps by construction: labels left of
     the plot, notes right of both the bar's end and its target, mark labels in their own rows
-    (a second row when two would touch), tick labels below; text has a white halo where a
-    dashed line passes under it."""
+    (a second row when two would touch), tick labels below; notes and mark labels are drawn
+    on white over the dashed lines."""
     lo, hi, step = nice_axis(lo, hi)
-    labels = [_short(b["label"]) for b in bars]
+    labels = [b.get("short", b["label"]) for b in bars]
     lw, pw, bh, gap = 12 + CHAR_W * max(len(x) for x in labels), 420, 18, 6
     x = lambda v: lw + pw * (min(max(v, lo), hi) - lo) / (hi - lo)  # noqa: E731
     # mark labels: centred on their line, kept inside the plot, stacked when they would touch
@@ -373,7 +380,9 @@ def svg_bars(bars: list[dict], lo: float, hi: float, marks: list[tuple[float, st
         if b.get("target") is not None:
             out.append(f'<line x1="{x(b["target"]):.1f}" x2="{x(b["target"]):.1f}" y1="{y - 3}" y2="{y + bh + 3}" '
                        f'stroke="#000" stroke-width="1.5" stroke-dasharray="3 2"/>')
-        out.append(f'<text x="{nx:.1f}" y="{y + 13}" class="note">{e(b["note"])}</text>')
+        # a white ground under the note: a dashed line (the median) never runs through its text
+        out.append(f'<rect x="{nx - 2:.1f}" y="{y + 1}" width="{CHAR_W * len(b["note"]) + 4:.1f}" height="{bh - 2}" '
+                   f'fill="#fff"/><text x="{nx:.1f}" y="{y + 13}" class="note">{e(b["note"])}</text>')
     return "".join(out) + "</svg>"
 
 
@@ -389,6 +398,7 @@ def accuracy_plot(runs: list[dict]) -> str:
             ok = r["pass"] if "pass" in r else acc["verdict"] == "PASS"
             ratio = r.get("ratio", float(acc["accuracy_target"]) / 100)
             bars.append({"label": f"{run['id']} {run['data_type']} {r['metric']}", "value": r["pct_of_reference"],
+                         "short": f"{_short(run['id'])} {run['data_type']} {r['metric']}",
                          "colour": "#2e7d32" if ok else "#c62828", "target": 100 * ratio, "group": run["id"],
                          "note": f"{r['pct_of_reference']:.2f}% {'PASS' if ok else 'FAIL'} "
                                  f"({'>=' if r.get('kind', 'min') == 'min' else '<='} {100 * ratio:.4g}%)"})
@@ -421,16 +431,16 @@ def wall_plot(run: dict) -> str:
 # The page must read at 1280 px whatever the number of runs: the results table takes the page's
 # width and wraps inside its cells (run ids and dirs may break anywhere), verdicts and flags never
 # wrap, and plots scale down to the page.
-CSS = """body{font:13px/1.4 system-ui,sans-serif;margin:24px;color:#222}
+CSS = """body{font:13px/1.4 system-ui,sans-serif;margin:16px;color:#222}
 table{border-collapse:collapse;margin:8px 0 16px;max-width:100%}table.results{width:100%}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:break-word}
-th{background:#f0f0f0}td.id,code{overflow-wrap:anywhere}td.ml{white-space:pre-line}
+th,td{border:1px solid #ccc;padding:3px 5px;text-align:left;vertical-align:top;overflow-wrap:break-word}
+th{background:#f0f0f0}td.id,code{overflow-wrap:anywhere}td.id{min-width:9em}td.ml{white-space:pre-line}
 .PASS,.VALID{color:#2e7d32;font-weight:bold}.FAIL,.INVALID,.ERROR{color:#c62828;font-weight:bold}
 td.PASS,td.FAIL,td.VALID,td.INVALID,td.ERROR{white-space:nowrap}
 .flag{background:#fff3cd;padding:0 4px;margin:0 4px 2px 0;border-radius:3px;white-space:nowrap;display:inline-block}
 .flag.ERROR,.flag.FAILED{background:#f8d7da}.err{color:#c62828}
 svg{max-width:100%;height:auto}svg text{font:12px sans-serif}svg text.t{font-weight:bold}
-svg text.note,svg text.mark{paint-order:stroke;stroke:#fff;stroke-width:3px}
+svg text.mark{paint-order:stroke;stroke:#fff;stroke-width:3px}
 section{border-top:1px solid #ddd;margin-top:16px}"""
 
 VERDICTS = {"PASS", "FAIL", "VALID", "INVALID", "ERROR"}
@@ -440,28 +450,46 @@ def _flag_spans(fl) -> str:
     return "".join(f'<span class="flag {html.escape(f)}">{html.escape(f)}</span>' for f in fl)
 
 
+PER_METRIC = ("accuracy", "% of ref", "accuracy target", "verified (delta)")
+
+
 def _html_table(rows: list[dict], cls: str = "") -> str:
+    """A run with several target metrics takes one table row per metric: its PER_METRIC cells
+    line up metric by metric, the other cells span those rows."""
     if not rows:
         return ""
     e = html.escape
     head = "".join(f"<th>{e(k)}</th>" for k in rows[0])
     body = []
     for r in rows:
-        cells = []
+        n = max(len(r[k].split("\n")) for k in PER_METRIC if k in r) if any(k in r for k in PER_METRIC) else 1
+        span = f' rowspan="{n}"' if n > 1 else ""
+        cells, sub = [], [[] for _ in range(n - 1)]
         for k, v in r.items():
-            if k == "run":
-                # one line per dir of a run split over node dirs; a break allowed after every "/"
-                links = "<br>".join(e(d).replace("/", "/<wbr>") for d in v.split(" + "))
-                cells.append(f'<td class="id"><a href="#{e(_anchor(v))}">{links}</a></td>')
-            elif k == "flags" and v != "-":
-                cells.append("<td>" + _flag_spans(v.split()) + "</td>")
-            elif k in ("dir", "devices", "host"):
-                cells.append(f'<td class="id">{e(v)}</td>')
+            if n > 1 and k in PER_METRIC:
+                lines = v.split("\n") if "\n" in v else [v] + ["-"] * (n - 1)
+                cells.append(_html_cell(k, lines[0]))
+                for i, line in enumerate(lines[1:]):
+                    sub[i].append(_html_cell(k, line))
             else:
-                cls_ = v if v in VERDICTS else "ml" if "\n" in v else ""
-                cells.append(f'<td class="{cls_}">{e(v)}</td>' if cls_ else f"<td>{e(v)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+                cells.append(_html_cell(k, v, span))
+        body.append('<tr class="run">' + "".join(cells) + "</tr>" + "".join(f"<tr>{''.join(c)}</tr>" for c in sub))
     return f'<table{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}><tr>{head}</tr>{"".join(body)}</table>'
+
+
+def _html_cell(k: str, v: str, span: str = "") -> str:
+    e = html.escape
+    if k == "run":
+        # one line per dir of a run split over node dirs; a break allowed after every "/"
+        links = "<br>".join(e(d).replace("/", "/<wbr>") for d in v.split(" + "))
+        return f'<td class="id"{span}><a href="#{e(_anchor(v))}">{links}</a></td>'
+    if k == "flags" and v != "-":
+        return f"<td{span}>" + _flag_spans(v.split()) + "</td>"
+    if k in ("dir", "devices", "host"):
+        return f'<td class="id"{span}>{e(v)}</td>'
+    cls = v if v in VERDICTS else "ml" if "\n" in v else ""
+    text = e(v).replace("_", "_<wbr>")  # TOKENS_PER_SAMPLE may wrap: no column wider than it must
+    return f'<td class="{cls}"{span}>{text}</td>' if cls else f"<td{span}>{text}</td>"
 
 
 def _anchor(run_id: str) -> str:
