@@ -245,7 +245,9 @@ def summary_row(run: dict) -> dict:
     ver = {v["metric"]: v for v in _acc_rows(run["verified"])}
     verified = [f"{ver[r['metric']]['value']:.4f} ({r['value'] - ver[r['metric']]['value']:+.4f})"
                 if r["metric"] in ver else "-" for r in rows]
-    pct = [f"{r['pct_of_reference']:.2f}%" if r.get("pct_of_reference") is not None else "-" for r in rows]
+    # with several target metrics, say which one failed
+    pct = [(f"{r['pct_of_reference']:.2f}%" if r.get("pct_of_reference") is not None else "-")
+           + (" FAIL" if len(rows) > 1 and r.get("pass") is False else "") for r in rows]
     result = ("ERROR" if run["check_error"] is not None else acc["verdict"] if acc
               else perf["result"] if perf else "-")
     return {
@@ -487,7 +489,7 @@ def _html_cell(k: str, v: str, span: str = "") -> str:
         return f"<td{span}>" + _flag_spans(v.split()) + "</td>"
     if k in ("dir", "devices", "host"):
         return f'<td class="id"{span}>{e(v)}</td>'
-    cls = v if v in VERDICTS else "ml" if "\n" in v else ""
+    cls = v if v in VERDICTS else "FAIL" if v.endswith(" FAIL") else "ml" if "\n" in v else ""
     text = e(v).replace("_", "_<wbr>")  # TOKENS_PER_SAMPLE may wrap: no column wider than it must
     return f'<td class="{cls}"{span}>{text}</td>' if cls else f"<td{span}>{text}</td>"
 

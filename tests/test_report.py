@@ -182,6 +182,7 @@ def test_markdown_shows_every_run_with_its_verdict(report):
     # every target metric of GPT-J, one line each (Markdown joins the lines with "; ")
     assert table[GPTJ_RUN]["accuracy"] == ("ROUGE1 = 43.1000; ROUGE2 = 20.0500; ROUGEL = 29.4000; "
                                            "GEN_LEN = 3.95e+06")
+    assert table[GPTJ_RUN]["% of ref"] == "100.26%; 99.63%; 98.04% FAIL; 98.34%"
     assert table[MIXTRAL_RUN]["accuracy target"].split("; ")[3:5] == [">= 90% of 144.8", "<= 110% of 145.9"]
     assert table[GPTJ_RUN]["accuracy target"].startswith(">= 99% of 42.99; >= 99% of 20.12; >= 99% of 29.99; >= 90%")
     assert table[GPTJ_RUN]["devices"] == ", ".join(f"cuda:{p}" for p in range(8))
@@ -351,7 +352,7 @@ def test_report_errors_name_the_dir(tmp_path):
     assert str(tmp_path / "m" / "0" / "progress.json") in err
 
 
-def test_stalled_and_unfinished_partitions(tmp_path):
+def test_stalled_and_failed_partitions(tmp_path):
     """A worker that died leaves progress.json 'running' forever: after STALL_MINUTES it is shown as stalled."""
     from evalkit import report
     run_dir = tmp_path / "resnet" / "Offline" / "accuracy-x"
@@ -416,3 +417,20 @@ def test_split_run_is_one_run_before_and_after_gather(logs, tmp_path):
     shutil.copytree(b, tmp_path / "resnet" / "Offline" / "c")
     assert sorted(r["id"] for r in report.collect_runs(tmp_path)) == [
         "resnet/Offline/a + resnet/Offline/b", "resnet/Offline/c"]
+
+
+def test_split_performance_run_combines_its_partitions(logs, tmp_path):
+    """A performance run over two node dirs: its result combines each partition's summary where it lies."""
+    from evalkit import report
+    src = logs / "resnet" / "Offline" / "performance-valid" / "0"
+    for p, node in ((0, "a"), (1, "b")):
+        d = shutil.copytree(src, tmp_path / "resnet" / "Offline" / node / str(p))
+        (d / "progress.json").unlink()
+        m = json.loads((d / "partition.json").read_text())  # as if the run had 2 partitions of 4 samples
+        m.update(partition=p, n_partitions=2, range=[4 * p, 4 * p + 4])
+        (d / "partition.json").write_text(json.dumps(m))
+    run, = report.collect_runs(tmp_path)
+    one = json.loads((src.parent / "performance.json").read_text())["headline"]
+    assert run["id"] == "resnet/Offline/a + resnet/Offline/b" and run["state"] == "complete"
+    assert run["performance"]["result"] == "VALID"
+    assert run["performance"]["headline"]["value"] == pytest.approx(2 * one["value"])  # throughputs add up
