@@ -79,6 +79,24 @@ def test_real_data_without_pointer_says_how_to_import(clone, env_dir):
     assert "make data_add_resnet" in cp.stderr
 
 
+def test_real_data_is_checked_before_any_env_is_built(tmp_path):
+    """A fresh clone ships no DVC pointer: `make resnet` says how to import the data in one line,
+    before building a ~1 GB env for nothing (and a bad DATA is refused as early)."""
+    c = fresh_clone(tmp_path / "fresh")
+    cp = sh("make resnet", c, ENV_DIR="", timeout=60)
+    assert cp.returncode == 2
+    errs = [ln for ln in cp.stderr.splitlines() if not ln.startswith("make: ***")]
+    assert len(errs) == 1 and errs[0].startswith("error: DATA=real but resnet has no data/dataset/resnet/ and no "
+                                                 "DVC pointer data/dataset/resnet.dvc"), cp.stderr
+    assert f"`cd {c} && make data_add_resnet SRC=" in errs[0] and "DATA=synthetic" in errs[0]
+    (c / "data" / "dataset" / "resnet").mkdir(parents=True)  # a dataset but no checkpoint, nor its pointer
+    cp = sh("scripts/build_resnet_env.sh", c, ENV_DIR="", timeout=60)
+    assert cp.returncode == 2 and "no data/models/resnet/ and no DVC pointer data/models/resnet.dvc" in cp.stderr
+    cp = sh("make resnet DATA=fake", c, ENV_DIR="", timeout=60)
+    assert cp.returncode == 2 and "error: DATA=fake is not one of real, synthetic" in cp.stderr
+    assert not (c / ".envs").exists() and "building" not in cp.stderr
+
+
 def test_shell_scripts_parse():
     for f in list((ROOT / "scripts").glob("*.sh")) + list((ROOT / "scripts" / "lib").glob("*.sh")):
         cp = sh(f"bash -n {f}", ROOT)
