@@ -223,7 +223,8 @@ def image_batch(images: list[np.ndarray], device: str):
     F = torch.nn.functional
     out = []
     for img in images:
-        x = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)[None].float().div_(255)
+        # a copy: the payload is a read-only view of the log's bytes
+        x = torch.from_numpy(np.array(img)).to(device).permute(2, 0, 1)[None].float().div_(255)
         out.append(F.interpolate(x, size=(FID_SIZE, FID_SIZE), mode="bilinear", align_corners=False))
     return torch.cat(out)
 
