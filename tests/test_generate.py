@@ -172,10 +172,19 @@ def test_bf16_rouge_within_target_of_hf(tiny):
         assert scores["kit"][k] >= 0.999 * scores["hf"][k], (k, scores)
 
 
-def test_gptj_options(tiny):
+def test_gptj_forward_generators_and_options(tiny):
+    """The benchmark's forward: generator=hf and generator=kit give the same payloads for prompts
+    cut into several token-budget batches, in the given order; bad option values are KitErrors."""
     from language.gptj.benchmark import BENCHMARK as b
 
-    d, *_ = tiny
+    d, tok, _, prompts = tiny
+    texts = tok.batch_decode(prompts)
+    opts = dict(num_beams=4, min_new_tokens=5, max_new_tokens=12)
+    outs = {}
+    for gen, budget in (("hf", 3000), ("kit", 700)):
+        g = b.load_model(d, "cpu", "fp32", dict(opts, generator=gen, token_budget=budget))
+        outs[gen] = b.postprocess(b.forward(g, texts), len(texts))
+    assert all(np.array_equal(x, y) for x, y in zip(outs["hf"], outs["kit"]))
     assert b.options["generator"] == "kit" and b.options["token_budget"] == 0
     with pytest.raises(KitError, match="generator"):
         b.load_model(d, "cpu", "fp32", {"generator": "vllm"})
