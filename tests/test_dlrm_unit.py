@@ -154,3 +154,15 @@ def test_model_state_names_follow_torchrec():
     assert {"dense_arch.model._mlp.1._linear.weight", "inter_arch.crossnet.V_kernels.2",
             "inter_arch.crossnet.W_kernels.0", "inter_arch.crossnet.bias.1",
             "over_arch.model.0._mlp.1._linear.bias", "over_arch.model.1.weight"} <= names
+
+
+def test_row_wise_shards_over_devices_equal_one_device(synth):
+    out, payloads = synth
+    ds = BENCHMARK.open_dataset(out / "dataset")
+    net = BENCHMARK.load_model(out / "model", "cpu,cpu,cpu", "fp32", {})
+    assert net.tables.sharded() == list(range(26))
+    assert net.tables.tables[0].bounds == [0, 16, 32, 48] and net.tables.tables[5].bounds == [0, 1, 2, 3]
+    batch = BENCHMARK.make_batch([ds.load(i) for i in range(3)], "cpu,cpu,cpu", "fp32", {})
+    got = BENCHMARK.postprocess(BENCHMARK.forward(net, batch), 3)
+    for g, p in zip(got, payloads[:3]):
+        np.testing.assert_allclose(g, p, rtol=0, atol=1e-6)

@@ -16,7 +16,8 @@ Checkpoint (our layout; see the README for how the published torchsnapshot maps 
   <model>/dense.pt           state dict of everything but the tables, torchrec parameter names
   <model>/embeddings/t_cat_<k>.npy   float32 (rows, embedding_dim) table of feature k = 0..25
 Tables with more rows than the option mmap_rows stay memory-mapped on the host (the 40M-row
-tables are 20 GB each); the others are copied to the device.
+tables are 20 GB each); the others are copied to the device, or, with --devices_per_partition K,
+split row-wise over the partition's K devices (the dense part runs on the first).
 """
 from __future__ import annotations
 
@@ -49,6 +50,14 @@ _SYN_PAIRS = 16           # pairs per sample (the quantile line holds this one v
 _SYN_TABLE_ROWS = 48      # tables larger than this are cut down to it
 _SYN_CONFIG = {"embedding_dim": 8, "dense_in_features": 13, "dense_arch_layer_sizes": [16, 8],
                "over_arch_layer_sizes": [32, 16, 1], "dcn_num_layers": 3, "dcn_low_rank_dim": 4}
+
+
+def _devices(device: str) -> list[str]:
+    """The partition's devices: one name, or K comma-separated ones (--devices_per_partition K)."""
+    devs = [d.strip() for d in str(device).split(",")]
+    if not all(devs):
+        raise KitError(f"--device {device!r}: an empty device name in the list")
+    return devs
 
 
 def table_path(model_path: Path, k: int) -> Path:
@@ -98,6 +107,7 @@ class DLRMv2(Benchmark):
     payload_dtype = "float32"     # [prediction, label] per pair; pairs per sample vary (100..700)
     default_batch_size = 16       # aggregated samples per forward (~270 pairs each)
     synthetic_n = 12
+    multi_device = True           # --devices_per_partition K: tables row-wise sharded over K devices
     # mmap_rows: tables with more rows stay memory-mapped on the host (rows are gathered per batch)
     options = {"mmap_rows": 1_000_000}
 
@@ -112,9 +122,10 @@ class DLRMv2(Benchmark):
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
         import torch
 
-        from .model import DLRMDCN, Tables
+        from .model import DLRMDCN, RowShards, Tables
 
         dtype = self.torch_dtype(data_type)
+        devices = _devices(device)
         cfg = read_config(model_path)
         f = Path(model_path) / DENSE_WEIGHTS
         if not f.is_file():
@@ -129,7 +140,7 @@ class DLRMv2(Benchmark):
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
             raise KitError(f"{f} does not fit {CONFIG} ({first})") from None
-        model.eval().to(device=device, dtype=dtype)
+        model.eval().to(device=devices[0], dtype=dtype)
         limit = int(options.get("mmap_rows", self.options["mmap_rows"]))
         dim = int(cfg["embedding_dim"])
         tables = []
@@ -143,8 +154,13 @@ class DLRMv2(Benchmark):
                 raise KitError(f"cannot memory-map embedding table {p}: {e}") from None
             if mm.shape != (int(rows), dim) or mm.dtype != np.float32:
                 raise KitError(f"embedding table {p} is {mm.dtype} {mm.shape}; {CONFIG} says float32 ({rows}, {dim})")
-            tables.append(mm if rows > limit else torch.from_numpy(np.array(mm)).to(device=device, dtype=dtype))
-        model.tables = Tables(tables, torch.device(device), dtype)
+            if rows > limit:
+                tables.append(mm)
+            elif len(devices) > 1:
+                tables.append(RowShards(mm, [torch.device(d) for d in devices], dtype))
+            else:
+                tables.append(torch.from_numpy(np.array(mm)).to(device=devices[0], dtype=dtype))
+        model.tables = Tables(tables, torch.device(devices[0]), dtype)
         return model
 
     def make_batch(self, samples: Sequence[Any], device: str, data_type: str, options: dict) -> Any:
@@ -152,7 +168,7 @@ class DLRMv2(Benchmark):
 
         dense = np.concatenate([s[0] for s in samples])
         sparse = [np.concatenate([s[1][k] for s in samples]) for k in range(criteo.N_SPARSE)]
-        return {"dense": torch.from_numpy(dense).to(device=device, dtype=self.torch_dtype(data_type)),
+        return {"dense": torch.from_numpy(dense).to(device=_devices(device)[0], dtype=self.torch_dtype(data_type)),
                 "sparse": sparse,
                 "labels": np.concatenate([s[2] for s in samples]),
                 "counts": [len(s[2]) for s in samples]}

@@ -82,12 +82,37 @@ class OverArch(nn.Module):
         return self.model(x)
 
 
-class Tables:
-    """The 26 embedding tables, each either a tensor on the compute device or a read-only
-    memory map on the host (tables of tens of GB: only the rows a batch touches are read).
+class RowShards:
+    """One table split row-wise over several devices: shard j holds rows [bounds[j], bounds[j+1])
+    on devices[j] (torchrec's row-wise sharding). Each shard pools the indices that fall in its
+    rows (the others weigh 0) and the partial sums are added on the first device."""
 
-    Both paths pool with F.embedding_bag(mode="sum"): the host path first gathers the touched
-    rows, then bags them by position, so the sum runs in the same kernel and order either way."""
+    def __init__(self, table: np.ndarray, devices: list[torch.device], dtype: torch.dtype):
+        rows = table.shape[0]
+        k = len(devices)
+        self.bounds = [rows * j // k for j in range(k + 1)]
+        self.shards = [torch.from_numpy(np.array(table[lo:hi])).to(device=d, dtype=dtype)
+                       for lo, hi, d in zip(self.bounds[:-1], self.bounds[1:], devices)]
+
+    def pool(self, ids: torch.Tensor, out_device: torch.device) -> torch.Tensor:
+        total = None
+        for lo, hi, w in zip(self.bounds[:-1], self.bounds[1:], self.shards):
+            on = (ids >= lo) & (ids < hi)
+            local = torch.where(on, ids - lo, torch.zeros_like(ids)).to(w.device)
+            part = F.embedding_bag(local, w, mode="sum", per_sample_weights=on.to(device=w.device, dtype=w.dtype))
+            part = part.to(out_device)
+            total = part if total is None else total + part
+        return total
+
+
+class Tables:
+    """The 26 embedding tables, each a tensor on the compute device, row-wise shards over the
+    partition's devices (RowShards), or a read-only memory map on the host (tables of tens of GB:
+    only the rows a batch touches are read).
+
+    The device and host paths pool with F.embedding_bag(mode="sum"): the host path first gathers
+    the touched rows, then bags them by position, so the sum runs in the same kernel and order and
+    both give the same bits. Sharded tables add per-shard partial sums: equal up to rounding."""
 
     def __init__(self, tables: list, device: torch.device, dtype: torch.dtype):
         self.tables = tables
@@ -96,6 +121,9 @@ class Tables:
 
     def on_host(self) -> list[int]:
         return [k for k, t in enumerate(self.tables) if isinstance(t, np.ndarray)]
+
+    def sharded(self) -> list[int]:
+        return [k for k, t in enumerate(self.tables) if isinstance(t, RowShards)]
 
     def pool(self, k: int, idx: np.ndarray) -> torch.Tensor:
         """Sum-pooled embeddings (B, D) for the (B, hot) int32 indices of feature k."""
@@ -106,8 +134,10 @@ class Tables:
             bags = torch.arange(b * hot, dtype=torch.int64).view(b, hot)
             out = F.embedding_bag(bags, rows, mode="sum")
             return out.to(device=self.device, dtype=self.dtype)
-        ids = torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64)).to(self.device)
-        return F.embedding_bag(ids, t, mode="sum").to(self.dtype)
+        ids = torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64))
+        if isinstance(t, RowShards):
+            return t.pool(ids, self.device).to(self.dtype)
+        return F.embedding_bag(ids.to(self.device), t, mode="sum").to(self.dtype)
 
 
 class DLRMDCN(nn.Module):
