@@ -208,7 +208,7 @@ class DLRMv2(Benchmark):
             t = day.label_rows(s, e)
             mismatch += int((arr[1::2] != t).sum())
             preds.append(p)
-            truth.append(t)
+            truth.append(t.astype(np.uint8))  # 89M pairs on the real set: a byte per label
             queries += 1
         p = np.concatenate(preds)
         t = np.concatenate(truth)
