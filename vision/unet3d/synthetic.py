@@ -22,7 +22,7 @@ from .benchmark import CHECKPOINT, MODEL_CONFIG
 
 _FILTERS = (2, 4, 4, 8, 8)
 _ROI = 64             # the smallest patch whose bottleneck keeps 2^3 voxels for instance norm
-_SHAPE = (64, 64, 96)    # tiled by 64^3 windows at stride 32: 1 x 1 x 2 windows; one shape for all
+_SHAPE = (64, 64, 64)    # one 64^3 window per case (test time); tests/test_unet3d_unit.py covers overlapping windows
 _SHARES = (0.80, 0.15, 0.05)  # background, kidney, tumour
 _CALIB = 1
 
