@@ -6,7 +6,7 @@ peak memory on a synthetic log of full-size 1024x1024 images.
 Generation: the synthetic set's pipeline (20 Euler steps, guidance 8, 32x32 images),
 batch 4, after one warm-up batch. Scoring: CLIP ViT-B/32 and the FID Inception at their
 real sizes (random weights, the real formats), a LoadGen-format log of random images, one
-fresh process per log size: peak RSS (ru_maxrss) and the Python/numpy peak (tracemalloc).
+fresh process per log size: peak RSS (VmHWM) and the Python/numpy peak (tracemalloc).
 A full 5,000-image log is 31.5 GB; the peak must not grow with the log, so two sizes are
 measured and the growth per image reported.
 """
@@ -85,13 +85,19 @@ def real_size_scoring_set(root: Path, n: int, side: int) -> None:
 
 
 SCORE_SCRIPT = textwrap.dedent("""
-    import json, resource, sys, time, tracemalloc
+    import json, sys, time, tracemalloc
     import numpy as np
     from pathlib import Path
     from evalkit.accuracy_log import Writer
     from evalkit.scoring import score_log
     from text_to_image.sdxl.benchmark import BENCHMARK
     root, n, side = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+
+    def hwm_mb():
+        # VmHWM: this process image's peak RSS (ru_maxrss would include the parent's from before exec)
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
     log = root / "log.json"
     t = time.perf_counter()
     with open(log, "w") as f:
@@ -101,7 +107,7 @@ SCORE_SCRIPT = textwrap.dedent("""
             w.write({"seq_id": i, "qsl_idx": i, "data": img.tobytes().hex().upper()})
         w.close()
     write_s = time.perf_counter() - t
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = hwm_mb()
     tracemalloc.start()
     t = time.perf_counter()
     m = score_log(BENCHMARK, log, root / "dataset", n, root / "model")
@@ -110,8 +116,8 @@ SCORE_SCRIPT = textwrap.dedent("""
     size = log.stat().st_size
     log.unlink()
     print(json.dumps({"n": n, "log_gb": round(size / 1e9, 3), "write_s": round(write_s, 1),
-                      "score_s": round(score_s, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                      "rss_before_scoring_mb": round(rss0 / 1024), "tracemalloc_peak_mb": round(peak / 1e6, 1),
+                      "score_s": round(score_s, 1), "peak_rss_mb": hwm_mb(),
+                      "rss_before_scoring_mb": rss0, "tracemalloc_peak_mb": round(peak / 1e6, 1),
                       "images": m["images"]}))
 """)
 

@@ -268,7 +268,7 @@ class StableDiffusionXL(Benchmark):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         mu_ref, sigma_ref = read_statistics(ds / STATISTICS)
         clip = ClipScorer(ds / CLIP_DIR, device)
-        inception = load_inception(ds / INCEPTION / INCEPTION_FILE, device)
+        inception = load_inception(ds / INCEPTION / INCEPTION_FILE, device).double()  # see fid.py: reproducible FID
         stats = RunningStats(inception.dims)
         clip_sum, count = 0.0, 0
         batch: list[tuple[int, np.ndarray]] = []
@@ -282,7 +282,7 @@ class StableDiffusionXL(Benchmark):
             images = [img for _, img in batch]
             clip_sum += float(clip.scores(images, [captions[q] for q, _ in batch]).sum())
             with torch.inference_mode():
-                acts = inception(image_batch(images, device)).double().cpu().numpy()
+                acts = inception(image_batch(images, device, torch.float64)).cpu().numpy()
             stats.update(acts)
             count += len(batch)
             batch.clear()

@@ -6,6 +6,12 @@ envs, so the same graph is written here with the same module names: the publishe
 dict loads strictly. Channel counts are read from the state dict (real file: the full
 2048-d net; the synthetic set ships a narrower one in the same format).
 
+The scorer runs this network in float64: FID is a difference of large traces, and fp32
+activations (whose last bits depend on thread count and kernel choice) move it in the sixth
+digit; in float64 the same merged log scores the same on any machine, partitioning or thread
+count, which is what lets a synthetic run match its reference on both sides of the bounds.
+The reference's fp32 activations differ from these by about 1e-6 relative.
+
 Statistics are accumulated batch by batch (Chan's parallel mean/covariance update in
 float64), so scoring 5,000 images never holds more than one batch of activations.
 """
@@ -216,15 +222,15 @@ def load_inception(path: Path, device: str = "cpu"):
     return net.eval().to(device)
 
 
-def image_batch(images: list[np.ndarray], device: str):
-    """uint8 HWC RGB images -> float (N, 3, 299, 299) in [0, 1], resized one at a time so a
-    batch of 1024x1024 images never exists as float (the resize is per image anyway)."""
+def image_batch(images: list[np.ndarray], device: str, dtype=None):
+    """uint8 HWC RGB images -> (N, 3, 299, 299) in [0, 1] (float32 unless `dtype`), resized one at
+    a time so a batch of 1024x1024 images never exists as float (the resize is per image anyway)."""
     torch = _torch()
     F = torch.nn.functional
     out = []
     for img in images:
         # a copy: the payload is a read-only view of the log's bytes
-        x = torch.from_numpy(np.array(img)).to(device).permute(2, 0, 1)[None].float().div_(255)
+        x = torch.from_numpy(np.array(img)).to(device).permute(2, 0, 1)[None].to(dtype or torch.float32).div_(255)
         out.append(F.interpolate(x, size=(FID_SIZE, FID_SIZE), mode="bilinear", align_corners=False))
     return torch.cat(out)
 

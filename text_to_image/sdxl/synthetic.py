@@ -356,11 +356,11 @@ def _synthesize(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     # 5. scoring networks and FID statistics
     ref_rng = np.random.default_rng([seed, 3])
     references = [_reference_image(ref_rng) for _ in range(REFERENCE_IMAGES)]
-    net = _write_inception(ds_dir / INCEPTION / INCEPTION_FILE, references, seed)
+    net = _write_inception(ds_dir / INCEPTION / INCEPTION_FILE, references, seed).double()
     stats = RunningStats(net.dims)
     with torch.inference_mode():
         for k in range(0, len(references), 16):
-            stats.update(net(image_batch(references[k:k + 16], "cpu")).double().numpy())
+            stats.update(net(image_batch(references[k:k + 16], "cpu", torch.float64)).numpy())
     np.savez(ds_dir / STATISTICS, mu=stats.mean, sigma=stats.cov())
     _write_clip(ds_dir / CLIP_DIR, model_dir / "tokenizer", vocab_size, payloads, captions, seed)
     return payloads
