@@ -38,6 +38,17 @@ def test_normalize_as_the_manifest_reader():
     assert text.LABELS[0] == " " and text.LABELS[27] == "'" and text.BLANK == 28
 
 
+# sha256 of librosa 0.11.0's librosa.filters.mel(sr=16000, n_fft=512, n_mels=80, fmin=0, fmax=8000)
+# bytes (float32), what the reference featurizer builds; librosa is not a kit dependency
+LIBROSA_MEL_SHA256 = "2676995a34afe980bc0392219c797ddd56c78e1809f84c387577c9e151664cec"
+
+
+def test_mel_filterbank_bit_equal_to_librosa():
+    import hashlib
+
+    assert hashlib.sha256(feat.mel_filterbank().tobytes()).hexdigest() == LIBROSA_MEL_SHA256
+
+
 def test_mel_filterbank_shape_and_slaney_area():
     fb = feat.mel_filterbank()
     assert fb.shape == (80, 257) and fb.dtype == np.float32 and (fb >= 0).all()

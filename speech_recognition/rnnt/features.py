@@ -48,7 +48,8 @@ def _mel_to_hz(m):
 def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS,
                    fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
     """(n_mels, 1 + n_fft // 2) float32: Slaney-scale triangles with Slaney area normalisation,
-    the filters librosa.filters.mel builds with its defaults (htk=False, norm='slaney')."""
+    the filters librosa.filters.mel builds with its defaults (htk=False, norm='slaney'); bit-equal
+    to librosa 0.11.0 for the RNN-T settings (tests/test_rnnt_unit.py)."""
     fmax = sr / 2 if fmax is None else fmax
     fft_freqs = np.linspace(0, sr / 2, 1 + n_fft // 2)
     mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
