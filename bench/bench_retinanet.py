@@ -152,6 +152,12 @@ def main() -> int:
             log = synthetic_log(root, a.images)
             print(f"\nmAP on a synthetic log of {a.images} images ({log.stat().st_size / 1e6:.0f} MB; "
                   f"made in {time.perf_counter() - t:.0f} s)")
+            orig = oi.coco_map
+            oi.coco_map = lambda *x, **k: orig(*x, **{**k, "workers": 1})
+            t = time.perf_counter()
+            ours1 = score_log(BENCHMARK, log, root, a.images)["mAP"]
+            t_ours1 = time.perf_counter() - t
+            oi.coco_map = orig
             t = time.perf_counter()
             ours = score_log(BENCHMARK, log, root, a.images)["mAP"]
             t_ours = time.perf_counter() - t
@@ -160,8 +166,10 @@ def main() -> int:
             t_ref = time.perf_counter() - t
             print(f"{'evaluator':<44}{'seconds':>9}{'mAP %':>12}")
             print(f"{'reference (json.load + pycocotools, 1 proc)':<44}{t_ref:>9.1f}{ref:>12.6f}")
-            print(f"{'kit (streamed log + faster-coco-eval)':<44}{t_ours:>9.1f}{ours:>12.6f}")
-            print(f"speed-up {t_ref / t_ours:.1f}x; |mAP difference| = {abs(ours - ref):.2e} (percentage points)")
+            print(f"{'kit (streamed log + faster-coco-eval, 1 proc)':<44}{t_ours1:>9.1f}{ours1:>12.6f}")
+            print(f"{'kit (categories over ' + str(min(os.cpu_count() or 1, 8)) + ' procs)':<44}{t_ours:>9.1f}{ours:>12.6f}")
+            print(f"speed-up {t_ref / t_ours1:.1f}x (1 proc), {t_ref / t_ours:.1f}x; "
+                  f"|mAP difference| = {max(abs(ours - ref), abs(ours1 - ref)):.2e} (percentage points)")
     return 0
 
 

@@ -153,10 +153,13 @@ def test_faster_evaluator_equals_pycocotools():
                           rng.uniform(0.3, 1), a["category_id"]], np.float32)
         payloads[q] = (q, np.concatenate([payloads[q][1], extra]))
     dets, ids, _, _ = oi.detections_from_pairs(payloads, gt["images"])
-    ours = oi.coco_map(gt, dets, ids, "faster")
     ref = oi.coco_map(gt, dets, ids, "pycocotools")
     assert 0.05 < ref < 1.0
-    assert abs(ours - ref) < 1e-6
+    for workers in (1, 2, 4):  # categories split over processes, joined before the mean
+        assert abs(oi.coco_map(gt, dets, ids, "faster", workers=workers) - ref) < 1e-6, workers
+    # a group of categories without any detection
+    only0 = dets[dets[:, 6] == 0]
+    assert abs(oi.coco_map(gt, only0, ids, "faster", workers=3) - oi.coco_map(gt, only0, ids, "pycocotools")) < 1e-6
 
 
 def test_score_checks_groups_of_seven(tmp_path):
