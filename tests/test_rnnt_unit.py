@@ -106,6 +106,8 @@ def test_checkpoint_migration_and_greedy_decode(synth):
     ck = torch.load(out / "model" / CHECKPOINT, weights_only=True)["state_dict"]
     assert "joint_net.3.weight" in ck and "audio_preprocessor.featurizer.fb" in ck
     assert "joint.net.3.weight" in migrate(ck) and "audio_preprocessor.featurizer.fb" not in migrate(ck)
+    ddp = {"module." + k.replace("joint_net.3.", "joint_net.2."): v for k, v in ck.items()}
+    assert set(migrate(ddp)) == set(migrate(ck))
     net = BENCHMARK.load_model(out / "model", "cpu", "fp32", {})
     assert net.encoder.post_rnn.lstm.num_layers == 3 and net.encoder.stack == 2
     ds = BENCHMARK.open_dataset(out / "dataset")

@@ -123,6 +123,12 @@ def migrate(state: dict) -> dict:
     out = {k.replace("joint_net", "joint.net"): v for k, v in state.items()}
     for k in ("audio_preprocessor.featurizer.fb", "audio_preprocessor.featurizer.window"):
         out.pop(k, None)
+    # tolerated beyond the reference: a DistributedDataParallel "module." prefix, and a joint saved
+    # without its dropout layer (last Linear at net.2 instead of net.3)
+    if out and all(k.startswith("module.") for k in out):
+        out = {k[len("module."):]: v for k, v in out.items()}
+    if "joint.net.2.weight" in out and "joint.net.3.weight" not in out:
+        out = {k.replace("joint.net.2.", "joint.net.3."): v for k, v in out.items()}
     return out
 
 
