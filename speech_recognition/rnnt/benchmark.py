@@ -121,12 +121,12 @@ def checkpoint_file(model_path: Path) -> Path:
 def migrate(state: dict) -> dict:
     """The published state dict -> this model's names (pytorch_SUT.py load_and_migrate_checkpoint)."""
     out = {k.replace("joint_net", "joint.net"): v for k, v in state.items()}
-    for k in ("audio_preprocessor.featurizer.fb", "audio_preprocessor.featurizer.window"):
-        out.pop(k, None)
     # tolerated beyond the reference: a DistributedDataParallel "module." prefix, and a joint saved
     # without its dropout layer (last Linear at net.2 instead of net.3)
     if out and all(k.startswith("module.") for k in out):
         out = {k[len("module."):]: v for k, v in out.items()}
+    for k in ("audio_preprocessor.featurizer.fb", "audio_preprocessor.featurizer.window"):
+        out.pop(k, None)
     if "joint.net.2.weight" in out and "joint.net.3.weight" not in out:
         out = {k.replace("joint.net.2.", "joint.net.3."): v for k, v in out.items()}
     return out
