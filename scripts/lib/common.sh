@@ -145,6 +145,7 @@ build_env() {
     esac
     shift
   done
+  pick_manager >/dev/null    # a bad ENV_MANAGER or DATA is refused first, then missing data,
   check_data_source "$model"  # before the env: a ~1 GB build must not end in "no data"
   make_env "$KIT_ROOT/envs/$model.yml" "$(env_path "$model")" "$force"
   prepare_data "$model"
