@@ -167,7 +167,8 @@ def _repush(targets: str) -> str:
         m = re.fullmatch(r"logs/internal/(.+)\.dvc", t)
         if m:
             return f"make publish_log_{m.group(1)} RUN=/path/to/the/run_dir"
-    models = sorted({m.group(1) for t in targets.split() if (m := re.fullmatch(r"data/(?:dataset|models)/(.+)\.dvc", t))})
+    found = (re.fullmatch(r"data/(?:dataset|models)/(.+)\.dvc", t) for t in targets.split())
+    models = sorted({m.group(1) for m in found if m})
     if len(models) == 1:
         m = models[0]
         return f"make data_add_{m} SRC=data/dataset/{m}" + (
