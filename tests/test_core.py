@@ -96,3 +96,17 @@ def test_targets_cli_prints_every_model():
                  "llama2-70b-99.9", "mixtral-8x7b", "mixtral-8x7b@v4.1", "stable-diffusion-xl", "3d-unet-99",
                  "3d-unet-99.9", "dlrm-v2-99", "dlrm-v2-99.9", "rnnt"):
         assert f"\n{name} " in cp.stdout, name
+
+
+def test_synthetic_two_sided_windows_keep_their_relative_width():
+    """A synthetic reference replaces the real one; a two-sided window (SDXL's absolute CLIP/FID
+    bounds) must not collapse to a single value that float noise fails."""
+    sdxl = targets.get("stable-diffusion-xl")
+    ref = {"CLIP_SCORE": 100.0, "FID_SCORE": 0.1357}
+    noisy = {"CLIP_SCORE": 100.0, "FID_SCORE": 0.1357 * (1 + 1e-12)}
+    assert targets.evaluate(sdxl, noisy, reference_override=ref).passed
+    far = {"CLIP_SCORE": 97.0, "FID_SCORE": 0.1357}
+    assert not targets.evaluate(sdxl, far, reference_override=ref).passed
+    rows = targets.evaluate(sdxl, noisy, reference_override=ref).rows
+    fid = sorted(r["target"] for r in rows if r["metric"] == "FID_SCORE")
+    assert fid[0] == pytest.approx(0.1357 * 23.01085758 / 23.48046692) and fid[1] > 0.1357
