@@ -35,7 +35,8 @@ CLIP_DIR = TOOLS / "clip"
 INCEPTION = TOOLS / "inception"
 NEGATIVE_PROMPT = "normal quality, low quality, worst quality, low res, blurry, nsfw, nude"
 REFERENCE_SIDE = 1024
-SCORE_BATCH = 16  # images per CLIP / Inception forward while scoring; bounds the scorer's memory
+SCORE_BATCH = 16  # images per CLIP forward while scoring; bounds the scorer's memory
+INCEPTION_BATCH = 4  # images per float64 Inception forward (~60 MB of activations per image)
 
 
 def read_captions(root: Path) -> list[str]:
@@ -281,9 +282,10 @@ class StableDiffusionXL(Benchmark):
 
             images = [img for _, img in batch]
             clip_sum += float(clip.scores(images, [captions[q] for q, _ in batch]).sum())
-            with torch.inference_mode():
-                acts = inception(image_batch(images, device, torch.float64)).cpu().numpy()
-            stats.update(acts)
+            for k in range(0, len(images), INCEPTION_BATCH):
+                with torch.inference_mode():
+                    acts = inception(image_batch(images[k:k + INCEPTION_BATCH], device, torch.float64))
+                stats.update(acts.cpu().numpy())
             count += len(batch)
             batch.clear()
 
@@ -296,9 +298,7 @@ class StableDiffusionXL(Benchmark):
                 flush()
         flush()
         fid = frechet_distance(mu_ref, sigma_ref, stats.mean, stats.cov())
-        # Ten decimals (the checker's bounds have eight): the kit compares against bounds rounded to
-        # ten decimals (evalkit/targets.py), and a synthetic reference must equal itself on both sides.
-        return {"CLIP_SCORE": round(clip_sum / count, 10), "FID_SCORE": round(fid, 10), "images": count}
+        return {"CLIP_SCORE": clip_sum / count, "FID_SCORE": fid, "images": count}
 
     def accuracy_lines(self, metrics: dict) -> list[str]:
         # accuracy_coco.py at HEAD prints the values as strings (the checker regexes allow the quote).

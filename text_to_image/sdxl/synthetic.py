@@ -13,8 +13,8 @@ Two calibrations make the metrics usable as references:
 - pixels off the rounding edges: the VAE decoder's last conv is scaled so that nearly
   every value saturates the [0, 1] clamp, and a caption is redrawn until every value
   clears the clamp edge by a margin far above fp32 noise. A batch size, thread count or
-  partitioning then cannot flip one pixel, and the two-sided bounds (checked with ratio
-  1.0 against the synthetic reference) hold exactly (as resnet skips near-tied logits);
+  partitioning then cannot flip one pixel: an fp32 run reproduces the truth byte for byte
+  (as resnet skips near-tied logits);
 - CLIP knows its captions: the CLIP projections are solved so that each truth image and
   its caption embed onto the same vector of an orthonormal set. The truth scores
   CLIP_PERFECT (100 * cos = 100); an index shift pairs orthogonal vectors and scores 0.
