@@ -297,6 +297,7 @@ class StableDiffusionXL(Benchmark):
             if len(batch) == SCORE_BATCH:
                 flush()
         flush()
+        clip = inception = None  # free both networks before sqrtm's 2048x2048 work: a lower peak
         fid = frechet_distance(mu_ref, sigma_ref, stats.mean, stats.cov())
         return {"CLIP_SCORE": clip_sum / count, "FID_SCORE": fid, "images": count}
 
