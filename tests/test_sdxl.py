@@ -174,10 +174,10 @@ def _scoring_set(root: Path, n: int, side: int) -> Path:
 
 
 def test_scorer_memory_stays_bounded_on_a_large_log(tmp_path):
-    """Scoring 80 images takes no more Python/numpy memory at its peak than scoring 16: the
+    """Scoring 48 images takes no more Python/numpy memory at its peak than scoring 16: the
     merged log streams past the scorer (a full SDXL log is 31 GB; bench/bench_sdxl.py
     measures the real-size case)."""
-    small, big, side = 16, 80, 256
+    small, big, side = 16, 48, 256
     root = _scoring_set(tmp_path, big, side)
     script = textwrap.dedent(f"""
         import json, tracemalloc
