@@ -93,6 +93,11 @@ class Benchmark(abc.ABC):
                            f"use one of {', '.join(self.data_types)}.")
         return table[data_type]
 
+    def sample_work(self, dataset_path: Path) -> list[int] | None:
+        """The cost of each sample (3D-UNet: voxels per case) when samples differ hugely in size:
+        partitions are then cut by work, not by count (evalkit/partition.py). None: by count."""
+        return None
+
     @abc.abstractmethod
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
         """The real model from a checkpoint in its published format, on `device`, in `data_type`."""

@@ -291,7 +291,7 @@ def _rank0(ranks: _Ranks, plan, err, env, no_check) -> int:
         ranks.put("plan", info)
         # `evalkit status` prints it for failed/missing partitions
         rundir.record_launch(run_dir, list(range(spec.partition_offset, spec.partition_offset + env["world_size"])),
-                             spec.n_partitions, _resume_command(spec, env))
+                             spec.n_partitions, _resume_command(spec, env), plan.config_hash, list(plan.bounds))
         results = {0: _own_partition(plan, env, info)}
         pending = set(range(1, env["world_size"]))
         while pending:

@@ -56,10 +56,12 @@ def validate(found: dict[int, tuple[Path, dict]]) -> dict:
     if extra:
         raise KitError(f"partition {extra[0]} is outside 0..{P - 1}")
     n_count = int(ref["n_count"])
+    bounds = ref["config"].get("partition_bounds")  # cut by work (3D-UNet), else by count
     for p, (d, m) in sorted(found.items()):
-        if list(m["range"]) != list(partition_range(n_count, P, p)):
+        want = [bounds[p], bounds[p + 1]] if bounds else list(partition_range(n_count, P, p))
+        if list(m["range"]) != want:
             raise KitError(f"partition {p}: {d / rundir.MANIFEST} claims range {m['range']}, the partition "
-                           f"contract gives {list(partition_range(n_count, P, p))}; the manifest was edited")
+                           f"contract gives {want}; the manifest was edited")
     return ref
 
 

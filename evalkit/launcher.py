@@ -108,7 +108,8 @@ def run_local(plan: Plan, isolate: bool = False) -> list[int]:
     preflight(plan)
     Path(spec.log_path).mkdir(parents=True, exist_ok=True)
     if not isolate:  # under torchrun rank 0 records the torchrun command instead
-        rundir.record_launch(spec.log_path, parts, spec.n_partitions, resume_command(spec), plan.config_hash)
+        rundir.record_launch(spec.log_path, parts, spec.n_partitions, resume_command(spec), plan.config_hash,
+                             list(plan.bounds))
     devices = worker_devices(spec)
     if len(parts) == 1 and not isolate:
         dev, threads = devices[0]

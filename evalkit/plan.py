@@ -19,6 +19,7 @@ from . import backends, registry
 from . import manifest as mf
 from .benchmark import Benchmark, Dataset
 from .errors import KitError
+from .partition import partition_range, work_bounds
 from .util import ROOT, config_hash
 
 SCENARIOS = ("Offline", "SingleStream", "MultiStream", "Server")
@@ -72,6 +73,10 @@ class Plan:
     dataset: Dataset
     config: dict            # what must be equal across partitions (hashed)
     config_hash: str
+    bounds: tuple[int, ...] = ()  # partition p is [bounds[p], bounds[p+1])
+
+    def range(self, p: int) -> tuple[int, int]:
+        return self.bounds[p], self.bounds[p + 1]
 
     @property
     def partitions(self) -> list[int]:
@@ -192,7 +197,13 @@ def resolve(req: RunSpec, world_size: int | None = None, now: float | None = Non
                                     else bench.default_batch_size),
         accuracy_target=target)
     config = mf.run_config(bench, spec)
-    return Plan(spec, bench, dataset, config, config_hash(config))
+    work = bench.sample_work(dataset_path)
+    if work is not None:  # cut by work; the cuts are part of the run's identity
+        bounds = work_bounds(n_count, n_partitions, work)
+        config = dict(config, partition_by="work", partition_bounds=bounds)
+    else:
+        bounds = [partition_range(n_count, n_partitions, p)[0] for p in range(n_partitions)] + [n_count]
+    return Plan(spec, bench, dataset, config, config_hash(config), tuple(bounds))
 
 
 __all__ = ["RunSpec", "Plan", "resolve", "resolve_options", "SCENARIOS", "MODES"]

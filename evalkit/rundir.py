@@ -227,6 +227,8 @@ def collect(run_dirs: list[Path], stall_minutes: float = STALL_MINUTES, only: li
         st.launches += [dict(x, run_dir=str(rd)) for x in info.get("launches", {}).values()]
         if info.get("n_partitions"):
             st.meta.setdefault("n_partitions", info["n_partitions"])
+        if info.get("bounds"):
+            st.meta.setdefault("bounds", info["bounds"])
         for p, d in partition_dirs(rd):
             if only is not None and p not in only:
                 continue
@@ -241,7 +243,9 @@ def collect(run_dirs: list[Path], stall_minutes: float = STALL_MINUTES, only: li
         x = st.parts.setdefault(p, Part(p, "missing"))
         if x.total == 0 and n_count and st.n_partitions and st.meta.get("mode") != "performance" \
                 and p < st.n_partitions:
-            start, stop = partition_range(n_count, st.n_partitions, p)
+            b = st.meta.get("bounds")
+            start, stop = (b[p], b[p + 1]) if b and len(b) == st.n_partitions + 1 else \
+                partition_range(n_count, st.n_partitions, p)
             x.total = stop - start   # failed before its first progress write, or never started
     st.parts = dict(sorted(st.parts.items()))
     return st
@@ -255,7 +259,7 @@ def read_run_info(run_dir: Path) -> dict:
 
 
 def record_launch(run_dir: Path, partitions: list[int], n_partitions: int, command: str,
-                  config_hash: str | None = None) -> None:
+                  config_hash: str | None = None, bounds: list[int] | None = None) -> None:
     """Keep the command that (re)runs these partitions. Keyed by the partitions it covers, so
     nodes that launch different offsets into one shared run dir each keep their own line."""
     info = read_run_info(run_dir)
@@ -264,6 +268,8 @@ def record_launch(run_dir: Path, partitions: list[int], n_partitions: int, comma
     launches[key] = {"partitions": partitions, "command": command, "cwd": os.getcwd(),
                      "host": socket.gethostname(), "time": time.time()}
     out = {"n_partitions": n_partitions, "launches": launches}
+    if bounds or info.get("bounds"):
+        out["bounds"] = list(bounds or info["bounds"])  # partition ranges, for partitions not started yet
     if config_hash or info.get("config_hash"):
         out["config_hash"] = config_hash or info["config_hash"]
     atomic_write_json(Path(run_dir) / RUN_INFO, out)

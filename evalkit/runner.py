@@ -28,7 +28,6 @@ from .benchmark import Benchmark
 from .cache import ResponseCache
 from .errors import KitError, Preempted
 from .owner import Claim
-from .partition import partition_range
 from .plan import MODES, Plan, RunSpec  # noqa: F401 (RunSpec: the runner's input type)
 from .progress import Progress
 from .store import SampleStore
@@ -327,7 +326,7 @@ def run_partition(plan: Plan, p: int, resume: str | None = None) -> str:
                            f"(hash {existing['config_hash']}, this run {chash}); use a new LOG_PATH")
         print(f"partition {p}: complete manifest found, skipped (resume)", file=sys.stderr)
         return "skipped"
-    start, stop = partition_range(spec.n_count, spec.n_partitions, p)
+    start, stop = plan.range(p)
     plan.dataset.check_available(start, stop)
     with _Preemption(p, resume) as pre:
         claim = pre.claim = Claim(part_dir, p).acquire()  # nothing in the dir is touched before this

@@ -110,3 +110,22 @@ def test_synthetic_two_sided_windows_keep_their_relative_width():
     rows = targets.evaluate(sdxl, noisy, reference_override=ref).rows
     fid = sorted(r["target"] for r in rows if r["metric"] == "FID_SCORE")
     assert fid[0] == pytest.approx(0.1357 * 23.01085758 / 23.48046692) and fid[1] > 0.1357
+
+
+def test_partitions_cut_by_work_balance_the_work():
+    """3D-UNet's cases differ hugely in size: cut by voxels, contiguous, in index order, never empty."""
+    import random
+
+    from evalkit.partition import work_bounds
+
+    w = [100, 1, 1, 1, 1, 100, 1, 1, 100, 1]
+    assert [partition_range(10, 3, p, w) for p in range(3)] == [(0, 3), (3, 7), (7, 10)]
+    assert [sum(w[a:b]) for a, b in (partition_range(10, 3, p, w) for p in range(3))] == [102, 103, 102]
+    rng = random.Random(0)
+    for _ in range(500):
+        n = rng.randint(1, 40)
+        P = rng.randint(1, n)
+        work = [rng.randint(0, 1000) for _ in range(n)]
+        b = work_bounds(n, P, work)
+        assert b[0] == 0 and b[-1] == n and all(x < y for x, y in zip(b, b[1:]))
+        assert [partition_range(n, P, p, work) for p in range(P)] == list(zip(b, b[1:]))
