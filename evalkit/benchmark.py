@@ -173,6 +173,11 @@ class Benchmark(abc.ABC):
         raise KitError(f"no checkpoint dir for the {self.name} tokenizer next to dataset {ds} "
                        f"(looked in {candidates[0]} and {candidates[1]})")
 
+    def write_extras(self, run_dir: Path, merged_log: Path, dataset_path: Path, model_path: Path) -> list[str]:
+        """Files the submission checker wants in the accuracy dir besides accuracy.txt (SDXL's sample
+        images); check calls it after scoring. Returns what it wrote, for the table."""
+        return []
+
     @abc.abstractmethod
     def accuracy_lines(self, metrics: dict) -> list[str]:
         """Lines of accuracy.txt, as the reference accuracy script prints them (plain numbers)."""

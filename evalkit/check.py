@@ -90,13 +90,14 @@ def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | Non
             if not vals:
                 raise KitError(f"internal: accuracy.txt line for {r['metric']} does not match the checker pattern")
         atomic_write_text(run_dir / "accuracy.txt", text)
+        extras = bench.write_extras(run_dir, merged, dataset, model_path)  # e.g. SDXL's images/ for the checker
         result = {
             "model": bench.name, "checker_name": checker_name, "accuracy_target": target,
             "metrics": {k: v for k, v in metrics.items()}, "rows": verdict.rows,
             "verdict": "PASS" if verdict.passed else "FAIL", "synthetic": bool(synth),
             "n_count": n_count, "dataset_size": dataset_size, "partial": n_count < dataset_size,
             "config_hash": info["config_hash"], "config": info["config"], "score_seconds": round(score_s, 3),
-            "targets_source": mt.source,
+            "targets_source": mt.source, "extras": extras,
         }
         atomic_write_json(run_dir / "accuracy.json", result)
     except KitError as e:

@@ -182,6 +182,17 @@ class StableDiffusionXL(Benchmark):
             out[f"{rel.name}_sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()
         return out
 
+    def write_extras(self, run_dir: Path, merged_log: Path, dataset_path: Path, model_path: Path) -> list[str]:
+        """The checker's images/<id>.png + captions.txt for the sample ids this run covers."""
+        from evalkit.accuracy_log import decode_payloads
+
+        from .images import save_sample_images
+
+        pairs = ((q, np.frombuffer(p, np.uint8)) for q, p in decode_payloads(merged_log))
+        done = save_sample_images(pairs, read_captions(Path(dataset_path)), Path(run_dir) / "images",
+                                  self.image_shape(Path(model_path)))
+        return [f"images/{q}.png" for q in done]
+
     def image_shape(self, model_path: Path | None) -> tuple[int, int]:
         """(H, W) of the images the checkpoint makes: unet sample_size x the VAE's upscale."""
         if model_path is None:

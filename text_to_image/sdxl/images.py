@@ -72,7 +72,8 @@ def main(argv=None) -> int:
         dataset = Path(a.dataset or info["dataset"])
         captions = read_captions(dataset)
         side = BENCHMARK.image_shape(Path(info["model_path"]))
-        done = save_sample_images(decode_payloads(a.run_dir / MERGED), captions, a.run_dir / "images", side)
+        pairs = ((q, np.frombuffer(p, np.uint8)) for q, p in decode_payloads(a.run_dir / MERGED))
+        done = save_sample_images(pairs, captions, a.run_dir / "images", side)
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
