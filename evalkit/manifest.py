@@ -59,7 +59,7 @@ def run_config(bench, spec) -> dict:
 
 
 def write_manifest(part_dir: Path, bench, spec, p: int, rng: tuple[int, int], config: dict,
-                   chash: str, timings: dict, backend_info: dict | None = None) -> dict:
+                   chash: str, timings: dict, backend_info: dict | None = None, extra: dict | None = None) -> dict:
     logs = {}
     for name in sorted(os.listdir(part_dir)):
         if name.startswith("mlperf_log_"):
@@ -86,6 +86,7 @@ def write_manifest(part_dir: Path, bench, spec, p: int, rng: tuple[int, int], co
         "kit_version": KIT_VERSION,
         "kit_commit": git_commit(),
     }
+    m.update(extra or {})
     atomic_write_json(part_dir / MANIFEST, m)
     return m
 

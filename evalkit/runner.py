@@ -463,7 +463,7 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
                        "samples_per_s": round((progress.done - progress.cached) / t_run, 4) if t_run > 0 else None,
                        "samples_computed": progress.done - progress.cached, "samples_cached": progress.cached,
                        "started": t0, "finished": time.time(), "warmup_s": warm.get("seconds")},
-                      {**backend.describe(), "sample_store": store.where or "host objects"})
+                      backend.describe(), {"sample_store": store.where or "host objects"})
     if cache is not None:
         cache.delete()  # the LoadGen log now holds every response; keeping SDXL-size payloads only costs disk
     return "done"
