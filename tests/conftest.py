@@ -39,12 +39,28 @@ def one_line_error(cp: subprocess.CompletedProcess) -> str:
     return errs[0]
 
 
+SYNTH_N = 8  # the synthetic set size the contract test and the per-model tests share
+
+
 @pytest.fixture(scope="session")
-def resnet_synth(tmp_path_factory) -> Path:
+def synthetic(tmp_path_factory):
+    """synthetic(model, n=SYNTH_N) -> dir of a synthetic set (seed 0), written once per session and
+    shared by every test file that asks for the same one (writing one costs a model's calibration)."""
+    made: dict[tuple[str, int], Path] = {}
+
+    def get(model: str, n: int = SYNTH_N) -> Path:
+        if (model, n) not in made:
+            out = tmp_path_factory.mktemp(f"synth_{model}_{n}")
+            evalkit("synth", model, "--out", out, "--n", n, "--seed", 0, check=True)
+            made[(model, n)] = out
+        return made[(model, n)]
+    return get
+
+
+@pytest.fixture(scope="session")
+def resnet_synth(synthetic) -> Path:
     """A 24-image synthetic ImageNet set + random ResNet50 checkpoint (published layouts)."""
-    out = tmp_path_factory.mktemp("resnet_synth")
-    evalkit("synth", "resnet", "--out", out, "--n", 24, "--seed", 0, check=True)
-    return out
+    return synthetic("resnet", 24)
 
 
 def copy_tree(src: Path, dst: Path) -> Path:

@@ -12,14 +12,12 @@ import pytest
 from conftest import evalkit, one_line_error
 
 MERGED = "merged_mlperf_log_accuracy.json"
-N = 12
+N = 8  # conftest.SYNTH_N: the set the contract test uses too
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bert_synth")
-    evalkit("synth", "bert", "--out", out, "--n", N, "--seed", 0, check=True)
-    return out
+def synth(synthetic) -> Path:
+    return synthetic("bert", N)
 
 
 def run(synth, log, *extra):

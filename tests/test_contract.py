@@ -20,19 +20,18 @@ from evalkit import registry, targets
 from evalkit.accuracy_log import Writer, iter_entries
 from evalkit.rundir import MERGED
 
-from conftest import evalkit, one_line_error
+from conftest import SYNTH_N, evalkit, one_line_error
 
-MAX_N = 12
 # A dtype of another item size than the model's: its bytes cannot pass as the right payload.
 WRONG_DTYPE = {1: "float32", 2: "float32", 4: "float16", 8: "int32"}
 
 
 class Contract:
-    def __init__(self, name: str, base: Path):
+    def __init__(self, name: str, base: Path, synthetic):
         self.name = name
         self.bench = registry.get(name)
-        self.n = min(self.bench.synthetic_n, MAX_N)
-        self.synth = base / "synth"
+        self.n = min(self.bench.synthetic_n, SYNTH_N)
+        self.synth = synthetic(name, self.n)  # shared with the model's own tests
         self.base = base
 
     def run(self, log: Path, *extra):
@@ -42,10 +41,8 @@ class Contract:
 
 
 @pytest.fixture(scope="module", params=registry.names())
-def model(request, tmp_path_factory) -> Contract:
-    c = Contract(request.param, tmp_path_factory.mktemp(f"contract_{request.param}"))
-    cp = evalkit("synth", c.name, "--out", c.synth, "--n", c.n, "--seed", 0)
-    assert cp.returncode == 0, cp.stderr
+def model(request, tmp_path_factory, synthetic) -> Contract:
+    c = Contract(request.param, tmp_path_factory.mktemp(f"contract_{request.param}"), synthetic)
     c.one = c.run(c.base / "p1")
     c.three = c.run(c.base / "p3", "--n_devices", 3, "--n_partitions", 3)
     return c

@@ -11,14 +11,12 @@ import pytest
 from conftest import evalkit
 
 MERGED = "merged_mlperf_log_accuracy.json"
-N = 6
+N = 8  # conftest.SYNTH_N: the set the contract test uses too
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("gptj_synth")
-    evalkit("synth", "gpt-j", "--out", out, "--n", N, "--seed", 0, check=True)
-    return out
+def synth(synthetic) -> Path:
+    return synthetic("gpt-j", N)
 
 
 def run(synth, log, *extra):

@@ -13,14 +13,12 @@ from evalkit.errors import KitError
 
 from conftest import evalkit
 
-N = 6
+N = 8  # conftest.SYNTH_N: the set the contract test uses too
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("llama2_synth")
-    evalkit("synth", "llama2", "--out", out, "--n", N, "--seed", 0, check=True)
-    return out
+def synth(synthetic) -> Path:
+    return synthetic("llama2", N)
 
 
 def test_reference_settings():

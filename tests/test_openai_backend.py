@@ -19,7 +19,7 @@ import pytest
 
 from conftest import evalkit, kit_env, one_line_error
 
-N = 6
+N = 8  # conftest.SYNTH_N: the set the contract test uses too
 SERVE = shutil.which("transformers", path=str(Path(sys.executable).parent))
 
 
@@ -30,10 +30,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("gptj_synth_oa")
-    evalkit("synth", "gpt-j", "--out", out, "--n", N, "--seed", 0, check=True)
-    return out
+def synth(synthetic) -> Path:
+    return synthetic("gpt-j", N)
 
 
 @pytest.fixture(scope="module")
