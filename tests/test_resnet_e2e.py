@@ -147,7 +147,7 @@ def test_partition_from_another_config(resnet_synth, tmp_path):
     assert "partition 1" in err and "scenario" in err
     # and running into that dir with this config refuses to reuse the foreign partition
     err = one_line_error(run(resnet_synth, log, "--n_partitions", 2, "--partition_offset", 1))
-    assert "partition 1" in err and "another config" in err
+    assert "partition 1" in err and "holds another run" in err and "scenario" in err
 
 
 def test_missing_partition(resnet_synth, tmp_path):
