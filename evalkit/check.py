@@ -87,7 +87,10 @@ def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | Non
         for r in verdict.rows:
             pattern_key = "WER" if r["metric"] == "WER" else r["metric"]
             vals = targets.parse_accuracy_txt(text, pattern_key)
-            if not vals:
+            if not vals and r["value"] < 0:
+                # the checker's patterns read no minus sign: it would find no value and reject the run
+                r["pass"], r["note"] = False, "negative: the checker's pattern cannot read it"
+            elif not vals:
                 raise KitError(f"internal: accuracy.txt line for {r['metric']} does not match the checker pattern")
         atomic_write_text(run_dir / "accuracy.txt", text)
         extras = bench.write_extras(run_dir, merged, dataset, model_path)  # e.g. SDXL's images/ for the checker

@@ -212,7 +212,9 @@ class StableDiffusionXL(Benchmark):
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> _SDXL:
         import torch
         from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+        from diffusers.utils import logging as diffusers_logging
 
+        diffusers_logging.disable_progress_bar()  # "Loading pipeline components" would break the kit's lines
         dtype = self.torch_dtype(data_type)
         pipe_dir, sched_dir = pipeline_dirs(model_path)
         try:
