@@ -11,7 +11,6 @@ import pytest
 
 from evalkit.errors import KitError
 
-from conftest import evalkit
 
 N = 8  # conftest.SYNTH_N: the set the contract test uses too
 
