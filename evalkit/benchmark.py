@@ -29,8 +29,9 @@ class Dataset(abc.ABC):
     def check_available(self, start: int, stop: int) -> None:
         """Raise KitError naming the first missing file in [start, stop).
 
-        A missing file is an error, never a skip: a skip shifts every index after it. Abstract on
-        purpose: a default that passes silently would let a run start on a broken dataset.
+        A missing file is an error, never a skip: a skip shifts every index after it. The core has
+        already checked that [start, stop) lies inside 0..size. Abstract on purpose: a dataset whose
+        files were all read when it opened says so explicitly instead of inheriting a silent pass.
         """
 
 

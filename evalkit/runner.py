@@ -327,6 +327,9 @@ def run_partition(plan: Plan, p: int, resume: str | None = None) -> str:
         print(f"partition {p}: complete manifest found, skipped (resume)", file=sys.stderr)
         return "skipped"
     start, stop = plan.range(p)
+    if not 0 <= start <= stop <= plan.dataset.size:  # the one range check; datasets check their files
+        raise KitError(f"partition {p}: sample range [{start}, {stop}) is outside the dataset {spec.dataset} "
+                       f"({plan.dataset.size} samples)")
     plan.dataset.check_available(start, stop)
     with _Preemption(p, resume) as pre:
         claim = pre.claim = Claim(part_dir, p).acquire()  # nothing in the dir is touched before this

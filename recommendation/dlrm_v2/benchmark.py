@@ -91,10 +91,7 @@ class CriteoSamples(Dataset):
         return self.day.sample(index)
 
     def check_available(self, start: int, stop: int) -> None:
-        # every file was opened (memory-mapped) when the dataset was; only the range can be wrong
-        if start < 0 or stop > self.size or start > stop:
-            raise KitError(f"sample range [{start}, {stop}) is outside the {self.size} aggregated samples of "
-                           f"{self.day.root}")
+        pass  # every file was read when the dataset opened; the core checks the range
 
 
 class DLRMv2(Benchmark):

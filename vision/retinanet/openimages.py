@@ -75,8 +75,6 @@ class OpenImages:
             raise KitError(f"image {p} (index {index}) is unreadable ({e}); replace the file.") from None
 
     def check_available(self, start: int, stop: int) -> None:
-        if start < 0 or stop > self.size or start > stop:
-            raise KitError(f"sample range [{start}, {stop}) is outside {self.root / ANNOTATIONS} ({self.size} images).")
         for i in range(start, stop):
             if not os.path.exists(self.path(i)):
                 raise KitError(f"image {self.path(i)} (index {i}) is missing; restore it before running "

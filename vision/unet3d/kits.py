@@ -105,8 +105,6 @@ class KiTS19:
         return index, np.ascontiguousarray(image, dtype=np.float32)
 
     def check_available(self, start: int, stop: int) -> None:
-        if start < 0 or stop > self.size or start > stop:
-            raise KitError(f"case range [{start}, {stop}) is outside {self.root / INDEX} ({self.size} cases).")
         for i in range(start, stop):
             for p in (self.root / f"{self.cases[i]}.pkl",):
                 if not os.path.exists(p):
