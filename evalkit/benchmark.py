@@ -62,6 +62,10 @@ class Benchmark(abc.ABC):
     payload_size: int | None = None   # elements per payload when fixed (resnet 1, bert 768); the core checks it
     token_payload: bool = False       # payload = token ids: LoadGen gets n_tokens = payload length
     default_batch_size: int = 1
+    # False: the payload bytes depend on the batch size (DLRM's float sums), so the batch size enters
+    # the config hash and partitions run at other batch sizes never merge. True (the default) is a
+    # promise the contract test checks: batch 1 and batch B give the same bytes on CPU in fp32.
+    batch_invariant: bool = True
     cuda_batch_size: int | None = None   # default on a GPU (sized for one H100/H200); None: default_batch_size
     data_types: tuple[str, ...] = ("fp32", "fp16", "bf16")
     synthetic_n: int = 64             # default size of the synthetic set (DATA=synthetic)
@@ -79,8 +83,9 @@ class Benchmark(abc.ABC):
         `model_path` is for datasets whose features depend on the checkpoint (a tokenizer)."""
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
-        """Identity of the dataset's index/label files for the config hash (the checkpoint is
-        identified by content by the core: evalkit/identity.py)."""
+        """Facts about the dataset that change results and are not file contents (an input size read
+        from the checkpoint, a generation cap); every file of the dataset dir and the checkpoint is
+        identified by content by the core (evalkit/identity.py). Raise KitError naming a missing file."""
         return {}
 
     # --- model --------------------------------------------------------------

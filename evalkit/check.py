@@ -6,13 +6,13 @@ LoadGen or partitions.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from . import registry, targets
 from .errors import KitError
-from .rundir import GATHER_INFO, MERGED
+from .gather import verify
+from .rundir import MERGED
 from .manifest import read_synthetic
 from .scoring import score_log
 from .util import atomic_write_json, atomic_write_text, sha256_file
@@ -49,16 +49,27 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _same_dataset(run_dir: Path, dataset: Path, config: dict) -> None:
+    """The dataset scored against is, file by file, the one the partitions ran on (labels included)."""
+    from .identity import IDENTITY, dataset_identity, describe_difference, read_identity
+    from .manifest import dataset_files
+
+    files = dataset_files(dataset)
+    if dataset_identity(files) != config.get("dataset_files"):
+        ran = read_identity(run_dir).get("dataset")
+        what = describe_difference(files, ran) if ran else f"see {run_dir / IDENTITY}"
+        raise KitError(f"dataset {dataset} is not the data the run used (differs in {what}); pass the run's "
+                       f"dataset with --dataset")
+
+
 def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | None = None,
           targets_version: str | None = None, model_path: Path | None = None) -> dict:
     run_dir = Path(run_dir)
-    info_f, merged = run_dir / GATHER_INFO, run_dir / MERGED
-    if not merged.exists() or not info_f.exists():
-        raise KitError(f"{run_dir} has no {MERGED} / {GATHER_INFO}; run "
-                       f"`{Path(__file__).resolve().parent.parent}/bin/evalkit gather {run_dir}` first")
-    info = json.loads(info_f.read_text())
+    merged = run_dir / MERGED
+    info = verify(run_dir)  # the merged log and its partitions are what gather vouched for
     bench = registry.get(info["model"])
     dataset = Path(dataset or info["dataset"])
+    _same_dataset(run_dir, dataset, info["config"])
     model_path = Path(model_path or info["model_path"])
     target = accuracy_target or bench.default_accuracy_target
     if target not in bench.checker_names:

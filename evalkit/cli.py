@@ -240,9 +240,12 @@ def _dispatch(a) -> int:
             data.publish_log(a.model, a.run_dir, a.allow_synthetic, a.allow_partial)
         return 0
     if a.cmd == "status":
-        from .status import collect, format_status
+        from .status import collect, format_status, vouched
         st = collect(a.run_dirs, a.stall_minutes)
         print(format_status(st, a.run_dirs))
+        problem = vouched(a.run_dirs)  # "complete" is not enough: a replaced partition or an edited merged log
+        if problem:
+            raise KitError(problem)
         # 4 when some partition needs a resume, so that scripts can act on it (1 means a scored FAIL only)
         return 4 if any(x.state in ("failed", "stalled", "missing") for x in st.parts.values()) else 0
     if a.cmd == "compare":

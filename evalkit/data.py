@@ -19,7 +19,7 @@ from pathlib import Path
 from . import registry
 from .errors import KitError
 from .manifest import read_synthetic
-from .util import ROOT, sha256_file
+from .util import KIT_CLI, ROOT, sha256_file
 
 REMOTE = "mlperf-data"
 UNSET_URL = "s3://set-me-with-make-remote/mlperf-data"  # shipped in .dvc/config until `make remote`
@@ -64,7 +64,6 @@ def _in_kit(cmd: str) -> str:
     return f"cd {shlex.quote(str(ROOT))} && {cmd}"
 
 
-KIT_CLI = shlex.quote(str(ROOT / "bin" / "evalkit"))  # the CLI in the right env, from any directory
 
 
 # --------------------------------------------------------------------------- dvc calls

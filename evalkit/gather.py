@@ -20,10 +20,11 @@ import numpy as np
 from . import rundir
 from .accuracy_log import Writer, entry_at, iter_entries
 from .errors import KitError
-from .identity import config_difference
+from .identity import IDENTITY, config_difference, read_identity
 from .partition import partition_range
 from .rundir import ACCURACY_LOG, GATHER_INFO, MERGED
-from .util import atomic_write_json
+from .util import KIT_CLI, atomic_write_json, sha256_file
+from .identity import file_sha256
 
 
 def find_partitions(run_dirs: list[Path]) -> dict[int, tuple[Path, dict]]:
@@ -44,7 +45,9 @@ def validate(found: dict[int, tuple[Path, dict]]) -> dict:
     ref = found[ref_p][1]
     for p, (d, m) in sorted(found.items()):
         if m["config_hash"] != ref["config_hash"]:
-            what = config_difference(m["config"], ref["config"])  # other weights are named file by file
+            # other weights and data are named file by file (identity.json beside each manifest)
+            what = config_difference(m["config"], ref["config"], read_identity(d).get("dataset"),
+                                     read_identity(found[ref_p][0]).get("dataset"))
             raise KitError(f"partition {p} ({d}) is from another config than partition {ref_p} "
                            f"(hash {m['config_hash']} vs {ref['config_hash']}; differs in {what})")
     P = int(ref["n_partitions"])
@@ -146,7 +149,8 @@ def gather(run_dirs: list[Path], out_dir: Path | None = None, force: bool = Fals
                 count = len(order)
                 parts_info.append({"partition": p, "dir": str(d.resolve()), "range": [start, stop],
                                    "entries": count, "repeats": repeats, "host": m.get("host"), "device": m.get("device"),
-                                   "timings": m.get("timings", {}), "accuracy_log_sha256": h.hexdigest()})
+                                   "timings": m.get("timings", {}), "accuracy_log_sha256": h.hexdigest(),
+                                   "manifest_sha256": sha256_file(d / rundir.MANIFEST)})
             w.close()
         if not seen.all():
             gap = int(np.flatnonzero(~seen)[0])
@@ -160,10 +164,45 @@ def gather(run_dirs: list[Path], out_dir: Path | None = None, force: bool = Fals
         raise
     info = {k: ref[k] for k in ("model", "n_count", "n_partitions", "payload_dtype", "config", "config_hash",
                                 "dataset", "model_path")}
+    # what gather vouches for: check and status verify it before they score or report (verify below)
     info.update({"partitions": parts_info, "run_dirs": [str(Path(r).resolve()) for r in run_dirs],
-                 "merged_log": MERGED, "repeats": sum(x["repeats"] for x in parts_info)})
+                 "merged_log": MERGED, "repeats": sum(x["repeats"] for x in parts_info),
+                 "merged": {"sha256": file_sha256(merged), "size": merged.stat().st_size, "entries": int(seen.sum())}})
+    atomic_write_json(out_dir / IDENTITY, {"dataset": read_identity(found[min(found)][0]).get("dataset")})
     atomic_write_json(out_dir / GATHER_INFO, info)
     return merged
+
+
+def verify(run_dir: Path) -> dict:
+    """gather.json of run_dir, once its record holds: the merged log is the one gather wrote (sha256,
+    size) and every partition it merged still has the manifest and accuracy log it had then.
+    KitError in one line otherwise. check and status call it before they score or report."""
+    run_dir = Path(run_dir)
+    info_f, merged = run_dir / GATHER_INFO, run_dir / MERGED
+    again = f"gather again: `{KIT_CLI} gather --force {run_dir}`"
+    if not merged.exists() or not info_f.exists():
+        raise KitError(f"{run_dir} has no {MERGED} / {GATHER_INFO}; run `{KIT_CLI} gather {run_dir}` first")
+    info = rundir.read_json(info_f)
+    rec = info.get("merged")
+    if not isinstance(rec, dict) or not {"sha256", "size", "entries"} <= set(rec):
+        raise KitError(f"{info_f} does not record the merged log's sha256 and entries (an older kit wrote it); {again}")
+    size = merged.stat().st_size
+    if size != rec["size"] or file_sha256(merged) != rec["sha256"]:
+        short = " (shorter)" if size < rec["size"] else ""
+        raise KitError(f"{merged} is not the log gather wrote ({size} bytes{short}, gather.json vouched for "
+                       f"{rec['size']} bytes and {rec['entries']} entries, sha256 {rec['sha256'][:12]}..); {again}")
+    for part in info.get("partitions", []):
+        p, d = part["partition"], Path(part["dir"])
+        man, log = d / rundir.MANIFEST, d / ACCURACY_LOG
+        if not man.is_file() or not log.is_file():
+            raise KitError(f"partition {p}: {man if not man.is_file() else log} is gone since gather; the merged log "
+                           f"is vouched for only with its partitions in place: restore them, or rerun and {again}")
+        if sha256_file(man) != part.get("manifest_sha256"):
+            raise KitError(f"partition {p}: {man} changed since gather (another run or an edit replaced it); "
+                           f"the merged log no longer matches its partitions: {again}")
+        if file_sha256(log) != part.get("accuracy_log_sha256"):
+            raise KitError(f"partition {p}: {log} changed since gather; {again}")
+    return info
 
 
 def is_current(out_dir: Path, run_dirs: list[Path]) -> bool:

@@ -1,11 +1,17 @@
-"""Checkpoints identified by content, hashed once per machine.
+"""Checkpoints and datasets identified by content, hashed once per machine.
 
-The config hash must change when the weights change, even when the size does not
-(a re-quantised or fine-tuned checkpoint). Hashing 140 GB at every launch is not
-an option, so each file's sha256 is cached under EVALKIT_HASH_CACHE (default
-~/.cache/evalkit/sha256), keyed by (real path, size, mtime_ns, inode): any write
-to the file changes the key, and the next launch hashes it again. One small file
-per key, written atomically, so concurrent workers never corrupt the cache.
+The config hash must change when the weights or the data change, even when the size
+does not (a re-quantised checkpoint, labels inverted, rows reordered). Hashing 140 GB
+at every launch is not an option, so each file's sha256 is cached under
+EVALKIT_HASH_CACHE (default ~/.cache/evalkit/sha256), keyed by (real path, size,
+mtime_ns, inode): any write to the file changes the key, and the next launch hashes it
+again. One small file per key, written atomically, so concurrent workers never corrupt
+the cache.
+
+The checkpoint's file list is in the run config itself (a few files). A dataset can
+hold 50,000 images: the config holds the digest of its file list, and the list itself
+travels beside the manifest (identity.json in each partition dir and in the gathered
+run dir), so a mismatch is still named file by file.
 """
 from __future__ import annotations
 
@@ -43,13 +49,16 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
-def checkpoint_identity(model_path: Path) -> list[list]:
-    """[relative path, size, sha256] for every file of a checkpoint dir (or the one file)."""
-    mp = Path(model_path)
+IDENTITY = "identity.json"  # {"dataset": [[rel, size, sha256], ...]}: beside manifests and gather.json
+
+
+def tree_identity(path: Path, what: str) -> list[list]:
+    """[relative path, size, sha256] for every file of a dir (or the one file), dot-files aside."""
+    mp = Path(path)
     if mp.is_file():
         return [[mp.name, mp.stat().st_size, file_sha256(mp)]]
     if not mp.is_dir():
-        raise KitError(f"model checkpoint {mp} does not exist; pass --model_path")
+        raise KitError(f"{what} {mp} does not exist")
     out = []
     for root, dirs, files in os.walk(mp):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .cache, .git: not the model
@@ -59,17 +68,45 @@ def checkpoint_identity(model_path: Path) -> list[list]:
             f = Path(root) / name
             out.append([f.relative_to(mp).as_posix(), f.stat().st_size, file_sha256(f)])
     if not out:
-        raise KitError(f"model checkpoint dir {mp} is empty")
+        raise KitError(f"{what} dir {mp} is empty")
     return out
 
 
-def config_difference(a: dict, b: dict) -> str:
-    """The keys in which two run configs differ; the checkpoint named file by file."""
+def checkpoint_identity(model_path: Path) -> list[list]:
+    return tree_identity(model_path, "model checkpoint (--model_path)")
+
+
+def dataset_identity(files: list[list]) -> dict:
+    """What the run config holds for a dataset's file list: its size and digest."""
+    import json
+
+    blob = json.dumps(files, separators=(",", ":")).encode()
+    return {"files": len(files), "sha256": hashlib.sha256(blob).hexdigest()}
+
+
+def read_identity(d: Path) -> dict:
+    """identity.json of a partition or run dir ({} when absent or unreadable: names are then unknown)."""
+    import json
+
+    try:
+        return json.loads((Path(d) / IDENTITY).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def config_difference(a: dict, b: dict, files_a: list | None = None, files_b: list | None = None) -> str:
+    """The keys in which two run configs differ; checkpoint and dataset files named one by one
+    (the dataset's from the identity lists files_a/files_b when given)."""
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    if "checkpoint" not in diff:
-        return ", ".join(diff)
-    return ("checkpoint: " + describe_difference(a.get("checkpoint"), b.get("checkpoint"))
-            + "".join(f", {k}" for k in diff if k != "checkpoint"))
+    out = []
+    for k in diff:
+        if k == "checkpoint":
+            out.append("checkpoint: " + describe_difference(a.get(k), b.get(k)))
+        elif k == "dataset_files" and files_a is not None and files_b is not None:
+            out.append("dataset file " + describe_difference(files_a, files_b))
+        else:
+            out.append(k)
+    return ", ".join(out)
 
 
 def describe_difference(a: list, b: list) -> str:

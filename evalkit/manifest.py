@@ -32,14 +32,16 @@ def read_synthetic(dataset: Path) -> dict | None:
 def run_config(bench, spec) -> dict:
     """What must be identical across partitions for their logs to merge (hashed).
 
-    Device, batch size, offsets and paths are left out on purpose: nodes differ
-    in those, the results must not. The checkpoint is identified by content
-    (evalkit/identity.py): another checkpoint of the same size is another run.
+    Device, offsets and paths are left out on purpose: nodes differ in those, the
+    results must not. Batch size too, unless the model declares that its bytes depend
+    on it (Benchmark.batch_invariant = False; the contract test holds the others to
+    batch invariance). The checkpoint and every dataset file are identified by content
+    (evalkit/identity.py): another file of the same size is another run.
     """
-    from .identity import checkpoint_identity
+    from .identity import checkpoint_identity, dataset_identity
 
     synth = read_synthetic(spec.dataset)
-    return {
+    config = {
         "model": bench.name,
         "mlperf_name": bench.mlperf_name,
         "n_count": spec.n_count,
@@ -55,7 +57,18 @@ def run_config(bench, spec) -> dict:
         "synthetic_seed": synth.get("seed") if synth else None,
         "fingerprint": bench.fingerprint(Path(spec.dataset), Path(spec.model_path)),
         "checkpoint": checkpoint_identity(Path(spec.model_path)),
+        "dataset_files": dataset_identity(dataset_files(spec.dataset)),
     }
+    if not bench.batch_invariant:
+        config["batch_size"] = spec.batch_size
+    return config
+
+
+def dataset_files(dataset: Path) -> list[list]:
+    """[relative path, size, sha256] of every file of the dataset dir (sha256 cached per machine)."""
+    from .identity import tree_identity
+
+    return tree_identity(Path(dataset), "dataset (--dataset)")
 
 
 def write_manifest(part_dir: Path, bench, spec, p: int, rng: tuple[int, int], config: dict,
@@ -87,6 +100,15 @@ def write_manifest(part_dir: Path, bench, spec, p: int, rng: tuple[int, int], co
         "kit_commit": git_commit(),
     }
     m.update(extra or {})
+    # the dataset's file list, named file by file when gather finds another config; hashed again
+    # now, so data that changed while the partition ran cannot pass for what it started with
+    from .identity import IDENTITY, dataset_identity
+
+    files = dataset_files(Path(spec.dataset))
+    if dataset_identity(files) != config["dataset_files"]:
+        raise KitError(f"dataset {spec.dataset} changed while partition {p} ran (its files' sha256 differ from "
+                       f"those at the start); rerun the partition on data that stays put")
+    atomic_write_json(part_dir / IDENTITY, {"dataset": files})
     atomic_write_json(part_dir / MANIFEST, m)
     return m
 

@@ -87,3 +87,30 @@ def format_status(st: RunState, run_dirs: list[Path], now: float | None = None) 
     lines.append(progress_line(st, "total").split(" | ")[0] + f"  [{counts}]")
     lines += resume_lines(st)
     return "\n".join(lines)
+
+
+def vouched(run_dirs: list[Path]) -> str | None:
+    """Why the run's partitions or merged log cannot be trusted as they stand, in one line (None: they
+    can): complete partitions of different configs, or a merged log gather no longer vouches for."""
+    from .errors import KitError
+    from .gather import verify
+    from .identity import config_difference, read_identity
+    from .rundir import GATHER_INFO, complete_partitions
+
+    try:
+        found = complete_partitions(run_dirs)
+        if found:
+            ref_p = min(found)
+            ref_d, ref = found[ref_p]
+            for p, (d, m) in sorted(found.items()):
+                if m["config_hash"] != ref["config_hash"]:
+                    what = config_difference(m["config"], ref["config"], read_identity(d).get("dataset"),
+                                             read_identity(ref_d).get("dataset"))
+                    return (f"partition {p} ({d}) is from another config than partition {ref_p} (differs in {what}); "
+                            f"its log cannot merge with the others: rerun it in this run's config")
+        for rd in map(Path, run_dirs):
+            if (rd / GATHER_INFO).exists():
+                verify(rd)
+    except KitError as e:
+        return str(e)
+    return None

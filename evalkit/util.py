@@ -5,6 +5,7 @@ import errno
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -12,6 +13,7 @@ from pathlib import Path
 
 KIT_VERSION = "0.1.0"
 ROOT = Path(__file__).resolve().parent.parent
+KIT_CLI = shlex.quote(str(ROOT / "bin" / "evalkit"))  # the CLI in the right env, from any directory
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -145,3 +145,32 @@ def test_wrong_payload_dtype_is_a_one_line_error(model, tmp_path):
     _rewrite(model.base / "p1", tmp_path / "wrong", recast)
     err = one_line_error(evalkit("check", tmp_path / "wrong"))
     assert "qsl_idx" in err and ("dtype" in err or "payload" in err), err
+
+
+def test_batch_size_invariant_or_in_the_hash(model):
+    """A model declares batch_invariant: then batch 1 and batch B answer the same bytes (CPU, fp32);
+    otherwise the batch size is in its config hash, so partitions at other batch sizes never merge."""
+    import dataclasses
+
+    import torch
+
+    from evalkit.plan import RunSpec, resolve, resolve_options
+
+    b, B = model.bench, min(3, model.n)
+    if not b.batch_invariant:
+        req = RunSpec(model.name, dataset=model.synth / "dataset", model_path=model.synth / "model",
+                      log_path=model.base / "unused")
+        hashes = {resolve(dataclasses.replace(req, batch_size=bs)).config_hash for bs in (1, B)}
+        assert len(hashes) == 2, f"{model.name}: batch size not in the config hash"
+        return
+    torch.set_num_threads(1)
+    options = resolve_options(b, {})
+    ds = b.open_dataset(model.synth / "dataset", model.synth / "model")
+    net = b.load_model(model.synth / "model", "cpu", "fp32", options)
+    samples = [ds.load(i) for i in range(B)]
+    together = b.postprocess(b.forward(net, b.make_batch(samples, "cpu", "fp32", options)), B)
+    for i, s in enumerate(samples):
+        alone = b.postprocess(b.forward(net, b.make_batch([s], "cpu", "fp32", options)), 1)[0]
+        assert alone.tobytes() == together[i].tobytes(), (
+            f"{model.name}: sample {i} differs at batch {B} vs 1; make the model batch-invariant or declare "
+            f"batch_invariant = False")

@@ -18,7 +18,6 @@ apart, and the payload is cut after the first eos (what batch 1 returns).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -147,7 +146,7 @@ class GPTJ(Benchmark):
         if not f.is_file():
             raise KitError(f"{f} not found; the GPT-J dataset dir must hold {DATASET_FILE}.")
         hf_checkpoint_dir(model_path, "GPT-J")
-        return {"cnn_eval_sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+        return {}  # cnn_eval.json and the checkpoint: by content, in the core
 
     # --- model ----------------------------------------------------------------
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> _Generator:

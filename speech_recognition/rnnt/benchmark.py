@@ -13,7 +13,6 @@ joint.net.*, the featurizer's fb/window buffers dropped, as pytorch_SUT.py does)
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -150,7 +149,7 @@ class RNNTBenchmark(Benchmark):
         f = Path(dataset_path) / MANIFEST
         if not f.is_file():
             raise KitError(f"{f} not found; the RNN-T dataset dir must hold {MANIFEST}")
-        return {"manifest_sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+        return {}  # the manifest and every WAV: by content, in the core
 
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
         import torch
@@ -159,10 +158,9 @@ class RNNTBenchmark(Benchmark):
 
         dtype = self.torch_dtype(data_type)
         f = checkpoint_file(model_path)
-        try:
-            ckpt = torch.load(f, map_location="cpu", weights_only=True)
-        except Exception as e:  # corrupt / non-torch file
-            raise KitError(f"cannot load RNN-T checkpoint {f} ({type(e).__name__}: {e})") from None
+        from evalkit.safeload import load_torch  # the core's one reader of pickles and checkpoints
+
+        ckpt = load_torch(f, "RNN-T checkpoint")
         state = migrate(ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {})
         try:
             dims = dims_from_state(state)

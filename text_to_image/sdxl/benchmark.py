@@ -15,7 +15,6 @@ batch by batch while the merged log streams past (a full log is ~31 GB).
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -75,10 +74,9 @@ def load_latents(root: Path) -> np.ndarray:
     if not f.is_file():
         raise KitError(f"{f} not found; the SDXL dataset dir must hold the fixed latent {LATENTS} "
                        f"(a (1, 4, 128, 128) float tensor from tools/latent.py).")
-    try:
-        t = torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt / not a torch file
-        raise KitError(f"cannot load {f} ({type(e).__name__}: {e}); re-download it.") from None
+    from evalkit.safeload import load_torch  # the core's one reader of pickles and checkpoints
+
+    t = load_torch(f, "SDXL latents")
     if not isinstance(t, torch.Tensor) or t.ndim != 4 or t.shape[0] != 1 or t.shape[1] != 4:
         raise KitError(f"{f} is not a (1, 4, H, W) latent tensor (got {getattr(t, 'shape', type(t).__name__)}).")
     return t.float().numpy()
@@ -172,13 +170,11 @@ class StableDiffusionXL(Benchmark):
         return CocoCaptions(Path(path), self.accuracy_model_path(path, model_path))
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
-        out = {}
         for rel in (CAPTIONS, LATENTS):
             f = Path(dataset_path) / rel
             if not f.is_file():
                 raise KitError(f"{f} not found; the SDXL dataset dir must hold {CAPTIONS} and {LATENTS}.")
-            out[f"{rel.name}_sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()
-        return out
+        return {}  # captions, latents and the checkpoint: by content, in the core
 
     def write_extras(self, run_dir: Path, merged_log: Path, dataset_path: Path, model_path: Path) -> list[str]:
         """The checker's images/<id>.png + captions.txt for the sample ids this run covers."""

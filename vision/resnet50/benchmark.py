@@ -6,7 +6,6 @@ weights, PIL preprocessing, argmax with offset 0, label sent as one float32
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from pathlib import Path
@@ -152,7 +151,7 @@ class ResNet50(Benchmark):
         if not ckpt.is_file():
             raise KitError(f"checkpoint {ckpt} not found; put the torchvision ResNet50 state dict there "
                            f"as {CHECKPOINT}.")
-        return {"val_map_sha256": hashlib.sha256(vm.read_bytes()).hexdigest()}
+        return {}  # val_map.txt, the images and the checkpoint: by content, in the core
 
     # --- model ----------------------------------------------------------------
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
@@ -165,10 +164,9 @@ class ResNet50(Benchmark):
         if not ckpt.is_file():
             raise KitError(f"checkpoint {ckpt} not found; put the torchvision ResNet50 state dict "
                            f"(e.g. resnet50-0676ba61.pth) there as {CHECKPOINT}.")
-        try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        except Exception as e:  # corrupt / non-torch file
-            raise KitError(f"cannot load checkpoint {ckpt} ({type(e).__name__}: {e}); re-download it.") from None
+        from evalkit.safeload import load_torch  # the core's one reader of pickles and checkpoints
+
+        state = load_torch(ckpt, "ResNet50 checkpoint")
         model = resnet50()
         try:
             model.load_state_dict(state, strict=True)

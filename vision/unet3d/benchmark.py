@@ -8,7 +8,6 @@ against nifti/<case>/segmentation.nii.gz, composite = their mean, mean over case
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -91,8 +90,7 @@ class UNet3DBenchmark(Benchmark):
         f = Path(dataset_path) / kits.INDEX
         if not f.is_file():
             raise KitError(f"{f} not found; the KiTS19 preprocessed layout keeps its case index there.")
-        return {"preprocessed_files_sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
-                "roi": list(roi_of(model_path))}
+        return {"roi": list(roi_of(model_path))}  # the files themselves: by content, in the core
 
     def sample_work(self, dataset_path: Path) -> list[int]:
         """Voxels per case: the work of each sample, for partitions balanced by work (the core's
@@ -111,10 +109,9 @@ class UNet3DBenchmark(Benchmark):
         if not ckpt.is_file():
             raise KitError(f"checkpoint {ckpt} not found; put the MLPerf 3D-UNet PyTorch checkpoint there as "
                            f"{CHECKPOINT}.")
-        try:
-            obj = torch.load(ckpt, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - corrupt or not a weights file
-            raise KitError(f"cannot load checkpoint {ckpt} ({type(e).__name__}: {e}); re-download it.") from None
+        from evalkit.safeload import load_torch  # the core's one reader of pickles and checkpoints
+
+        obj = load_torch(ckpt, "3D-UNet checkpoint")
         sd = obj.get("best_model_state_dict", obj) if isinstance(obj, dict) else None
         try:
             net = Unet3D(filters_of(sd))
