@@ -1,9 +1,11 @@
 """The LLM datasets published as pandas pickles (Llama-2 OpenOrca, Mixtral 15k), opened safely.
 
 Unpickling runs code: a .pkl can execute anything the moment it is read. So a pickle is read
-only from inside the kit's data dir (<repo>/data: what `data add` and DVC put there, the
-team's own files); anywhere else the same table must be a parquet copy (<stem>.parquet, same
-columns), which holds data only. The synthetic sets write both.
+only through the core's one unpickler (evalkit.safeload, allow-list PANDAS_FRAME: a DataFrame of
+numpy/object columns as pandas 1.x-3.x write it, nothing else), and, as a second fence, only from
+inside the kit's data dir (<repo>/data: what `data add` and DVC put there, the team's own files);
+anywhere else the same table must be a parquet copy (<stem>.parquet, same columns), which holds
+data only. The synthetic sets write both.
 """
 from __future__ import annotations
 
@@ -48,18 +50,29 @@ def open_table(root: Path, pickle_name: str, columns: Sequence[str]):
     """The dataset's DataFrame (pickle or parquet, see table_file), checked for `columns`."""
     import pandas as pd
 
+    from evalkit import safeload
+
     f = table_file(root, pickle_name)
-    try:
-        df = pd.read_pickle(f) if f.suffix == ".pkl" else pd.read_parquet(f)
-    except Exception as e:  # pickle/parquet readers raise many types; any of them means a bad file
-        raise KitError(f"cannot read {f} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                       f"re-download it.") from None
+    if f.suffix == ".pkl":
+        df = safeload.load_pickle(f, safeload.PANDAS_FRAME)  # one-line KitError naming the file
+    else:
+        df = _read_parquet(f)
     if not isinstance(df, pd.DataFrame) or len(df) == 0:
         raise KitError(f"{f} is not a non-empty pandas DataFrame.")
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise KitError(f"{f} lacks column(s) {', '.join(missing)}; it is not the published dataset.")
     return df.reset_index(drop=True)
+
+
+def _read_parquet(f: Path):
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(f)
+    except Exception as e:  # parquet readers raise many types; any of them means a bad file
+        raise KitError(f"cannot read {f} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                       f"re-download it.") from None
 
 
 def table_fingerprint(root: Path, pickle_name: str) -> dict:
@@ -72,7 +85,14 @@ def table_fingerprint(root: Path, pickle_name: str) -> dict:
 
 
 def write_table(df, root: Path, pickle_name: str) -> None:
-    """Synthetic sets: the published pickle plus its parquet copy (readable outside data/)."""
+    """Synthetic sets: the published pickle plus its parquet copy (readable outside data/). The
+    pickle has object columns and an object column index, as the published ones (pandas 1.x/2.x)
+    do: pandas 3's default `str` columns pickle as pyarrow buffers, which the kit does not read."""
+    import pandas as pd
+
     root.mkdir(parents=True, exist_ok=True)
-    df.to_pickle(root / pickle_name)
+    as_published = df.astype({c: object for c in df.columns if pd.api.types.is_string_dtype(df[c].dtype)
+                              and df[c].dtype != object})
+    as_published.columns = pd.Index(list(df.columns), dtype=object)
+    as_published.to_pickle(root / pickle_name)
     df.to_parquet(root / (Path(pickle_name).stem + ".parquet"), index=False)

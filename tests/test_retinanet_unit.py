@@ -181,19 +181,34 @@ def test_checkpoint_forms(tmp_path):
     sd = net.state_dict()
     torch.save(sd, tmp_path / "bare.pth")
     torch.save({"model": sd, "epoch": 3}, tmp_path / "train.pth")
-    # a stand-in for the reference's models.resnext50 package: pickled by class path, then removed
-    pkg = types.ModuleType("models_ref_retinanet")
-    for cls in (rm.RetinaNet, rm.Backbone, rm.Body, rm.Bottleneck, rm.FrozenBatchNorm2d, rm.FPN,
-                rm.LastLevelP6P7, rm.Head, rm.ClassificationHead, rm.RegressionHead):
-        sub = type(cls.__name__, (cls,), {"__module__": "models_ref_retinanet"})
-        setattr(pkg, cls.__name__, sub)
-    sys.modules["models_ref_retinanet"] = pkg
+    # the reference's classes by the names its pickle carries (the training repo's `model` package,
+    # torchvision's FrozenBatchNorm2d): modules made for the save, then removed
+    ref = {rm.RetinaNet: ("model.retinanet", "RetinaNet"), rm.Head: ("model.retinanet", "RetinaNetHead"),
+           rm.ClassificationHead: ("model.retinanet", "RetinaNetClassificationHead"),
+           rm.RegressionHead: ("model.retinanet", "RetinaNetRegressionHead"),
+           rm.Backbone: ("model.backbone_utils", "BackboneWithFPN"), rm.Body: ("model.utils", "IntermediateLayerGetter"),
+           rm.Bottleneck: ("model.resnet", "Bottleneck"), rm.FPN: ("model.feature_pyramid_network", "FeaturePyramidNetwork"),
+           rm.LastLevelP6P7: ("model.feature_pyramid_network", "LastLevelP6P7"),
+           rm.FrozenBatchNorm2d: ("torchvision.ops.misc", "FrozenBatchNorm2d")}
+    mods = {m: types.ModuleType(m) for _, (mod, _) in ref.items() for m in
+            [".".join(mod.split(".")[:i]) for i in range(1, mod.count(".") + 2)]}
+    subs = {}
+    for cls, (mod, name) in ref.items():
+        subs[cls] = type(name, (cls,), {"__module__": mod, "__qualname__": name})
+        setattr(mods[mod], name, subs[cls])
+    saved = {m: sys.modules.get(m) for m in mods}
+    sys.modules.update(mods)
     try:
         for m in net.modules():
-            m.__class__ = getattr(pkg, type(m).__name__, type(m))
+            m.__class__ = subs.get(type(m), type(m))
+        del net.spec  # the kit's own description of the net: the reference's model has none
         torch.save(net, tmp_path / "whole.pth")
     finally:
-        del sys.modules["models_ref_retinanet"]
+        for m, old in saved.items():
+            if old is None:
+                del sys.modules[m]
+            else:
+                sys.modules[m] = old
     for name in ("bare.pth", "train.pth", "whole.pth"):
         got = load_state_dict(tmp_path / name)
         assert sorted(got) == sorted(sd), name

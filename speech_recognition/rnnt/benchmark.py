@@ -152,14 +152,12 @@ class RNNTBenchmark(Benchmark):
         return {}  # the manifest and every WAV: by content, in the core
 
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
-        import torch
+        from evalkit.safeload import load_torch  # the core's one reader of pickles and checkpoints
 
         from .model import RNNT, dims_from_state
 
         dtype = self.torch_dtype(data_type)
         f = checkpoint_file(model_path)
-        from evalkit.safeload import load_torch  # the core's one reader of pickles and checkpoints
-
         ckpt = load_torch(f, "RNN-T checkpoint")
         state = migrate(ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {})
         try:

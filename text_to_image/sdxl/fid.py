@@ -187,15 +187,13 @@ def build_inception(div: int = 1):
 
 def load_inception(path: Path, device: str = "cpu"):
     """The FID Inception from its published state dict file; KitError naming the file."""
-    torch = _torch()
+    from evalkit.safeload import load_torch  # the core's one reader of pickles and checkpoints
+
     path = Path(path)
     if not path.is_file():
         raise KitError(f"FID Inception weights {path} not found; put {INCEPTION_FILE} (pytorch-fid's FID "
                        f"weights) there; the kit never downloads them.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt / not a torch file
-        raise KitError(f"cannot load FID Inception weights {path} ({type(e).__name__}: {e}); replace the file.") from None
+    state = load_torch(path, "FID Inception weights")
     # Widths come from the file: the first divisor whose signature layers match builds the net.
     sig = {"Conv2d_1a_3x3.conv.weight": 32, "Conv2d_4a_3x3.conv.weight": 192,
            "Mixed_7c.branch1x1.conv.weight": 320, "Mixed_7c.branch3x3dbl_1.conv.weight": 448}

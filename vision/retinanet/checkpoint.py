@@ -3,63 +3,49 @@
 Accepted: a bare state dict, a training checkpoint {"model": state_dict, ...}, or the reference's
 whole pickled model (resnext50_32x4d_fpn.pth is `torch.save(model)`; the reference loads it with
 torch.load(weights_only=False), which imports its model package and can run arbitrary code).
-For the last one a restricted unpickler stands a do-nothing stub in for every class outside a
-short torch allow-list, then walks the stubs' _parameters/_buffers/_modules into a state dict.
+State dicts go through torch's weights-only loader (evalkit.safeload.load_torch). The whole model
+goes through the core's own reader (evalkit.safeload.load_torch_model): tensors from the zip's
+data/ records, and for each class of the reference model, by its exact (module, name), a
+do-nothing stand-in that keeps its attributes; then the stand-ins' _parameters/_buffers/_modules
+are walked into a state dict. Any other name in the file is refused.
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
+from evalkit import safeload
 from evalkit.errors import KitError
 
-_TORCH_DTYPES = {"float16", "float32", "float64", "bfloat16", "int64", "int32", "uint8", "int8", "bool"}
+WHAT = "RetinaNet checkpoint"
 
-
-class _Stub:
-    """Stands in for a class of the pickled model: keeps the attributes, runs nothing."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        if isinstance(state, tuple) and len(state) == 2:  # (dict, slots) form
-            state = state[0] or {}
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-
-
-def _allowed(module: str, name: str) -> bool:
-    if module == "collections" and name == "OrderedDict":
-        return True
-    # protocol 2 pickles (torch.save's) spell Python 2 module names: __builtin__, copy_reg
-    if module in ("builtins", "__builtin__") and name in ("set", "frozenset", "slice", "object"):
-        return True
-    if module in ("copyreg", "copy_reg") and name == "_reconstructor":
-        return True
-    if module == "torch._utils" and name.startswith("_rebuild_"):
-        return True
-    if module == "torch" and (name.endswith("Storage") or name in ("Size", "device") or name in _TORCH_DTYPES):
-        return True
-    if module == "torch.storage" and name in ("UntypedStorage", "TypedStorage"):
-        return True
-    if module == "torch.nn.parameter" and name == "Parameter":
-        return True
-    return module.startswith("torch.nn.modules.")  # plain layers (Conv2d, ReLU, ...): data only
-
-
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if _allowed(module, name):
-            return super().find_class(module, name)
-        return _Stub
-
-
-class _RestrictedPickle:
-    """The `pickle_module` torch.load takes: its Unpickler is the restricted one."""
-    Unpickler = _Unpickler
-    load = staticmethod(pickle.load)
-    __name__ = "evalkit_restricted_pickle"
+# The classes of the reference's pickled model, by the names its pickle carries. The model was built
+# and saved from mlcommons/training single_stage_detector/ssd, whose package is imported as `model`
+# (`from model.retinanet import retinanet_from_backbone`); resnext50_32x4d with an FPN whose norm
+# layer is torchvision's FrozenBatchNorm2d, everything else plain torch.nn layers.
+REFERENCE_CLASSES = (
+    ("model.retinanet", "RetinaNet"),                        # the model
+    ("model.retinanet", "RetinaNetHead"),                    # .head
+    ("model.retinanet", "RetinaNetClassificationHead"),      # .head.classification_head
+    ("model.retinanet", "RetinaNetRegressionHead"),          # .head.regression_head
+    ("model.anchor_utils", "AnchorGenerator"),               # .anchor_generator (no weights)
+    ("model.transform", "GeneralizedRCNNTransform"),         # .transform (no weights)
+    ("model.utils", "BoxCoder"),                             # .box_coder (plain object)
+    ("model.utils", "Matcher"),                              # .proposal_matcher (plain object)
+    ("model.backbone_utils", "BackboneWithFPN"),             # .backbone
+    ("model.utils", "IntermediateLayerGetter"),              # .backbone.body (the ResNeXt's layers)
+    ("model.resnet", "Bottleneck"),                          # .backbone.body.layerN[i]
+    ("model.feature_pyramid_network", "FeaturePyramidNetwork"),  # .backbone.fpn
+    ("model.feature_pyramid_network", "LastLevelP6P7"),      # .backbone.fpn.extra_blocks
+    ("torchvision.ops.misc", "FrozenBatchNorm2d"),           # every norm layer of the backbone
+    ("torch.nn.modules.conv", "Conv2d"),
+    ("torch.nn.modules.activation", "ReLU"),
+    ("torch.nn.modules.pooling", "MaxPool2d"),
+    ("torch.nn.modules.batchnorm", "BatchNorm2d"),           # a checkpoint with trainable norms
+    ("torch.nn.modules.container", "Sequential"),
+    ("torch.nn.modules.container", "ModuleList"),
+    ("torch.nn.modules.container", "ModuleDict"),
+)
+ALLOW = safeload.TORCH_TENSORS.named(WHAT) | safeload.stand_ins(WHAT, REFERENCE_CLASSES)
 
 
 def _collect(obj, prefix: str, out: dict) -> None:
@@ -76,24 +62,29 @@ def _collect(obj, prefix: str, out: dict) -> None:
             _collect(m, f"{prefix}{k}.", out)
 
 
+def _whole_model(path: Path):
+    """The reference's pickled model, read by the core with stand-ins (see REFERENCE_CLASSES)."""
+    return safeload.load_torch_model(path, ALLOW, WHAT)
+
+
 def load_state_dict(path: Path) -> dict:
     """The checkpoint's state dict; KitError naming the file when it is none of the accepted forms."""
-    import torch
-
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"checkpoint {path} not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise KitError(f"checkpoint {path} not found") from None
-    except Exception:  # noqa: BLE001 - not weights-only: maybe the reference's pickled model
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle)
-        except Exception as e:  # noqa: BLE001
-            raise KitError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); expected a RetinaNet "
-                           f"state dict or the reference's resnext50_32x4d_fpn.pth") from None
+        obj = safeload.load_torch(path, WHAT)
+    except KitError:
+        # not weights-only: maybe the reference's whole pickled model; its reader's error is the one
+        # to show (a refused name there is exact, where torch's would be about the model classes)
+        obj = _whole_model(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # MLPerf training checkpoint
     if isinstance(obj, dict):
         return dict(obj)
+    if not isinstance(obj, safeload.StandIn):
+        raise KitError(f"checkpoint {path} holds a {type(obj).__name__}; expected a RetinaNet state dict or the "
+                       f"reference's resnext50_32x4d_fpn.pth")
     out: dict = {}
     _collect(obj, "", out)
     if not out:

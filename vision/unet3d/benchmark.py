@@ -100,7 +100,7 @@ class UNet3DBenchmark(Benchmark):
 
     # --- model ----------------------------------------------------------------------------
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
-        import torch
+        from evalkit.safeload import load_torch  # the core's one reader of pickles and checkpoints
 
         from .model import Unet3D, filters_of
 
@@ -109,8 +109,6 @@ class UNet3DBenchmark(Benchmark):
         if not ckpt.is_file():
             raise KitError(f"checkpoint {ckpt} not found; put the MLPerf 3D-UNet PyTorch checkpoint there as "
                            f"{CHECKPOINT}.")
-        from evalkit.safeload import load_torch  # the core's one reader of pickles and checkpoints
-
         obj = load_torch(ckpt, "3D-UNet checkpoint")
         sd = obj.get("best_model_state_dict", obj) if isinstance(obj, dict) else None
         try:

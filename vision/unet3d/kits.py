@@ -7,13 +7,12 @@ is the ground truth in the same (D, H, W) grid.
 
 Pickles: unpickling runs whatever code the file names, and these files come from a dataset
 download. So they are read only (1) from inside the dataset dir, under case names that cannot
-leave it (no '/', no '..'), and (2) through an unpickler that builds numpy arrays and plain
-containers only; anything else is refused with an error naming the file.
+leave it (no '/', no '..'), and (2) through the core's one unpickler (evalkit.safeload, allow-list
+KITS19: numpy arrays and plain containers only); anything else is refused with an error naming the file.
 """
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from pathlib import Path
 
@@ -23,32 +22,15 @@ from evalkit.errors import KitError
 
 INDEX = "preprocessed_files.pkl"
 _CASE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_NUMPY_OK = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-}
-_BUILTINS_OK = {"list", "dict", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes", "bool"}
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _NUMPY_OK or (module == "builtins" and name in _BUILTINS_OK) \
-                or (module == "collections" and name == "OrderedDict") \
-                or (module.startswith("numpy.dtypes") and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
 def load_pickle(path: Path):
-    try:
-        with open(path, "rb") as f:
-            return _SafeUnpickler(f).load()
-    except FileNotFoundError:
-        raise KitError(f"{path} is missing; restore the preprocessed KiTS19 file, never skip it.") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
-        raise KitError(f"cannot read {path} ({type(e).__name__}: {e}); the kit reads only numpy arrays and "
-                       f"plain containers from KiTS19 pickles (re-run the reference preprocessing).") from None
+    """A KiTS19 pickle through the core's one safe reader: numpy arrays and plain containers only."""
+    from evalkit import safeload
+
+    if not os.path.isfile(path):
+        raise KitError(f"{path} is missing; restore the preprocessed KiTS19 file, never skip it.")
+    return safeload.load_pickle(path, safeload.KITS19)
 
 
 def read_index(root: Path) -> tuple[list[str], dict]:
