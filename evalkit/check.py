@@ -111,7 +111,7 @@ def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | Non
             "verdict": "PASS" if verdict.passed else "FAIL", "synthetic": bool(synth),
             "n_count": n_count, "dataset_size": dataset_size, "partial": n_count < dataset_size,
             "config_hash": info["config_hash"], "config": info["config"], "score_seconds": round(score_s, 3),
-            "targets_source": mt.source, "extras": extras,
+            "targets_source": mt.source, "extras": extras, "merged_sha256": info["merged"]["sha256"],
         }
         atomic_write_json(run_dir / "accuracy.json", result)
     except KitError as e:

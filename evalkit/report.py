@@ -178,6 +178,16 @@ def load_run(run_dirs: Path | list[Path], log_dir: Path, verified: dict[str, dic
         else:  # partitions over node dirs: each partition's summary where it lies
             perf = combine({r["partition"]: parse_summary(Path(r["path"]) / SUMMARY) for r in parts})
     stale_acc = None
+    if acc is not None and check_error is None:
+        # a PASS shown is a PASS that still holds: the merged log and partitions gather vouched for,
+        # and the merged log the check scored (the same verification as check and status)
+        from .status import vouched
+
+        problem = vouched(dirs)
+        if problem is None and gathered and acc.get("merged_sha256") not in (None, (gathered.get("merged") or {}).get("sha256")):
+            problem = f"{run_dir / rundir.MERGED} was gathered again after the check; check it again"
+        if problem:
+            check_error = {"error": problem, "time": None}
     if check_error is not None:
         # a check that succeeds removes check_error.json: any accuracy.json here is an older check's
         stale_acc, acc = acc, None
@@ -291,9 +301,12 @@ def error_line(run: dict) -> str | None:
     ce = run["check_error"]
     if ce is None:
         return None
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ce["time"])) if ce.get("time") else "?"
     old = run["stale_accuracy"]
-    return (f"check failed ({when}): {ce.get('error', '?')}"
+    if not ce.get("time"):  # found by the report itself: what the check scored no longer holds
+        head = "the checked result no longer holds"
+    else:
+        head = f"check failed ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ce['time']))})"
+    return (f"{head}: {ce.get('error', '?')}"
             + (f" (the {old['verdict']} in accuracy.json is from an earlier check)" if old else ""))
 
 

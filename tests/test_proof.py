@@ -134,3 +134,23 @@ def test_a_gather_json_without_the_merged_record_is_refused(dlrm, tmp_path):
     (run_dir / "gather.json").write_text(json.dumps(info))
     err = one_line_error(evalkit("check", run_dir))
     assert "gather --force" in err and "older kit" in err, err
+
+
+def test_the_report_shows_a_pass_that_no_longer_holds_as_error(dlrm, tmp_path):
+    """The report reads accuracy.json: a merged log edited after the check must not show as PASS."""
+    from evalkit.report import collect_runs, error_line
+
+    _, log = dlrm
+    logs = tmp_path / "logs"
+    run_dir = logs / "dlrm" / "Offline" / "run"
+    shutil.copytree(log, run_dir)
+    info = json.loads((run_dir / "gather.json").read_text())
+    for part in info["partitions"]:
+        part["dir"] = str(run_dir / str(part["partition"]))
+    (run_dir / "gather.json").write_text(json.dumps(info))
+    (run := collect_runs(logs)[0])
+    assert run["accuracy"]["verdict"] == "PASS" and run["check_error"] is None
+    with open(run_dir / MERGED, "a") as f:
+        f.write(" ")
+    run = collect_runs(logs)[0]
+    assert run["accuracy"] is None and "no longer holds" in error_line(run), error_line(run)
