@@ -90,7 +90,7 @@ metrics:
 browser:
 	if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then \
 	  [ "$$(id -u)" = 0 ] || { echo "error: the report test needs Chromium: sudo apt-get install -y chromium" >&2; exit 2; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium bubblewrap; \
 	fi
 
 # --- data, checkpoints and verified logs through DVC: all logic in evalkit/data.py ---------------

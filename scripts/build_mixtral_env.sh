@@ -2,3 +2,14 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 build_env mixtral "$@"
+# MBXP runs the generated programs only inside bubblewrap (evalkit/sandbox.py); without it `check`
+# reports MBXP INCOMPLETE. Root gets it installed here, anyone else the command to run.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing bubblewrap (the MBXP sandbox)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap
+  else
+    say "MBXP runs its programs in bubblewrap, not installed here: sudo apt-get install -y bubblewrap" \
+        "(until then check reports MBXP INCOMPLETE)"
+  fi
+fi

@@ -86,20 +86,46 @@ def test_mbxp_sandbox_cpp():
     assert not mbxp.run_program("cpp", "#include <cassert>\nint inc(int x){ return x; }" + test, _lim())[0]
 
 
-def test_mbxp_sandbox_blocks_network_and_outside_writes(tmp_path):
+@pytest.mark.skipif(not shutil.which("node"), reason="node not installed")
+def test_mbxp_sandbox_javascript():
     from language.mixtral import mbxp
 
-    if not mbxp.isolation_available():
-        pytest.skip("no user/mount/network namespaces here (README: the sandbox then only limits time and memory)")
+    test = "\nconst assert = require('assert');\nassert.deepEqual(inc(2), 3);\n"
+    assert mbxp.run_program("javascript", "function inc(x) { return x + 1; }" + test, _lim()) == (True, "passed")
+    assert not mbxp.run_program("javascript", "function inc(x) { return x; }" + test, _lim())[0]
+
+
+def test_mbxp_sandbox_blocks_network_and_outside_writes(tmp_path):
+    """The MBXP path goes through the core sandbox (tests/test_sandbox.py attacks it in depth)."""
+    from language.mixtral import mbxp
+
     outside = tmp_path / "escaped.txt"
     sock = "import socket\ns = socket.socket()\ns.settimeout(2)\ns.connect(('127.0.0.1', 9))\n"
     ok, why = mbxp.run_program("python", sock, _lim())
-    assert not ok and ("unreachable" in why or "refused" in why.lower()), why
+    assert not ok and "refused" in why.lower(), why  # its own loopback: nothing listens there
     ok, why = mbxp.run_program("python", f"open({str(outside)!r}, 'w').write('x')\n", _lim())
-    assert not ok and not outside.exists(), why
-    ok, _ = mbxp.run_program("python", "open('inside.txt', 'w').write('x')\nassert open('inside.txt').read() == 'x'\n",
-                             _lim())
-    assert ok  # its own dir is writable
+    assert not ok and "FileNotFoundError" in why and not outside.exists(), why  # the host tree is not there
+    ok, why = mbxp.run_program("python", "import os\nassert os.getcwd() == '/box'\nopen('inside.txt', 'w').write('x')\n"
+                               "assert open('inside.txt').read() == 'x'\n", _lim())
+    assert ok, why  # its own dir is writable
+
+
+def test_no_bwrap_is_incomplete_never_pass(synth, monkeypatch):
+    """Without bubblewrap no program runs (never a weaker sandbox): INCOMPLETE, one line naming the install."""
+    from evalkit import sandbox
+    from language.mixtral import mbxp
+    from language.mixtral.benchmark import BENCHMARK as b
+
+    monkeypatch.setattr(sandbox, "BWRAP", "bwrap-not-installed")
+    sandbox.reset()
+    try:
+        pairs = [(k, np.array([5, 6], np.int32)) for k in range(N)]
+        with pytest.raises(KitError, match="^MBXP INCOMPLETE: [0-9]+ program.s. not run: bubblewrap") as e:
+            b.score(pairs, synth / "dataset", N, synth / "model")
+        assert f"`{sandbox.install_hint()}`" in str(e.value) and "\n" not in str(e.value), e.value
+        assert mbxp.run_program("python", "pass\n", _lim())[0] is False
+    finally:
+        sandbox.reset()
 
 
 def test_stop_sequence_and_trim():

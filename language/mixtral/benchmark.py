@@ -98,12 +98,9 @@ class Mixtral(TokenPromptLLM):
                 code.append({"lang": lang, "entry_point": entry, "test": str(row["gt_output"]), "ids": ids.tolist()})
             else:
                 raise KitError(f"{dataset_path}: row {qsl_idx} has dataset {kind!r}, not one of {', '.join(KINDS)}.")
-        missing = mbxp.missing_toolchains(p["lang"] for p in code)
-        if missing:
-            counts = {lang: sum(p["lang"] == lang for p in code) for lang in missing}
-            raise KitError("MBXP INCOMPLETE: " + ", ".join(f"{counts[k]} {k} program(s) need {v}" for k, v in missing.items())
-                           + " (not installed); the pass rate cannot be computed, so there is no PASS. Install the "
-                           "toolchains (README, Mixtral) and rerun `evalkit check`.")
+        why = mbxp.incomplete(p["lang"] for p in code)  # a missing toolchain or no working sandbox (bwrap)
+        if why:
+            raise KitError("MBXP INCOMPLETE: " + why)
         if orca[0]:
             m = rouge_metrics(orca[0], orca[1], tok)
         else:
