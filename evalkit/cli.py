@@ -14,7 +14,11 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 from . import registry, targets
 from .errors import KitError
-from .util import ROOT
+from .util import ROOT, write_error
+
+# `status`: some partition is failed, stalled or missing and needs a resume (errors.py lists the others:
+# 0 PASS, 1 a scored FAIL, 2 an error, 3 owned by another launch, 75 preempted)
+NEEDS_RESUME = 4
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -166,6 +170,12 @@ def main(argv=None) -> int:
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a full disk, a read-only dir, no permission: one line naming the path, not a traceback
+        err = write_error(e, Path.cwd())
+        if err is None:
+            raise  # anything else is a bug or a broken device: its traceback is kept (__main__)
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 def _dispatch(a) -> int:
@@ -247,7 +257,7 @@ def _dispatch(a) -> int:
         if problem:
             raise KitError(problem)
         # 4 when some partition needs a resume, so that scripts can act on it (1 means a scored FAIL only)
-        return 4 if any(x.state in ("failed", "stalled", "missing") for x in st.parts.values()) else 0
+        return NEEDS_RESUME if any(x.state in ("failed", "stalled", "missing") for x in st.parts.values()) else 0
     if a.cmd == "compare":
         from .data import compare
         print(compare(a.run_dir, a.ref_dir))

@@ -8,6 +8,7 @@ an n_count bitmap and one (qsl_idx, offset) pair per sample of a partition.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sys
@@ -23,7 +24,7 @@ from .errors import KitError
 from .identity import IDENTITY, config_difference, read_identity
 from .partition import partition_range
 from .rundir import ACCURACY_LOG, GATHER_INFO, MERGED
-from .util import KIT_CLI, atomic_write_json, sha256_file
+from .util import KIT_CLI, atomic_write_json, sha256_file, write_error
 from .identity import file_sha256
 
 
@@ -75,6 +76,41 @@ def _backup(path: Path) -> Path:
 
 
 def gather(run_dirs: list[Path], out_dir: Path | None = None, force: bool = False) -> Path:
+    """Merge the partitions of run_dirs into out_dir (default: the first run dir); _merge does it.
+    A write that fails (full disk, quota, read-only or foreign dir) is one line naming the file and
+    leaves out_dir as it was: no temp file, the old merged log back in place, gather.json unchanged."""
+    out = Path(out_dir or run_dirs[0])
+    merged = out / MERGED
+    before, baks = _inode(merged), set(out.glob(f"{MERGED}.*.bak"))
+    try:
+        return _merge(run_dirs, out_dir, force)
+    except OSError as e:
+        if e.filename is None or Path(e.filename).name.startswith(f".{MERGED}."):
+            e = OSError(e.errno, e.strerror, str(merged))  # a write to the temp file: name the log
+        todo = ("gather into a writable --out dir" if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else
+                "free some space (or gather into another --out dir) and gather again")
+        ours = Path(e.filename).parent == out  # else a partition's file it could not read
+        err = write_error(e, out, f"{todo}; the existing {MERGED} and {GATHER_INFO} in {out} are unchanged"
+                          if ours else None)
+        if err is None:
+            raise
+        if _inode(merged) != before:  # the new log replaced the old one, its gather.json could not follow
+            new = sorted(set(out.glob(f"{MERGED}.*.bak")) - baks)
+            try:
+                os.replace(new[-1], merged) if new else merged.unlink()
+            except OSError:
+                pass
+        raise err from None
+
+
+def _inode(f: Path) -> int | None:
+    try:
+        return f.stat().st_ino
+    except OSError:
+        return None
+
+
+def _merge(run_dirs: list[Path], out_dir: Path | None = None, force: bool = False) -> Path:
     found = find_partitions(run_dirs)
     ref = validate(found)
     if ref["config"]["mode"] != "accuracy":

@@ -17,8 +17,17 @@ from . import owner, rundir
 from . import status as run_status
 from .errors import KitError, PartitionOwned, Preempted
 from .plan import Plan, RunSpec, resolve
-from .progress import mark_failed
+from .progress import mark_failed as _mark_failed
 from .runner import GRACE_S, run_partition
+
+
+def mark_failed(part_dir: Path, reason: str) -> None:
+    """Say in progress.json why a partition failed, where the disk still lets us: on a full or
+    read-only one the error already names the path, and status tells a dead worker by its pid."""
+    try:
+        _mark_failed(part_dir, reason)
+    except OSError:
+        pass
 
 
 def cpu_cores() -> int:

@@ -26,12 +26,18 @@ HEARTBEAT_S = 5.0
 
 
 def _proc_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22)."""
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22); None when
+    there is no such process or it is dead (a zombie its parent has not reaped yet)."""
+    if pid <= 0:
+        return None
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):  # state: exited, only its exit status is left
+        return None
+    return fields[19]
 
 
 def read_owner(part_dir: Path) -> dict | None:
@@ -50,10 +56,24 @@ def is_alive(o: dict, stall_s: float = STALL_MINUTES * 60, now: float | None = N
     if o.get("torn"):
         return False
     if o.get("host") == socket.gethostname():
-        start = _proc_start(int(o.get("pid", -1)))
-        return start is not None and start == o.get("proc_start")
+        return gone_here(o) is None
     now = time.time() if now is None else now
     return now - float(o.get("heartbeat", 0)) <= stall_s
+
+
+def gone_here(o: dict) -> str | None:
+    """Why the owner, a process on this host, is known to be gone (None: it runs, or it is on
+    another host, where only its heartbeat can tell). Its pid is compared with the start time
+    the record keeps, so a pid the kernel has since given to another process is not the owner."""
+    if o.get("torn") or o.get("host") != socket.gethostname():
+        return None
+    pid = int(o.get("pid", -1))
+    start = _proc_start(pid)
+    if start is None:
+        return f"worker pid {pid} on this host is gone"
+    if o.get("proc_start") is not None and start != o["proc_start"]:
+        return f"worker pid {pid} on this host is gone (the pid now belongs to another process)"
+    return None
 
 
 def describe(o: dict) -> str:
@@ -77,8 +97,12 @@ class Claim:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.me, f)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.me, f)
+        except OSError as e:  # a full disk: leave no empty claim behind, name the file
+            self.path.unlink(missing_ok=True)
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
         return True
 
     def acquire(self) -> "Claim":

@@ -194,6 +194,9 @@ def partition_state(d: Path, p: int, now: float, stall_s: float, meta: dict) -> 
         if not marks:
             return None
         t = max(f.stat().st_mtime for f in marks)
+        gone = _gone(d, None)
+        if gone:
+            return Part(p, "failed", updated=t, started=t, error=gone, run_dir=d.parent)
         return Part(p, "running" if now - t <= stall_s else "stalled", updated=t, started=t, run_dir=d.parent,
                     phase="loading")
     for k in _META:
@@ -204,15 +207,32 @@ def partition_state(d: Path, p: int, now: float, stall_s: float, meta: dict) -> 
     if state == "running" and (updated is None or now - float(updated) > stall_s):
         state = "stalled"
     done = int(pr.get("done", 0))
-    owner = None
+    owner, error = None, pr.get("error")
+    gone = _gone(d, pr) if state != "failed" else None
+    if gone:  # its worker died on this host (SIGKILL, OOM) without a word: no need to wait for the stall limit
+        state, error = "failed", gone
     if state == "running":
         from .owner import describe, read_owner
         o = read_owner(d)
         owner = describe(o) if o is not None and not o.get("torn") else None
     return Part(p, state, done, int(pr.get("total", 0)), float(pr.get("rate") or 0.0),
-                int(pr.get("cached", 0)), updated, pr.get("started"), pr.get("error"), d.parent,
+                int(pr.get("cached", 0)), updated, pr.get("started"), error, d.parent,
                 pr.get("device"), pr.get("host"), owner,
                 phase="loading" if state == "running" and done == 0 and not pr.get("rate") else None)
+
+
+def _gone(d: Path, pr: dict | None) -> str | None:
+    """Why an unfinished partition's worker is known dead, seen from this host (None: it runs, or
+    only its heartbeat could tell, which the stall limit covers): its owner record names this host
+    and a pid that is gone or now another process; or there is no owner record left although
+    progress.json, written on this host, still says running (the worker exited without a word)."""
+    from .owner import gone_here, read_owner
+    o = read_owner(d)
+    if o is not None:
+        return gone_here(o)
+    if pr is not None and pr.get("status") == "running" and pr.get("host") == socket.gethostname():
+        return "the worker on this host exited without finishing (no owner.json left)"
+    return None
 
 
 def collect(run_dirs: list[Path], stall_minutes: float = STALL_MINUTES, only: list[int] | None = None,

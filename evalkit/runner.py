@@ -30,8 +30,8 @@ from .errors import KitError, Preempted
 from .owner import Claim
 from .plan import MODES, Plan, RunSpec  # noqa: F401 (RunSpec: the runner's input type)
 from .progress import Progress
-from .store import SampleStore
-from .util import disk_full
+from .store import SampleLoadError, SampleStore
+from .util import write_error
 from .rundir import ACCURACY_LOG
 
 
@@ -335,14 +335,26 @@ def run_partition(plan: Plan, p: int, resume: str | None = None) -> str:
         claim = pre.claim = Claim(part_dir, p).acquire()  # nothing in the dir is touched before this
         try:
             return _run_owned(plan, p, part_dir, start, stop, pre)
-        except OSError as e:
-            full = disk_full(e, part_dir)
+        except OSError as e:  # a full disk, or one remounted read-only under the run
+            full = write_error(e, part_dir)
             if full is None:
                 raise
             _mark(pre, str(full))
             raise full from None
         finally:
             claim.release()
+
+
+def sample_error(p: int, qsl_idx: int, e: BaseException) -> KitError:
+    """A sample the dataset (or Benchmark.store_sample) could not load, as the partition's one-line
+    error: its global qsl_idx, then the dataset's own sentence (a KitError names its file) or, for
+    any other exception, its type, message and the file it names."""
+    if isinstance(e, KitError):
+        return KitError(f"partition {p}: sample qsl_idx {qsl_idx}: {e}")
+    if isinstance(e, OSError) and e.filename is not None:
+        return KitError(f"partition {p}: sample qsl_idx {qsl_idx} ({e.filename}): {type(e).__name__}: "
+                        f"{e.strerror or e}")
+    return KitError(f"partition {p}: sample qsl_idx {qsl_idx}: {type(e).__name__}: {e}")
 
 
 def _mark(pre: "_Preemption", error: str) -> None:
@@ -398,10 +410,18 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
     warm = {"done": not hasattr(backend, "warmup")}
 
     def load(indices):
+        if load_error:
+            return  # the run has failed already: loading more would only delay saying so
         try:
             # cached samples are never issued to the model
             todo = [i for i in indices if i not in store and not (cache is not None and start + i in cache)]
-            store.load([(i, dataset.load(start + i)) for i in todo])
+            samples = []
+            for i in todo:
+                try:
+                    samples.append((i, dataset.load(start + i)))
+                except Exception as e:
+                    raise SampleLoadError(i, e) from e
+            store.load(samples)
             if not warm["done"] and todo:
                 # outside LoadGen's timed part: compile (and warm up) on one full batch now
                 warm["done"] = True
@@ -409,8 +429,12 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
                 t = time.time()
                 backend.warmup(store.batch(idx))
                 warm["seconds"] = round(time.time() - t, 3)
-        except BaseException as e:  # raising inside LoadGen's callback would abort the process:
-            load_error.append(e)    # record it; the SUT then fails the batch and we report after
+        except BaseException as e:  # raising inside LoadGen's callback would abort the process: record
+            if isinstance(e, SampleLoadError):  # the first error, which the partition then reports, and
+                e = sample_error(p, start + e.index, e.cause)  # make the SUT answer the issued samples empty
+            load_error.append(e)
+            if sut_impl.error is None:
+                sut_impl.error = e
 
     def unload(indices):
         store.unload(indices)
@@ -443,14 +467,16 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
         if cache is not None:
             cache.close()
     t_run = time.time() - t1
-    err = sut_impl.error or (load_error[0] if load_error else None)
-    if isinstance(err, OSError) and disk_full(err, part_dir) is not None:
-        err = disk_full(err, part_dir)
+    # The first load error is the cause: whatever failed after it (samples issued but never loaded) is not.
+    err = load_error[0] if load_error else sut_impl.error
+    if isinstance(err, OSError) and write_error(err, part_dir) is not None:
+        err = write_error(err, part_dir)
     if err is not None:
-        progress.finish("failed", f"{type(err).__name__}: {err}")
+        msg = str(err) if isinstance(err, KitError) else f"partition {p}: the model failed: {type(err).__name__}: {err}"
+        progress.finish("failed", msg)  # status shows the line the user saw
         if isinstance(err, KitError):
             raise err
-        raise KitError(f"partition {p}: the model failed: {type(err).__name__}: {err}") from err
+        raise KitError(msg) from err
     log = part_dir / ACCURACY_LOG
     if spec.mode == "accuracy" and not _closed(log):
         # LoadGen does not report its own write errors: a log without its closing ']' is one

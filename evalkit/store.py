@@ -36,6 +36,15 @@ def device_budget(device: str) -> int:
     return 1 << 62  # host memory: the OS decides
 
 
+class SampleLoadError(Exception):
+    """Benchmark.store_sample failed for the sample at partition-local `index` (the runner names it
+    by its global qsl_idx)."""
+
+    def __init__(self, index: int, cause: BaseException):
+        super().__init__(index, cause)
+        self.index, self.cause = index, cause
+
+
 class SampleStore:
     """Partition-local index -> stored sample. Not thread-safe across load/unload and batch:
     LoadGen never issues a query for samples it is loading or unloading."""
@@ -63,7 +72,12 @@ class SampleStore:
 
         if not items:
             return
-        stored = [self.bench.store_sample(s) for _, s in items]
+        stored = []
+        for i, s in items:
+            try:
+                stored.append(self.bench.store_sample(s))
+            except Exception as e:
+                raise SampleLoadError(i, e) from e
         if not all(isinstance(t, torch.Tensor) for t in stored) or \
                 len({(tuple(t.shape), t.dtype) for t in stored}) != 1:
             self.objects.update((i, t) for (i, _), t in zip(items, stored))
@@ -123,6 +137,10 @@ class SampleStore:
 
     def batch(self, indices: Sequence[int]) -> Any:
         """The model's input for these samples (partition-local indices)."""
+        missing = [i for i in indices if i not in self]
+        if missing:  # LoadGen issued what its load callback did not load: name it, never a bare KeyError
+            raise KitError(f"partition-local sample {missing[0]} was issued but is not loaded (its load failed "
+                           f"or it was unloaded); {len(missing)} of the batch's {len(indices)} samples are missing")
         if indices and indices[0] in self.rows:
             return self.bench.batch_from_store(self.gather(indices), self.device, self.data_type, self.options)
         return self.bench.make_batch([self.objects[i] for i in indices], self.device, self.data_type, self.options)

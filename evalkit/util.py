@@ -19,7 +19,10 @@ KIT_CLI = shlex.quote(str(ROOT / "bin" / "evalkit"))  # the CLI in the right env
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via temp file + rename so a reader never sees half a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # name the file being written, not a temp name nobody will find
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # as open() would: others on a shared filesystem can read it
         with os.fdopen(fd, "w") as f:
@@ -27,6 +30,11 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename in (None, tmp):  # a failed write names no file (or the temp one): name the real one
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -66,18 +74,41 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+RERUN = "rerun the same command: complete partitions and answered samples are kept"
+
+
+def write_error(e: OSError, where: Path, todo: str | None = None):
+    """A one-line KitError for an OSError a user can act on: a full disk or quota, a read-only
+    filesystem, no permission. It names the path (the error's own, else `where`) and
+    what to do (`todo`, else: make room / use a writable LOG_PATH, then rerun). None for any
+    other OSError (a bug or a device error: it keeps its traceback)."""
+    from .errors import KitError
+
+    if e.errno not in WRITE_ERRNOS:
+        return None
+    path = Path(e.filename) if getattr(e, "filename", None) else Path(where)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            free = shutil.disk_usage(probe).free
+        except OSError:
+            free = 0
+        what = "no space left" if e.errno == errno.ENOSPC else "disk quota exceeded"
+        return KitError(f"{what} writing {path} ({free / 2**20:.1f} MiB free on its filesystem); "
+                        f"{todo or 'free some space and ' + RERUN}")
+    if e.errno == errno.EROFS:
+        return KitError(f"{path} is on a read-only filesystem; "
+                        f"{todo or 'use a writable LOG_PATH (or remount it read-write) and ' + RERUN}")
+    return KitError(f"{path}: permission denied for this user; "
+                    f"{todo or 'give this user access (a LOG_PATH must be writable) and ' + RERUN}")
+
+
 def disk_full(e: OSError, where: Path):
     """A one-line KitError for a full disk or quota, naming the path and the free space; None
     for any other OSError."""
-    from .errors import KitError
-
     if e.errno not in (errno.ENOSPC, errno.EDQUOT):
         return None
-    path = Path(e.filename) if getattr(e, "filename", None) else Path(where)
-    probe = path if path.exists() else path.parent
-    try:
-        free = shutil.disk_usage(probe).free
-    except OSError:
-        free = 0
-    return KitError(f"no space left writing {path} ({free / 2**20:.1f} MiB free on its filesystem); free some "
-                    f"space and rerun the same command: complete partitions and answered samples are kept")
+    return write_error(e, where)
