@@ -112,3 +112,21 @@ def disk_full(e: OSError, where: Path):
     if e.errno not in (errno.ENOSPC, errno.EDQUOT):
         return None
     return write_error(e, where)
+
+
+def load_or_explain(what: str, path: Path, load, *args, **kwargs):
+    """load(*args, **kwargs) (an HF from_pretrained, a tokenizer) with any failure as one KitError line
+    naming `path` and the files in it: the Rust tokenizers raise bare Exception, transformers
+    OSError/ValueError/KeyError/JSONDecodeError, depending on which file is bad."""
+    from .errors import KitError
+
+    try:
+        return load(*args, **kwargs)
+    except (KitError, ImportError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - every reader's own type: the file is bad, say which dir
+        p = Path(path)
+        files = ", ".join(sorted(x.name for x in p.iterdir() if x.is_file())[:8]) if p.is_dir() else ""
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise KitError(f"cannot load the {what} from {p}{f' ({files})' if files else ''}: "
+                       f"{type(e).__name__}: {reason}; the files are corrupt or not the published format") from None

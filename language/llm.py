@@ -120,11 +120,9 @@ def load_tokenizer(model_path: Path, what: str, padding_side: str = "left"):
     """The checkpoint's tokenizer with pad = eos (as the MLPerf LLM references set it)."""
     from transformers import AutoTokenizer
 
-    try:
-        tok = AutoTokenizer.from_pretrained(str(model_path))
-    except (OSError, ValueError) as e:
-        raise KitError(f"cannot load the {what} tokenizer from {model_path} ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else ''}); it must be an HF checkpoint dir.") from None
+    from evalkit.util import load_or_explain
+
+    tok = load_or_explain(f"{what} tokenizer", Path(model_path), AutoTokenizer.from_pretrained, str(model_path))
     tok.padding_side = padding_side
     tok.pad_token = tok.eos_token
     return tok

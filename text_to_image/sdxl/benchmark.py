@@ -23,6 +23,7 @@ import numpy as np
 
 from evalkit.benchmark import Benchmark, Dataset
 from evalkit.errors import KitError
+from evalkit.util import load_or_explain
 
 CAPTIONS = Path("captions") / "captions.tsv"
 LATENTS = Path("latents") / "latents.pt"
@@ -99,11 +100,8 @@ def load_tokenizers(model_path: Path):
     from transformers import CLIPTokenizer
 
     pipe_dir, _ = pipeline_dirs(model_path)
-    try:
-        return (CLIPTokenizer.from_pretrained(pipe_dir / "tokenizer"),
-                CLIPTokenizer.from_pretrained(pipe_dir / "tokenizer_2"))
-    except (OSError, ValueError, TypeError) as e:
-        raise KitError(f"cannot load the SDXL tokenizers from {pipe_dir}/tokenizer{{,_2}} ({e}).") from None
+    return tuple(load_or_explain("SDXL tokenizer", pipe_dir / sub, CLIPTokenizer.from_pretrained, pipe_dir / sub)
+                 for sub in ("tokenizer", "tokenizer_2"))
 
 
 def tokenize(tok, texts: list[str]) -> np.ndarray:
