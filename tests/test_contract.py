@@ -174,3 +174,67 @@ def test_batch_size_invariant_or_in_the_hash(model):
         assert alone.tobytes() == together[i].tobytes(), (
             f"{model.name}: sample {i} differs at batch {B} vs 1; make the model batch-invariant or declare "
             f"batch_invariant = False")
+
+
+def _flip(f: Path) -> bytes:
+    """Change one byte of f in place (the middle one; a byte added to an empty file); returns the old bytes."""
+    old = f.read_bytes()
+    data = bytearray(old or b"\0")
+    data[len(data) // 2] ^= 1
+    f.write_bytes(bytes(data))
+    return old
+
+
+def test_one_byte_of_any_file_changes_the_identity(model, tmp_path):
+    """Identity contract: one byte of each file of the set (dataset and checkpoint) changed, in a copy:
+    the run's config (what a partition records, what gather compares) names that file, or the run
+    refuses before it starts. Nothing is identified by size or name alone."""
+    from evalkit.errors import KitError
+    from evalkit.identity import config_difference
+    from evalkit.manifest import dataset_files
+    from evalkit.plan import RunSpec, resolve
+
+    copy = tmp_path / "set"
+    shutil.copytree(model.synth, copy)
+
+    def plan():
+        return resolve(RunSpec(model.name, dataset=copy / "dataset", model_path=copy / "model",
+                               log_path=tmp_path / "log", n_count=model.n, n_partitions=3, batch_size=1))
+    base = plan()
+    base_files = dataset_files(copy / "dataset")
+    for f in sorted(p for p in copy.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        old = _flip(f)
+        try:
+            try:
+                got = plan()
+            except KitError:
+                continue  # refused before anything runs: as good as named
+            rel = f.relative_to(copy / f.parts[len(copy.parts)]).as_posix()
+            assert got.config_hash != base.config_hash, f"{model.name}: one byte of {f} leaves the hash as it was"
+            what = config_difference(got.config, base.config, dataset_files(copy / "dataset"), base_files)
+            assert rel in what, (model.name, rel, what)
+        finally:
+            f.write_bytes(old)
+
+
+def test_a_partition_on_changed_data_does_not_merge(model, tmp_path):
+    """Identity contract, end to end: partition 1 of 3 run on a copy whose largest dataset file has one
+    byte changed: gather with the original partitions 0 and 2 refuses and names the file (or the run
+    itself refuses the file, in one line)."""
+    data = tmp_path / "dataset"
+    shutil.copytree(model.synth / "dataset", data)
+    f = max((p for p in data.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    _flip(f)
+    rel = f.relative_to(data).as_posix()
+    cp = evalkit("run", model.name, "--dataset", data, "--model_path", model.synth / "model", "--log_path",
+                 tmp_path / "other", "--batch_size", 1, "--threads", 1, "--n_count", model.n,
+                 "--n_partitions", 3, "--partition_offset", 1)
+    if cp.returncode != 0:
+        assert f.name in one_line_error(cp)
+        return
+    mixed = tmp_path / "mixed"
+    shutil.copytree(model.base / "p3", mixed)
+    shutil.rmtree(mixed / "1")
+    (mixed / MERGED).unlink()
+    err = one_line_error(evalkit("gather", mixed, tmp_path / "other"))
+    assert "partition 1" in err and f"dataset file {rel}" in err, err
