@@ -86,11 +86,15 @@ report:
 metrics:
 	PYTHONPATH="$(CURDIR)" $(KIT_PY) -m evalkit metrics "$(LOG_DIR)" $(if $(SYSTEM),--system "$(SYSTEM)")
 
-# tests/test_report.py renders the report in headless Chromium; CI runs `make test` as root on a clean machine.
+# The system tools the tests use: Chromium (tests/test_report.py renders the report) and bubblewrap (the
+# sandbox of generated code, tests/test_sandbox.py). CI runs `make test` as root on a clean machine.
 browser:
-	if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then \
-	  [ "$$(id -u)" = 0 ] || { echo "error: the report test needs Chromium: sudo apt-get install -y chromium" >&2; exit 2; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium bubblewrap; \
+	need=""; \
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need="chromium"; \
+	command -v bwrap >/dev/null || need="$$need bubblewrap"; \
+	if [ -n "$$need" ]; then \
+	  [ "$$(id -u)" = 0 ] || { echo "error: the tests need$$need: sudo apt-get install -y$$need" >&2; exit 2; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; \
 	fi
 
 # --- data, checkpoints and verified logs through DVC: all logic in evalkit/data.py ---------------

@@ -1,7 +1,8 @@
 """The error types the CLI turns into a one-line message and an exit code.
 
 Exit codes: 0 PASS (or nothing to score yet), 1 a scored FAIL, 2 a KitError, 3 a partition
-another live launch owns, 75 preempted (SIGTERM/SIGINT: state kept, rerun to resume).
+another live launch owns, 4 `status`: some partition needs a resume (cli.NEEDS_RESUME),
+75 preempted (SIGTERM/SIGINT: state kept, rerun to resume).
 """
 
 
