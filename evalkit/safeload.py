@@ -23,6 +23,7 @@ import importlib
 import io
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -300,30 +301,35 @@ def _refusal(path, e: Refused, advice: str) -> KitError:
 _ADVICE = "a pickle runs what it names when read, so the kit builds only listed types: replace the file with the published one"
 
 
-def loads(data: bytes, allow: AllowList, *, source: str, persistent_load=None) -> Any:
-    """Unpickle bytes read from `source` (named in errors) with `allow`; one-line KitError otherwise."""
+def _load(file, allow: AllowList, source: str, persistent_load=None) -> Any:
     try:
-        return _Unpickler(io.BytesIO(data), allow, persistent_load).load()
+        return _Unpickler(file, allow, persistent_load).load()
     except Refused as e:
         raise _refusal(source, e, _ADVICE) from None
     except KitError:
         raise
     except Exception as e:  # noqa: BLE001 - a listed constructor can raise any type
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        raise KitError(f"cannot read {source} as a {allow.what} pickle ({type(e).__name__}"
-                       f"{': ' + first if first else ''}); replace the file with the published one") from None
+        raise KitError(f"cannot read {source} ({type(e).__name__}{': ' + first if first else ''}); it is not a "
+                       f"{allow.what} the kit reads: replace the file with the published one") from None
+
+
+def loads(data: bytes, allow: AllowList, *, source: str, persistent_load=None) -> Any:
+    """Unpickle bytes read from `source` (named in errors) with `allow`; one-line KitError otherwise."""
+    return _load(io.BytesIO(data), allow, str(source), persistent_load)
 
 
 def load_pickle(path: Path, allow: AllowList, *, persistent_load=None) -> Any:
     """The object a pickle file holds, built only from `allow`'s exact (module, name) pairs."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        f = open(path, "rb")
     except FileNotFoundError:
         raise KitError(f"{path} not found") from None
     except OSError as e:
         raise KitError(f"cannot read {path} ({e.strerror or type(e).__name__})") from None
-    return loads(data, allow, source=str(path), persistent_load=persistent_load)
+    with f:
+        return _load(f, allow, str(path), persistent_load)
 
 
 # --- torch -------------------------------------------------------------------------------------
@@ -337,7 +343,9 @@ def _torch_refusal(path: Path, what: str, e: Exception) -> KitError:
     msg = str(e)
     m = re.search(r"GLOBAL ([A-Za-z0-9_.]+)", msg)
     if m:
-        return KitError(f"{path}: refusing to unpickle {m.group(1).rstrip('.')} (not in the {what} allow-list: "
+        name = m.group(1).rstrip(".")
+        name = name if "." in name else f"builtins.{name}"  # torch spells builtins.exec as exec
+        return KitError(f"{path}: refusing to unpickle {name} (not in the {what} allow-list: "
                         f"torch's weights-only types); {_ADVICE}")
     lines = [l.strip() for l in msg.splitlines() if l.strip() and not _TORCH_ADVICE.search(l)]
     first = lines[0][:300] if lines else ""
@@ -352,7 +360,9 @@ def load_torch(path: Path, what: str) -> Any:
 
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its notes on a file's pickle protocol: the error says enough
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.serialization")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise KitError(f"{what} {path} not found") from None
     except IsADirectoryError:
@@ -396,6 +406,8 @@ def load_torch_model(path: Path, allow: AllowList, what: str) -> Any:
                     and re.fullmatch(r"[0-9]{1,12}", pid[2]) and isinstance(pid[4], int) and pid[4] >= 0):
                 raise Refused.persistent_id(pid, allow.what)
             kind, key, numel = pid[1], pid[2], pid[4]
+            if kind.dtype not in _STORAGES.values():  # a tag whose dtype the file itself rewrote
+                raise Refused.persistent_id(pid, allow.what)
             if key not in storages:
                 rec = f"{prefix}/data/{key}"
                 if rec not in names:

@@ -57,7 +57,11 @@ def open_table(root: Path, pickle_name: str, columns: Sequence[str]):
         df = safeload.load_pickle(f, safeload.PANDAS_FRAME)  # one-line KitError naming the file
     else:
         df = _read_parquet(f)
-    if not isinstance(df, pd.DataFrame) or len(df) == 0:
+    try:  # a pickled frame is built from listed types only, but its parts need not fit together
+        ok = isinstance(df, pd.DataFrame) and len(df) > 0 and len(list(df.columns)) > 0
+    except Exception:  # noqa: BLE001
+        ok = False
+    if not ok:
         raise KitError(f"{f} is not a non-empty pandas DataFrame.")
     missing = [c for c in columns if c not in df.columns]
     if missing:

@@ -48,18 +48,30 @@ REFERENCE_CLASSES = (
 ALLOW = safeload.TORCH_TENSORS.named(WHAT) | safeload.stand_ins(WHAT, REFERENCE_CLASSES)
 
 
-def _collect(obj, prefix: str, out: dict) -> None:
+def _collect(obj, prefix: str, out: dict, depth: int = 0) -> None:
+    """The stand-ins' _parameters/_buffers/_modules as a state dict (module.state_dict()'s keys)."""
+    import torch
+
     d = getattr(obj, "__dict__", {})
-    for k, v in (d.get("_parameters") or {}).items():
-        if v is not None:
-            out[prefix + k] = v.detach()
+    if depth > 64:
+        raise ValueError(f"modules nested deeper than 64 at {prefix!r}")
     skip = d.get("_non_persistent_buffers_set") or set()
-    for k, v in (d.get("_buffers") or {}).items():
-        if v is not None and k not in skip:
-            out[prefix + k] = v
-    for k, m in (d.get("_modules") or {}).items():
+    for group in ("_parameters", "_buffers"):
+        entries = d.get(group) or {}
+        if not isinstance(entries, dict):
+            raise ValueError(f"{prefix}{group} is a {type(entries).__name__}, not a dict")
+        for k, v in entries.items():
+            if v is None or (group == "_buffers" and k in skip):
+                continue
+            if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+                raise ValueError(f"{prefix}{k} is a {type(v).__name__}, not a tensor")
+            out[prefix + k] = v.detach()
+    modules = d.get("_modules") or {}
+    if not isinstance(modules, dict):
+        raise ValueError(f"{prefix}_modules is a {type(modules).__name__}, not a dict")
+    for k, m in modules.items():
         if m is not None:
-            _collect(m, f"{prefix}{k}.", out)
+            _collect(m, f"{prefix}{k}.", out, depth + 1)
 
 
 def _whole_model(path: Path):
@@ -86,7 +98,11 @@ def load_state_dict(path: Path) -> dict:
         raise KitError(f"checkpoint {path} holds a {type(obj).__name__}; expected a RetinaNet state dict or the "
                        f"reference's resnext50_32x4d_fpn.pth")
     out: dict = {}
-    _collect(obj, "", out)
+    try:
+        _collect(obj, "", out)
+    except ValueError as e:
+        raise KitError(f"checkpoint {path} is not a RetinaNet model ({e}); expected a RetinaNet state dict or the "
+                       f"reference's resnext50_32x4d_fpn.pth") from None
     if not out:
         raise KitError(f"checkpoint {path} holds a {type(obj).__name__} with no weights; expected a "
                        f"RetinaNet state dict")
