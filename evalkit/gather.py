@@ -229,6 +229,8 @@ def verify(run_dir: Path) -> dict:
                        f"{rec['size']} bytes and {rec['entries']} entries, sha256 {rec['sha256'][:12]}..); {again}")
     for part in info.get("partitions", []):
         p, d = part["partition"], Path(part["dir"])
+        if not d.is_dir() and (run_dir / str(p)).is_dir():
+            d = run_dir / str(p)  # a copy of the whole run (a published log, another node): its own partitions
         man, log = d / rundir.MANIFEST, d / ACCURACY_LOG
         if not man.is_file() or not log.is_file():
             raise KitError(f"partition {p}: {man if not man.is_file() else log} is gone since gather; the merged log "
