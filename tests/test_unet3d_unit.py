@@ -86,9 +86,63 @@ def _compare_sliding_window(net, img, roi, patch):
             out = net(x[..., i:i + 64, j:j + 64, k:k + 64]).numpy()
             res[..., i:i + 64, j:j + 64, k:k + 64] += out * patch.numpy()
             norm[..., i:i + 64, j:j + 64, k:k + 64] += patch.numpy()
-        want = np.argmax(res / norm, axis=1).astype(np.uint8)[0]
+        # inference_utils.finalize after from_tensor's .astype(float): the division in float64
+        want = np.argmax(res.astype(np.float64) / norm.astype(np.float64), axis=1).astype(np.uint8)[0]
     assert got.dtype == torch.uint8 and np.array_equal(got.numpy(), want)
     assert (got2.numpy() != want).mean() < 1e-3  # batched windows: the same up to last-bit ties
+
+
+def _reference_finish(outs: np.ndarray, patch: np.ndarray, shape: tuple, roi: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """base_SUT.infer_single_query + inference_utils.finalize, dtype for dtype: float32 result and
+    3-channel norm_map accumulated window by window (pytorch_SUT's to_tensor is .float()),
+    from_tensor = .cpu().numpy().astype(float) (float64), image /= norm_map, np.argmax over the
+    classes, uint8. Also returns what the same accumulations give when divided in float32."""
+    res = np.zeros((1, 3) + shape, np.float32)
+    norm = np.zeros_like(res)
+    for w, (i, j, k) in enumerate(um.window_starts(shape, roi)):
+        sl = (..., slice(i, i + roi[0]), slice(j, j + roi[1]), slice(k, k + roi[2]))
+        res[sl] += outs[w:w + 1] * patch
+        norm[sl] += patch
+    image = res.astype(float)
+    image /= norm.astype(float)
+    ref = np.argmax(image, axis=1).astype(np.uint8)[0]
+    return ref, np.argmax(res / norm, axis=1).astype(np.uint8)[0]
+
+
+class _WindowOutputs(torch.nn.Module):
+    """A stand-in network: returns the given per-window logits in the order it is called."""
+
+    def __init__(self, outs: np.ndarray):
+        super().__init__()
+        self.outs, self.i = torch.from_numpy(outs), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        self.i += n
+        return self.outs[self.i - n:self.i]
+
+
+@pytest.mark.parametrize("sw_batch", [1, 3])
+def test_finish_divides_in_float64_as_the_reference(sw_batch):
+    """Crafted accumulations: kidney's logit is background's plus 0..2 float32 ulps in every window, so the float32 quotients of the two classes tie (argmax: background) at voxels
+    where the float64 quotients do not (argmax: kidney). The kit must give the reference's labels."""
+    rng = np.random.default_rng(7)
+    roi, shape = (4, 4, 4), (8, 8, 6)
+    n_win = len(um.window_starts(shape, roi))
+    bg = rng.uniform(1, 2, (n_win, 1) + roi).astype(np.float32)
+    kidney = bg.copy()
+    steps = rng.integers(0, 3, bg.shape)
+    for s in range(2):
+        kidney = np.where(steps > s, np.nextafter(kidney, np.float32(4)), kidney)
+    outs = np.concatenate([bg, kidney, np.full_like(bg, -5.0)], axis=1)
+    patch = rng.uniform(0.05, 1.0, roi).astype(np.float32)
+    ref, f32 = _reference_finish(outs, patch, shape, roi)
+    assert (f32 != ref).sum() >= 3, "the crafted case no longer separates float32 from float64 division"
+    with torch.inference_mode():
+        got = um.sliding_window(_WindowOutputs(outs), torch.zeros((1,) + shape), roi, torch.from_numpy(patch),
+                                sw_batch)
+    assert got.dtype == torch.uint8
+    assert np.array_equal(got.numpy(), ref), f"{int((got.numpy() != ref).sum())} voxels differ from the reference"
 
 
 def _reference_dice(pred: np.ndarray, target: np.ndarray) -> np.ndarray:

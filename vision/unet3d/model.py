@@ -118,7 +118,7 @@ def covered(shape: tuple, roi: tuple, overlap: float = OVERLAP) -> bool:
 def sliding_window(model: nn.Module, image: torch.Tensor, roi: tuple, patch: torch.Tensor,
                    sw_batch: int = 1) -> torch.Tensor:
     """(1, D, H, W) preprocessed volume -> (D, H, W) uint8 labels: windows accumulated with the
-    Gaussian importance patch in float32, divided by the accumulated weights, argmax over classes."""
+    Gaussian importance patch in float32, then `finalize` (float64 division, argmax over classes)."""
     d, h, w = image.shape[-3:]
     dev = image.device
     result = torch.zeros((1, N_CLASS, d, h, w), dtype=torch.float32, device=dev)
@@ -133,4 +133,18 @@ def sliding_window(model: nn.Module, image: torch.Tensor, roi: tuple, patch: tor
             sl = (..., slice(i, i + roi[0]), slice(j, j + roi[1]), slice(k, k + roi[2]))
             result[sl] += out[n:n + 1] * patch
             norm[sl] += patch
-    return torch.argmax(result / norm, dim=1)[0].to(torch.uint8)
+    return finalize(result, norm)
+
+
+def finalize(result: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """inference_utils.finalize as the reference SUT reaches it: the float32 accumulations come back
+    through from_tensor (`.numpy().astype(float)`: float64), the division `image /= norm_map` is in
+    float64, then argmax over the classes (the first maximum on ties), as uint8. Dividing in float32
+    instead can round the top two classes to a tie where float64 keeps them apart, and the tie
+    goes to the lower label. Runs where the accumulations are (float64 division is IEEE on CPU and
+    CUDA, as numpy's); MPS has no float64, so there it finishes on the host."""
+    if result.device.type == "mps":
+        result, norm = result.cpu(), norm.cpu()
+    image = result.to(torch.float64)
+    image /= norm.to(torch.float64)
+    return torch.argmax(image, dim=1)[0].to(torch.uint8)
