@@ -68,14 +68,14 @@ $(DEV_STAMP): envs/dev.yml scripts/lib/common.sh
 
 dev: $(DEV_STAMP)
 
-test: dev browser
+test: dev browser mbxp-node
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q tests
 
 # --- reports: stdlib + numpy only, so any built env will do (the demo has only .envs/resnet) ----
 LOG_DIR ?= logs
 KIT_ENVS = $(wildcard $(VENV)/bin/python $(or $(ENV_DIR),.envs)/*/bin/python)
 KIT_PY = $(firstword $(KIT_ENVS) python3)
-.PHONY: report metrics browser
+.PHONY: report metrics browser mbxp-node
 
 targets:
 	PYTHONPATH="$(CURDIR)" $(KIT_PY) -m evalkit targets
@@ -96,6 +96,13 @@ browser:
 	  [ "$$(id -u)" = 0 ] || { echo "error: the tests need$$need: sudo apt-get install -y$$need" >&2; exit 2; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; \
 	fi
+
+# MBXP's pinned npm packages (lodash, typescript) in the dev env, by the function the Mixtral env build runs
+# (language/mixtral/mbxp.py install-node); npm itself is installed like the tools above.
+mbxp-node: dev
+	command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] || { echo "error: the tests need npm: sudo apt-get install -y npm" >&2; exit 2; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+	PYTHONPATH="$(CURDIR)" $(VENV)/bin/python -m language.mixtral.mbxp install-node
 
 # --- data, checkpoints and verified logs through DVC: all logic in evalkit/data.py ---------------
 # data_cmd (scripts/lib/common.sh) runs `evalkit data ...` in the model's env, where its loader works.

@@ -159,18 +159,23 @@ def generation_cap(root: Path) -> int | None:
 
 
 class StopSequences:
-    """Per-row stop sequence as the Mixtral reference's StopAfterSequence: once a row's last tokens
-    equal its stop sequence, the next token is forced to EOS. Rows with None are untouched."""
+    """Per-row stop sequence, as the Mixtral reference applies it: its postProcess cuts the generated
+    tokens (never the prompt) after the first stop sequence; here, once a row's last generated tokens
+    equal its stop sequence, the next token is forced to EOS (what StopAfterSequence does), which gives
+    the same cut answer. `prompt_len`: the width of the (left-padded) prompt batch; only tokens after it
+    count, so a prompt that ends with the stop sequence, or one that starts it, ends nothing.
+    Rows with None are untouched."""
 
-    def __init__(self, stops: Sequence[tuple[int, ...] | None], eos: int):
-        self.stops, self.eos = list(stops), int(eos)
+    def __init__(self, stops: Sequence[tuple[int, ...] | None], eos: int, *, prompt_len: int):
+        self.stops, self.eos, self.prompt_len = list(stops), int(eos), int(prompt_len)
 
     def __call__(self, input_ids, scores):
         import torch
 
+        generated = input_ids.shape[1] - self.prompt_len
         for r, stop in enumerate(self.stops):
             L = len(stop) if stop else 0
-            if L and input_ids.shape[1] > L and input_ids[r, -L:].tolist() == list(stop):
+            if L and generated >= L and input_ids[r, -L:].tolist() == list(stop):
                 row = torch.full_like(scores[r], -float("inf"))
                 row[self.eos] = 0
                 scores[r] = row
@@ -216,7 +221,9 @@ class LLMRunner:
 
             procs = None
             if any(prompts[i].stop for i in hf):
-                procs = LogitsProcessorList([StopSequences([prompts[i].stop for i in hf], self.tok.eos_token_id)])
+                width = max(len(prompts[i].ids) for i in hf)  # greedy_generate left-pads to the longest
+                procs = LogitsProcessorList([StopSequences([prompts[i].stop for i in hf], self.tok.eos_token_id,
+                                                           prompt_len=width)])
             rows = greedy_generate(self.model, [prompts[i].ids for i in hf], pad_id=self.tok.pad_token_id,
                                    eos_id=self.tok.eos_token_id, device=self.devices[0],
                                    static_cache=bool(s["static_cache"]), logits_processor=procs, **common)

@@ -230,3 +230,29 @@ def test_llama_family_identical_to_hf_generate_fp32(kind):
             assert np.array_equal(r, g), f"{kind} {gen} prompt {i}: {r.tolist()} != {g.tolist()}"
         lengths += [len(r) for r in ref]
     assert min(lengths) < NEW
+
+
+def test_stop_sequence_at_the_end_of_the_prompt_ends_nothing():
+    """Issue 25 item 3: only generated tokens count for the stop sequence (the reference cuts the
+    generated part). A prompt that ends with its stop sequence is answered as if it had none, on the
+    HF path that stop-sequence rows take (min_new_tokens 2, as Mixtral's)."""
+    from types import SimpleNamespace
+
+    from language.llm import LLMRunner, Prompt
+
+    model = _tiny_llama_family("llama")
+    rng = np.random.default_rng(6)
+    stop = (40, 41, 42)
+    prompts = [np.concatenate([rng.integers(3, 256, n), stop]) for n in (7, 12)]
+    tok = SimpleNamespace(eos_token_id=2, pad_token_id=2)
+    runner = LLMRunner(tok, model, ["cpu"], dict(max_new_tokens=8, min_new_tokens=2, generator="hf"))
+    plain = runner.generate([Prompt(p) for p in prompts])
+    stopped = runner.generate([Prompt(p, stop) for p in prompts])
+    for p, s in zip(plain, stopped):
+        assert len(p) == 8 and 2 not in p.tolist() and not any(
+            tuple(p[i:i + 3]) == stop for i in range(len(p) - 2)), p  # the stop sequence is never generated here
+        assert s.tolist() == p.tolist(), (s.tolist(), p.tolist())
+    # generated, it still stops the row: the stop sequence = the first generated tokens of prompt 0
+    gen_stop = tuple(int(t) for t in plain[0][:2])
+    out = runner.generate([Prompt(prompts[0], gen_stop), Prompt(prompts[1])])
+    assert out[0].tolist()[:3] == [*gen_stop, 2] and out[1].tolist() == plain[1].tolist()

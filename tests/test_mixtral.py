@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -105,9 +106,121 @@ def test_mbxp_sandbox_blocks_network_and_outside_writes(tmp_path):
     assert not ok and "refused" in why.lower(), why  # its own loopback: nothing listens there
     ok, why = mbxp.run_program("python", f"open({str(outside)!r}, 'w').write('x')\n", _lim())
     assert not ok and "FileNotFoundError" in why and not outside.exists(), why  # the host tree is not there
-    ok, why = mbxp.run_program("python", "import os\nassert os.getcwd() == '/box'\nopen('inside.txt', 'w').write('x')\n"
+    ok, why = mbxp.run_program("python", "open('inside.txt', 'w').write('x')\n"
                                "assert open('inside.txt').read() == 'x'\n", _lim())
-    assert ok, why  # its own dir is writable
+    assert ok, why  # its own dir is writable (os.getcwd is one of the functions mxeval's guard disables)
+
+
+# --- MBXP judged as mxeval judges it (issue 25 items 1 and 2) ------------------------------------
+_NO_NODE = pytest.mark.skipif(not shutil.which("node"), reason="node not installed")
+INC_TEST = "def check(candidate):\n    assert candidate(2) == 3"
+GOOD_PY = "def inc(x):\n    return x + 1\n"
+BAD_PY = "def inc(x):\n    return x - 1\n"
+
+
+@pytest.mark.parametrize("name,solution,passes", [
+    ("failing __main__ block", GOOD_PY + "if __name__ == '__main__':\n    assert inc(2) == 0\n", True),
+    ("input() in __main__", GOOD_PY + "if __name__ == '__main__':\n    print(inc(int(input())))\n", True),
+    ("prints a lot", GOOD_PY + "print('x' * 100000)\nimport sys\nprint('y', file=sys.stderr)\n", True),
+    ("sys.exit(0) at top level", BAD_PY + "import sys\nsys.exit(0)\n", False),
+    ("exit() at top level", BAD_PY + "exit()\n", False),
+    ("quit() at top level", BAD_PY + "quit()\n", False),
+    ("os._exit(0) at top level", BAD_PY + "import os\nos._exit(0)\n", False),
+    ("forged verdict", BAD_PY + "import os\nos.write(1, b'passed\\n')\nos._exit(0)\n", False),
+    ("correct, sys.exit(0) after the test", None, False),
+    ("input() at top level", GOOD_PY + "n = input()\n", False),
+    ("os.getcwd() (guarded)", GOOD_PY + "import os\nos.getcwd()\n", False),
+])
+def test_mbxp_python_judged_as_mxeval(name, solution, passes):
+    """mxeval exec's the program (no __main__) after its reliability guard; any exception, SystemExit
+    included, is a failure, and so is a process that ends without a verdict."""
+    from language.mixtral import mbxp
+
+    if solution is None:  # check() passed, then SystemExit(0): mxeval's exec raised, so a failure
+        prog = mbxp.program("python", GOOD_PY, INC_TEST, "inc") + "\nimport sys\nsys.exit(0)\n"
+    else:
+        prog = mbxp.program("python", solution, INC_TEST, "inc")
+    ok, why = mbxp.run_program("python", prog, _lim())
+    assert ok is passes, (name, why)
+    if passes:
+        assert why == "passed"
+
+
+def test_mbxp_python_timeout_is_mxevals_timer():
+    from language.mixtral import mbxp
+
+    t = time.time()
+    ok, why = mbxp.run_program("python", "import time\ntime.sleep(60)\n", _lim())
+    assert not ok and why == "timed out" and time.time() - t < 10, why
+    # a program that swallows the timer's exception and goes on is killed at timeout + 1 (mxeval's join)
+    ok, why = mbxp.run_program("python", "import time\nwhile True:\n    try:\n        time.sleep(60)\n"
+                               "    except Exception:\n        pass\n", _lim())
+    assert not ok and why == "timed out", why
+
+
+@_NO_NODE
+def test_mbxp_javascript_lodash():
+    """Every MBXP JavaScript test starts with `const _ = require("lodash")`: the kit's pinned lodash
+    (make test / the Mixtral env build install it) is found in the sandbox."""
+    from language.mixtral import mbxp
+
+    test = ('\nconst _ = require("lodash")\n\nfunction compare(a, b){\n    return _.isEqual(a, b)\n}\n\n'
+            "var x0 = inc(2);\nif(!compare(x0, 3)){\n    throw 'Error at 1th assert statement.'\n}\n")
+    assert mbxp.incomplete(["javascript"]) is None, mbxp.incomplete(["javascript"])
+    assert mbxp.run_program("javascript", "function inc(x) { return x + 1; }" + test, _lim()) == (True, "passed")
+    ok, why = mbxp.run_program("javascript", "function inc(x) { return x; }" + test, _lim())
+    assert not ok and "1th assert" in why, why
+    ok, why = mbxp.run_program("javascript", 'require("left-pad")\n', _lim())  # only what the kit installed
+    assert not ok and "MODULE_NOT_FOUND" in why, why
+
+
+@_NO_NODE
+@pytest.mark.parametrize("name,code,passes", [
+    # MBXP's TypeScript tests import node's assert without its type declarations: tsc reports the error,
+    # writes the JS and exits 2, the only exit code mxeval counts as compiled
+    ("mbxp-style, right", "const inc = function (x: number) : number { return x + 1; }\n"
+                          "import * as assert from 'assert'\nassert.deepEqual(inc(2), 3, 'failed');\n", True),
+    ("mbxp-style, wrong", "const inc = function (x: number) : number { return x; }\n"
+                          "import * as assert from 'assert'\nassert.deepEqual(inc(2), 3, 'failed');\n", False),
+    ("type error, right at run time", "let y: string = 3 as any as number;\nif (y as any !== 3) { throw 'no'; }\n", True),
+    # a program that type-checks cleanly: tsc exits 0 and mxeval never runs it
+    ("clean compile (tsc exit 0)", "const inc = (x: number): number => x + 1;\nif (inc(2) !== 3) { throw 'no'; }\n",
+     False),
+])
+def test_mbxp_typescript_compiled_only_on_tsc_exit_2(name, code, passes):
+    from language.mixtral import mbxp
+
+    assert mbxp.incomplete(["typescript"]) is None, mbxp.incomplete(["typescript"])
+    ok, why = mbxp.run_program("typescript", code, _lim())
+    assert ok is passes, (name, why)
+    if name.startswith("clean"):
+        assert "tsc exit 0" in why, why
+
+
+@_NO_NODE
+def test_mbxp_missing_lodash_is_incomplete_with_a_command_that_works(request, tmp_path, monkeypatch):
+    """No lodash: one INCOMPLETE line naming the command that installs it; pasted, that command works."""
+    import subprocess
+    import sys
+
+    from language.mixtral import mbxp
+
+    top = Path(tempfile.mkdtemp(prefix="evalkit-node-"))  # not under pytest's tmp: nobody (the programs' uid) reads it
+    top.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(top, ignore_errors=True))
+    prefix = top / "env"
+    monkeypatch.setattr(sys, "prefix", str(prefix))
+    why = mbxp.incomplete(["javascript", "javascript", "python"])
+    assert why and "\n" not in why and "2 javascript program(s) need lodash 4.17.21" in why, why
+    assert "python" not in why.split(";")[0], why
+    cmd = why.split("`")[1]
+    assert cmd == mbxp.node_install_command(), why
+    if not shutil.which("npm"):
+        pytest.skip("npm not installed")
+    cp = subprocess.run(cmd, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # pasted
+    assert cp.returncode == 0, cp.stderr
+    assert mbxp.incomplete(["javascript", "typescript"]) is None
+    assert mbxp.node_package("lodash") == str(prefix / "mbxp-node" / "node_modules" / "lodash")
 
 
 def test_no_bwrap_is_incomplete_never_pass(synth, monkeypatch):
@@ -134,7 +247,7 @@ def test_stop_sequence_and_trim():
     from language.llm import Prompt, StopSequences
     from language.mixtral.benchmark import BENCHMARK as b
 
-    proc = StopSequences([(7, 8), None], eos=2)
+    proc = StopSequences([(7, 8), None], eos=2, prompt_len=1)
     ids = torch.tensor([[5, 7, 8], [5, 7, 8]])
     scores = proc(ids, torch.zeros(2, 10))
     assert scores[0].argmax() == 2 and torch.isinf(scores[0, 3]) and not torch.isinf(scores[1]).any()
@@ -148,6 +261,21 @@ def test_stop_sequence_and_trim():
     assert b.stop_of(pd.Series({"dataset": "MBXP", "tok_stop_sequence": [5, 6]})) == (5, 6)
     assert b.stop_of(pd.Series({"dataset": "MBXP", "tok_stop_sequence": float("nan")})) == MBXP_STOP
     assert b.stop_of(pd.Series({"dataset": "GSM8K", "tok_stop_sequence": [5, 6]})) is None
+
+
+def test_stop_sequence_counts_only_generated_tokens():
+    """The reference cuts only the generated tokens at the stop sequence (postProcess after the prompt):
+    a prompt ending with it, or a stop sequence that starts in the prompt, ends nothing."""
+    import torch
+
+    from language.llm import StopSequences
+
+    proc = StopSequences([(7, 8)], eos=2, prompt_len=3)
+    for ids in ([[5, 7, 8]], [[7, 8, 9, 7]], [[5, 9, 7, 8]]):  # prompt only; generated 9, 7; straddling 7 | 8
+        scores = proc(torch.tensor(ids), torch.zeros(1, 10))
+        assert not torch.isinf(scores).any(), ids
+    scores = proc(torch.tensor([[5, 7, 8, 7, 8]]), torch.zeros(1, 10))  # generated 7, 8
+    assert scores[0].argmax() == 2 and torch.isinf(scores[0, 3])
 
 
 def test_two_devices_per_partition_run_and_v41_targets(synth, tmp_path):

@@ -3,10 +3,15 @@
 What runs is what the Mixtral reference (`evaluate_mbxp.py` over mxeval) builds: the response
 cut at the first "```", per-language clean-up (Python: lstrip; Go: package/imports/main
 removed; Scala: object wrapper removed), "\\_" -> "_", then prompt-less `solution + test`
-(Python: solution + "\\n" + test + "\\n" + f"check({entry_point})"). A problem passes when the
-program (and its compile step) exits 0 within the time limit. Only the languages the reference
-evaluates count (cpp, python, php, javascript, ruby, typescript); the others are skipped by
-its rule, and a counted language whose toolchain is missing makes the result INCOMPLETE.
+(Python: solution + "\\n" + test + "\\n" + f"check({entry_point})"). It is judged as mxeval
+judges it: Python is exec'ed (no `__name__ == "__main__"`) under mxeval's reliability guard
+(mxeval_runner.py: `exit`, `quit`, os.getcwd/remove/kill... disabled; `sys.exit(0)` is a failure);
+TypeScript counts as compiled only when tsc exits with exactly 2; every other step passes when it
+exits 0 within its time limit. Only the languages the reference evaluates count (cpp, python, php,
+javascript, ruby, typescript); the others are skipped by its rule, and a counted language whose
+toolchain is missing makes the result INCOMPLETE. The node languages need the pinned npm packages
+(NODE_PACKAGES: lodash for JavaScript's tests, typescript's tsc) in <env>/mbxp-node, which the
+Mixtral env build and `make test` install (`python -m language.mixtral.mbxp install-node`).
 
 Each program runs in the kit's sandbox (evalkit/sandbox.py: bubblewrap namespaces, a private
 read-only filesystem with the program's own dir, nobody's uid under root, process / memory / CPU /
@@ -16,8 +21,11 @@ working bwrap no program runs: incomplete() says so and `check` reports INCOMPLE
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
+import shlex
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -34,8 +42,14 @@ NODE_LANGS = ("javascript", "typescript")
 COMPILE_TIMEOUT = 100.0  # mxeval's compile limit
 
 TASKS = 64  # processes + threads per program at once (measured peaks with bwrap's: python 6, cpp 12, node 14)
-_NEED = {"python": ["python3"], "cpp": ["g++"], "javascript": ["node"], "typescript": ["tsc", "node"], "php": ["php"],
+_NEED = {"python": ["python3"], "cpp": ["g++"], "javascript": ["node"], "typescript": ["node"], "php": ["php"],
          "ruby": ["ruby"]}
+# npm packages the node languages need, pinned; the reference's setup (mxeval language_setup/ubuntu.sh) installs
+# them unpinned (lodash: every JavaScript test starts with `const _ = require("lodash")`; TypeScript: tsc).
+NODE_PACKAGES = {"lodash": "4.17.21", "typescript": "5.5.4"}
+_NODE_NEED = {"javascript": ("lodash",), "typescript": ("typescript",)}
+NODE_DIR = "mbxp-node"  # under the prefix of the env that runs the kit: <env>/mbxp-node/node_modules/<package>
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mxeval_runner.py")  # Python: mxeval's judging
 _ETC = {"php": ["/etc/php"]}  # config a toolchain reads from /etc (php: the ini files that load its extensions)
 
 
@@ -59,11 +73,70 @@ def toolchain(lang: str) -> list[str] | None:
     return found
 
 
+def node_dir(prefix: str | None = None) -> str:
+    """Where the kit's npm packages live: <env prefix>/mbxp-node, the env that runs the kit (its build and
+    `make test` fill it: install_node_packages)."""
+    return os.path.join(prefix or sys.prefix, NODE_DIR)
+
+
+def node_package(name: str, prefix: str | None = None) -> str | None:
+    """The dir of the pinned npm package `name` when that version is installed and the programs' uid can
+    read it, else None."""
+    d = os.path.join(node_dir(prefix), "node_modules", name)
+    try:
+        with open(os.path.join(d, "package.json")) as f:
+            version = json.load(f).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None
+    ok = version == NODE_PACKAGES[name] and sandbox.reachable(d) and sandbox.reachable(os.path.join(d, "package.json"))
+    return d if ok else None
+
+
+def node_install_command(prefix: str | None = None) -> str:
+    """The one command that installs the pinned npm packages where the kit looks for them."""
+    pkgs = " ".join(f"{k}@{v}" for k, v in NODE_PACKAGES.items())
+    return f"npm install --prefix {shlex.quote(node_dir(prefix))} --no-audit --no-fund {pkgs}"
+
+
+def install_node_packages(prefix: str | None = None) -> str:
+    """Install the pinned npm packages (NODE_PACKAGES) into node_dir(prefix) unless they are there; the
+    Mixtral env build and `make test` run this. Returns what it did (one line); KitError when npm fails."""
+    import subprocess
+
+    missing = [k for k in NODE_PACKAGES if node_package(k, prefix) is None]
+    if not missing:
+        return f"npm packages {', '.join(NODE_PACKAGES)} are in {node_dir(prefix)}"
+    if not shutil.which("npm"):
+        raise KitError(f"npm is not installed; install it with `{_npm_hint()}`, then `{node_install_command(prefix)}`")
+    cp = subprocess.run(shlex.split(node_install_command(prefix)) + ["--loglevel=error"], capture_output=True,
+                        text=True)
+    if cp.returncode != 0:
+        raise KitError(f"`{node_install_command(prefix)}` failed: {(cp.stderr.strip().splitlines() or ['?'])[-1]}")
+    still = [k for k in NODE_PACKAGES if node_package(k, prefix) is None]
+    if still:
+        uid = sandbox.program_uid()
+        raise KitError(f"{', '.join(still)} installed in {node_dir(prefix)} but not readable by uid {uid} (the MBXP "
+                       "programs' uid): put the env where every user can read it")
+    return f"installed {', '.join(f'{k}@{v}' for k, v in NODE_PACKAGES.items())} into {node_dir(prefix)}"
+
+
+def _npm_hint() -> str:
+    return ("" if os.geteuid() == 0 else "sudo ") + "apt-get install -y npm"
+
+
 def missing_toolchains(langs) -> dict[str, str]:
     """{language: what is missing} for the counted languages among `langs`."""
-    names = {"cpp": "g++", "javascript": "node", "typescript": "tsc + node", "php": "php", "ruby": "ruby",
+    names = {"cpp": "g++", "javascript": "node", "typescript": "node", "php": "php", "ruby": "ruby",
              "python": "python"}
-    return {lang: names[lang] for lang in sorted(set(langs)) if lang in EVALUATED and toolchain(lang) is None}
+    out = {}
+    for lang in sorted(set(langs)):
+        if lang not in EVALUATED:
+            continue
+        need = [names[lang]] if toolchain(lang) is None else []
+        need += [f"{k} {NODE_PACKAGES[k]}" for k in _NODE_NEED.get(lang, ()) if node_package(k) is None]
+        if need:
+            out[lang] = " + ".join(need)
+    return out
 
 
 def incomplete(langs) -> str | None:
@@ -81,9 +154,14 @@ def incomplete(langs) -> str | None:
     counts = {lang: langs.count(lang) for lang in missing}
     uid = sandbox.program_uid()
     unreadable = "" if uid == os.getuid() else f", or not readable by uid {uid}"
+    npm = any(k in v for v in missing.values() for k in NODE_PACKAGES)
+    how = "Install the toolchains (README, Mixtral)"
+    if npm:  # the pinned npm packages: one command, pasted as is
+        cmd = node_install_command()
+        how += f"; the npm packages with `{cmd if shutil.which('npm') else _npm_hint() + ' && ' + cmd}`"
     return (", ".join(f"{counts[k]} {k} program(s) need {v}" for k, v in missing.items())
-            + f" (not installed{unreadable}); the pass rate cannot be computed, so there is no PASS. Install the "
-            "toolchains (README, Mixtral) and rerun `evalkit check`.")
+            + f" (not installed{unreadable}); the pass rate cannot be computed, so there is no PASS. {how} and "
+            "rerun `evalkit check`.")
 
 
 # --------------------------------------------------------------------------------------- programs
@@ -126,41 +204,70 @@ class Limits:
     tasks: int = TASKS          # processes + threads of all programs running at once (evaluate: TASKS per worker)
 
 
+def _python_verdict(r, key: str) -> tuple[bool, str]:
+    """mxeval's verdict from the runner's keyed stdout line; no line (os._exit, a crash, the wall limit): no pass."""
+    for line in r.stdout.decode(errors="replace").splitlines():
+        if line.startswith(key + " "):
+            verdict = line[len(key) + 1:]
+            return verdict == "passed", verdict
+    return False, r.killed or (r.stderr.decode(errors="replace")[-500:] or f"exit {r.rc} without a verdict")
+
+
 def run_program(lang: str, code: str, limits: Limits = Limits()) -> tuple[bool, str]:
-    """Compile (where the language does) and run one program, each step in a fresh sandbox: (passed, why)."""
+    """Compile (where the language does) and run one program, each step in a fresh sandbox: (passed, why),
+    judged as mxeval judges it: Python exec'ed by mxeval_runner.py under mxeval's reliability guard;
+    TypeScript compiled only when tsc exits with exactly 2 (mxeval's rule: its programs never type-check
+    without node's type declarations, and tsc exits 2 when it reports errors but writes the JS); the rest
+    pass when every step exits 0 within its time limit."""
     tools = toolchain(lang)
     if tools is None:
         return False, f"no {lang} toolchain"
+    pkgs = {k: node_package(k) for k in _NODE_NEED.get(lang, ())}
+    if None in pkgs.values():
+        return False, f"no {', '.join(k for k, v in pkgs.items() if v is None)} in {node_dir()}"
     why = sandbox.unavailable()
     if why:
         return False, f"not run: {why}"
     ro = sandbox.roots(tools) + [p for p in _ETC.get(lang, []) if os.path.exists(p)]
+    env = None
+    if lang in NODE_LANGS:  # the kit's npm packages, read-only; node finds lodash through NODE_PATH
+        ro.append(node_dir())
+        env = {"NODE_PATH": os.path.join(node_dir(), "node_modules")}
     with sandbox.box(f"evalkit-mbxp-{lang}-") as box:
         src = "main" + EXTENSION[lang]
         with open(os.path.join(box, src), "w") as f:
             f.write(code)
         node = [tools[-1], f"--max-old-space-size={limits.memory_mb}"] if lang in NODE_LANGS else None
         steps: list[tuple[list[str], float]] = []
+        key = ""
         if lang == "python":
-            steps = [([tools[0], "-I", src], limits.timeout)]
+            key = secrets.token_hex(16)
+            with open(os.path.join(box, "verdict.key"), "w") as f:
+                f.write(key)
+            shutil.copyfile(RUNNER, os.path.join(box, "mxeval_runner.py"))
+            # mxeval: its own timer at `timeout`, the process killed at timeout + 1
+            steps = [([tools[0], "-I", "mxeval_runner.py", repr(float(limits.timeout))], limits.timeout + 1)]
         elif lang == "cpp":
             steps = [([tools[0], src, "-o", "main_cpp"], COMPILE_TIMEOUT), (["./main_cpp"], limits.timeout)]
         elif lang == "javascript":
             steps = [(node + [src], limits.timeout)]
         elif lang == "typescript":
-            steps = [([tools[0], src, "--target", "es5", "--lib", "es2016"], COMPILE_TIMEOUT),
+            tsc = os.path.join(pkgs["typescript"], "bin", "tsc")
+            steps = [(node + [tsc, src, "--target", "es5", "--lib", "es2016"], COMPILE_TIMEOUT),
                      (node + ["main.js"], limits.timeout)]
         else:  # php, ruby
             steps = [([tools[0], src], limits.timeout)]
         for i, (argv, t) in enumerate(steps):
             mem = None if lang in NODE_LANGS else limits.memory_mb
-            r = sandbox.run(argv, box, sandbox.Limits(wall_s=t, memory_mb=mem, tasks=limits.tasks), ro=ro)
+            r = sandbox.run(argv, box, sandbox.Limits(wall_s=t, memory_mb=mem, tasks=limits.tasks), ro=ro, env=env)
+            if lang == "python":
+                return _python_verdict(r, key)
             err = r.killed or r.stderr.decode(errors="replace")[-500:]
             compile_step = i < len(steps) - 1
             if lang == "typescript" and compile_step:
-                # tsc exits 2 when it reports type errors but still writes the JS (mxeval runs it then)
-                if not os.path.lexists(os.path.join(box, "main.js")):
-                    return False, f"compile failed: {err}"
+                if r.killed or r.rc != 2:  # mxeval: compiled = (tsc's exit code == 2)
+                    tail = r.killed or (r.stdout + r.stderr).decode(errors="replace")[-500:]
+                    return False, f"compile failed: tsc exit {r.rc} (mxeval counts only 2 as compiled) {tail}".strip()
                 continue
             if not r.ok:
                 return False, ("compile failed: " if compile_step else "") + (err or f"exit {r.rc}")
@@ -197,3 +304,22 @@ def evaluate(problems: list[dict], workers: int = 0, limits: Limits = Limits()) 
     passed = sum(results)
     return {"pass_rate": 100.0 * passed / len(counted) if counted else 0.0, "passed": passed,
             "counted": len(counted), "skipped": skipped, "by_lang": by_lang}
+
+
+def main(argv=None) -> int:
+    """`python -m language.mixtral.mbxp install-node [PREFIX]`: the pinned npm packages into PREFIX/mbxp-node
+    (default: this Python's env), what the Mixtral env build and `make test` run."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "install-node" or len(args) > 2:
+        print("usage: python -m language.mixtral.mbxp install-node [ENV_PREFIX]", file=sys.stderr)
+        return 2
+    try:
+        print(install_node_packages(args[1] if len(args) > 1 else None), file=sys.stderr)
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
