@@ -1,5 +1,6 @@
-"""Unit tests for vision/retinanet (CPU, a few seconds): checkpoint names, NMS vs a plain reference
-loop (ties included), anchors, payload layout, our mAP vs pycocotools, checkpoint forms."""
+"""Unit tests for vision/retinanet (CPU, a few seconds): checkpoint names, NMS and preprocessing
+vs the reference's rules written out here (offsets, ties, float32 resize), anchors, layout, payload
+layout, our mAP vs pycocotools, checkpoint forms."""
 from __future__ import annotations
 
 import sys
@@ -67,43 +68,227 @@ def test_anchors_match_the_reference_generator():
     assert levels[0].shape == (100 * 100 * 9, 4)
 
 
-def _reference_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float) -> list[int]:
-    """Plain per-class greedy NMS as torchvision documents batched_nms: boxes in descending score
-    order (a stable sort: ties keep index order), each kept box drops later same-class boxes with
-    IoU > iou; IoU in float32 without +1. Result by descending score."""
-    b = boxes.astype(np.float32)
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    removed, keep = set(), []
-    for n, i in enumerate(order):
-        if i in removed:
+# --- NMS: the reference's batched_nms (torchvision's, as the training repo's model/boxes.py calls it) ---
+def _reference_kernel_nms(b: np.ndarray, s: np.ndarray, iou: float) -> list[int]:
+    """torchvision's CPU nms kernel (>= 0.12), written from its rules: boxes visited by a stable
+    descending sort of the scores (ties: lower index first); every kept box drops each later box
+    whose IoU > iou; the IoU in the boxes' float32, no +1, as
+    inter / (area_kept + area_other - inter), compared with the threshold as a double."""
+    n = len(s)
+    order = sorted(range(n), key=lambda i: (-float(s[i]), i))
+    areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])          # float32, one tensor op in the kernel
+    zero = np.float32(0)
+    suppressed, keep = [False] * n, []
+    for pos, i in enumerate(order):
+        if suppressed[i]:
             continue
         keep.append(i)
-        for j in order[n + 1:]:
-            if labels[j] != labels[i] or j in removed:
+        for j in order[pos + 1:]:
+            if suppressed[j]:
                 continue
-            xx1, yy1 = max(b[i, 0], b[j, 0]), max(b[i, 1], b[j, 1])
-            xx2, yy2 = min(b[i, 2], b[j, 2]), min(b[i, 3], b[j, 3])
-            inter = np.float32(max(np.float32(0), xx2 - xx1)) * np.float32(max(np.float32(0), yy2 - yy1))
-            ai = (b[i, 2] - b[i, 0]) * (b[i, 3] - b[i, 1])
-            aj = (b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1])
-            if inter / (ai + aj - inter) > np.float32(iou):
-                removed.add(j)
+            w = max(zero, min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0]))
+            h = max(zero, min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1]))
+            inter = w * h
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ovr = inter / (areas[i] + areas[j] - inter)
+            if float(ovr) > iou:
+                suppressed[j] = True
     return keep
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_nms_equals_reference_loop_with_ties(seed):
+def _reference_batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float) -> list[int]:
+    """The reference's batched_nms, from its rules: more than 4,000 coordinates (1,000 boxes):
+    one nms per class, the kept indices in ascending order, then ordered by torch's default (not
+    stable) descending sort of their scores; else the coordinate trick: every box shifted by
+    label * (max coordinate + 1) in float32, one nms over all of them."""
+    b, s = boxes.astype(np.float32), scores.astype(np.float32)
+    if b.size > 4000:
+        mask = np.zeros(len(s), dtype=bool)
+        for c in np.unique(labels):
+            idx = np.flatnonzero(labels == c)
+            mask[idx[_reference_kernel_nms(b[idx], s[idx], iou)]] = True
+        kept = np.flatnonzero(mask)
+        return kept[torch.sort(torch.from_numpy(s[kept]), descending=True)[1].numpy()].tolist()
+    if not len(s):
+        return []
+    offsets = labels.astype(np.float32) * (b.max() + np.float32(1))
+    return _reference_kernel_nms(b + offsets[:, None], s, iou)
+
+
+def _kit_nms(boxes, scores, labels) -> list[int]:
+    return rm.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels),
+                          rm.NMS_THRESH).tolist()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nms_equals_the_reference_rule_with_ties(seed):
+    """Up to 1,000 boxes (the coordinate trick): ties, identical boxes, several classes."""
     rng = np.random.default_rng(seed)
     n = 300
-    xy = rng.uniform(0, 100, (n, 2))
-    wh = rng.uniform(5, 40, (n, 2))
+    xy = rng.uniform(0, 700, (n, 2))
+    wh = rng.uniform(5, 100, (n, 2))
     boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
     boxes[10:20] = boxes[0]                      # identical boxes
+    boxes -= np.float32(60 * (seed % 2))          # negative coordinates: one pass over all boxes
     scores = rng.choice(np.linspace(0.05, 1, 12), n).astype(np.float32)  # many exact score ties
-    labels = rng.integers(0, 4, n)
-    got = rm.nms_torch(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), 0.5)
-    assert got.tolist() == _reference_nms(boxes, scores, labels, 0.5)
-    assert rm.nms_torch(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5).numel() == 0
+    labels = rng.integers(0, 264, n)
+    assert _kit_nms(boxes, scores, labels) == _reference_batched_nms(boxes, scores, labels, 0.5)
+    empty = rm.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
+    assert empty.numel() == 0 and empty.dtype == torch.int64
+
+
+def _near_half_pair(rng, label):
+    """Two boxes of one class whose exact IoU is within 2e-4 of 0.5, plus a box of class 0 that
+    takes the maximum coordinate to ~800 (so large labels get offsets near 2^17: coarse float32)."""
+    x, y = rng.uniform(0, 700, 2)
+    w, h = rng.uniform(8, 60, 2)
+    d = w / 3 * (1 + rng.uniform(-6e-4, 6e-4))   # IoU (w - d) / (w + d): 0.5 at d = w / 3
+    boxes = np.array([[x, y, x + w, y + h], [x + d, y, x + d + w, y + h], [0, 0, 799.75, 799.5]], np.float32)
+    return boxes, np.array([label, label, 0])
+
+
+def test_nms_near_iou_half_follows_the_offset_arithmetic():
+    """Same-class pairs next to IoU 0.5: the reference decides on label-offset float32
+    coordinates, which rounds them; exact per-class IoU decides some of these pairs otherwise."""
+    rng = np.random.default_rng(11)
+    disagree = 0
+    for k in range(400):
+        boxes, labels = _near_half_pair(rng, int(rng.integers(100, 264)))
+        scores = np.array([0.9, 0.8 if k % 2 else 0.9, 0.3], np.float32)   # every other pair tied
+        want = _reference_batched_nms(boxes, scores, labels, 0.5)
+        assert _kit_nms(boxes, scores, labels) == want, (k, boxes.tolist(), labels.tolist())
+        exact = float(rm._iou_rows(boxes[:2])[0, 1]) > 0.5
+        disagree += exact != (1 not in want)
+    assert disagree >= 50, disagree   # the cases exist (109 of 400): exact arithmetic fails here
+
+
+def test_nms_over_1000_boxes_orders_ties_as_torch_sort():
+    """More than 1,000 candidates: nms per class, then torch's default descending sort of the kept
+    scores, which is not stable: tied scores come out in its order, not in index order."""
+    rng = np.random.default_rng(5)
+    n = 1200
+    xy = rng.uniform(0, 700, (n, 2))
+    wh = rng.uniform(5, 100, (n, 2))
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    scores = rng.choice(np.linspace(0.05, 1, 8), n).astype(np.float32)
+    labels = rng.integers(0, 60, n)
+    want = _reference_batched_nms(boxes, scores, labels, 0.5)
+    got = _kit_nms(boxes, scores, labels)
+    assert got == want
+    stable = sorted(want, key=lambda i: (-float(scores[i]), i))
+    assert stable != want   # a stable sort would give another order: the case is real
+    # exactly 1,000 boxes is still the coordinate trick
+    b, s, lab = boxes[:1000], scores[:1000], labels[:1000]
+    assert _kit_nms(b, s, lab) == _reference_batched_nms(b, s, lab, 0.5)
+
+
+# --- preprocessing and layout: the reference's arithmetic by default ---------------------------
+def _reference_preprocess(path: Path, size: int) -> np.ndarray:
+    """pre_process_openimages_retinanet (via maybe_resize) of the reference's dataset.py, NCHW,
+    written from its steps: cv2.imread, float32 first, BGR -> RGB, INTER_LINEAR resize of the
+    float32 image (never rounded), /= 255.0 in float32, HWC -> CHW."""
+    import cv2
+
+    img = np.array(cv2.imread(str(path)), dtype=np.float32)
+    if img.ndim < 3 or img.shape[2] != 3:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+    img /= 255.0
+    return img.transpose([2, 0, 1])
+
+
+def _photo(path: Path, h: int, w: int, seed: int = 0, gray: bool = False) -> Path:
+    """A JPEG with gradients, edges and noise (every resize weight matters)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([xx * 200 / w, yy * 200 / h, (xx + yy) * 100 / (h + w)], -1) + rng.normal(0, 20, (h, w, 3))
+    img[h // 4:h // 2, w // 3:w // 2] = rng.uniform(0, 255, 3)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    if gray:
+        img = img[..., 0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return path
+
+
+def _layout(root: Path, shapes: list[tuple[int, int]]) -> Path:
+    import json
+
+    images = []
+    for i, (h, w) in enumerate(shapes):
+        _photo(root / oi.IMAGES / f"img{i}.jpg", h, w, seed=i, gray=(i == 2))
+        images.append({"id": i + 1, "file_name": f"img{i}.jpg", "height": h, "width": w})
+    (root / oi.ANNOTATIONS).parent.mkdir(parents=True, exist_ok=True)
+    (root / oi.ANNOTATIONS).write_text(json.dumps({"images": images, "annotations": [], "categories": []}))
+    return root
+
+
+def test_preprocessing_is_the_references_bytes(tmp_path):
+    """Default path = the reference's preprocessing, byte for byte, down- and up-scaling and a
+    grayscale JPEG; the model's input is those float32 values (no rounding on the way)."""
+    from evalkit.plan import resolve_options
+
+    root = _layout(tmp_path, [(333, 517), (600, 1100), (240, 180)])
+    ds = BENCHMARK.open_dataset(root)                     # no model dir: 800 x 800, as the reference
+    options = resolve_options(BENCHMARK, {})
+    for i in range(3):
+        want = _reference_preprocess(ds.path(i), 800)
+        idx, got = ds.load(i)
+        assert idx == i and got.dtype == np.float32 and got.shape == (3, 800, 800)
+        assert got.tobytes() == np.ascontiguousarray(want).tobytes(), i
+        x = BENCHMARK.make_batch([(i, got)], "cpu", "fp32", options)["images"]
+        assert x.dtype == torch.float32 and x.is_contiguous()
+        assert x.numpy().tobytes() == np.ascontiguousarray(want[None]).tobytes(), i
+
+
+def test_uint8_preprocessing_is_an_option_with_its_difference(tmp_path):
+    """preprocess=uint8: cv2's uint8 resize (4x smaller samples, /255 on the device); named, not
+    exact: within 1/255 of the reference on every pixel, most pixels differ."""
+    import cv2
+
+    from evalkit.plan import resolve_options
+
+    root = _layout(tmp_path, [(333, 517)])
+    ref = _reference_preprocess(root / oi.IMAGES / "img0.jpg", 800)
+    opts = resolve_options(BENCHMARK, {"preprocess": "uint8"})
+    ds = BENCHMARK.open_dataset(root, None, opts)
+    _, u8 = ds.load(0)
+    want = cv2.resize(cv2.cvtColor(cv2.imread(str(root / oi.IMAGES / "img0.jpg")), cv2.COLOR_BGR2RGB), (800, 800),
+                      interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
+    assert u8.dtype == np.uint8 and u8.tobytes() == np.ascontiguousarray(want).tobytes()
+    x = BENCHMARK.make_batch([(0, u8)], "cpu", "fp32", opts)["images"]
+    assert torch.equal(x, torch.from_numpy(u8)[None].float() / 255.0)
+    diff = np.abs(x[0].numpy() - ref)
+    assert 0 < diff.max() <= 1 / 255 and (diff > 0).mean() > 0.5
+    # samples and option disagree: one line, never a silent other path
+    for sample, o in ((ref, opts), (u8, resolve_options(BENCHMARK, {}))):
+        with pytest.raises(KitError, match="preprocess") as e:
+            BENCHMARK.make_batch([(0, np.ascontiguousarray(sample))], "cpu", "fp32", o)
+        assert "\n" not in str(e.value)
+    with pytest.raises(KitError, match="preprocess=uint16"):
+        BENCHMARK.open_dataset(root, None, {"preprocess": "uint16"})
+    with pytest.raises(KitError, match="preprocess=uint16"):
+        BENCHMARK.load_model(tmp_path / "nowhere", "cpu", "fp32", {"preprocess": "uint16"})
+
+
+def test_reference_layout_is_the_default(tmp_path):
+    """channels_first (the reference's NCHW) by default; channels_last is an opt-in option."""
+    from evalkit.plan import resolve_options
+
+    assert BENCHMARK.options == {"channels_last": False, "preprocess": "float32"}
+    torch.manual_seed(2)
+    torch.save(rm.RetinaNet(rm.Spec(**_TINY)).state_dict(), tmp_path / "resnext50_32x4d_fpn.pth")
+    sample = (0, np.zeros((3, 64, 64), np.float32))
+    for given, nhwc in (({}, False), ({"channels_last": "true"}, True)):
+        opts = resolve_options(BENCHMARK, given)
+        m = BENCHMARK.load_model(tmp_path, "cpu", "fp32", opts)
+        w = m.backbone.body.layer1[0].conv2.weight
+        assert w.is_contiguous() is not nhwc and w.is_contiguous(memory_format=torch.channels_last) is nhwc
+        x = BENCHMARK.make_batch([sample], "cpu", "fp32", opts)["images"]
+        assert x.is_contiguous() is not nhwc
 
 
 def test_postprocess_payload_layout():

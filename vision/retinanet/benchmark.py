@@ -4,6 +4,9 @@ Follows the reference PyTorch profile: cv2 preprocessing to 800x800 RGB /255, th
 mean/std normalisation, torchvision-0.10 post-processing (facts §3, §5); payload float32 groups
 of 7 [qsl_idx, ymin, xmin, ymax, xmax, score, label] normalised by the input size, as
 PostProcessOpenImagesRetinanet writes them; accuracy = accuracy-openimages.py (COCO bbox mAP).
+
+Defaults are the reference's arithmetic on CPU in fp32 (float32 resize, NCHW, its batched NMS);
+the options preprocess=uint8 and channels_last=true are faster and not bit-exact (README).
 """
 from __future__ import annotations
 
@@ -63,12 +66,19 @@ class RetinaNetBenchmark(Benchmark):
     # One image per forward by default: a sample's detections then never depend on its batch
     # neighbours (kernel choice per batch shape), so partitions reproduce byte for byte.
     default_batch_size = 1
+    # NCHW fp32 convolutions on CPU (the reference's layout) give last-bit different logits at
+    # batch 1 and batch 3 (oneDNN picks other kernels): a batch size is part of a run's identity.
+    batch_invariant = False
     synthetic_n = 12
-    options = {"channels_last": True}   # NHWC convolutions: faster on CPU (bf16) and GPU
+    # Defaults: the reference's arithmetic. channels_last=true: NHWC convolutions, faster on CPU
+    # (bf16) and GPU, last-bit differences. preprocess=uint8: cv2's uint8 resize, samples 4x
+    # smaller, /255 on the device, within 1/255 of the reference's float32 resize per pixel.
+    options = {"channels_last": False, "preprocess": "float32"}
 
     # --- data -----------------------------------------------------------------------------
-    def open_dataset(self, path: Path, model_path: Path | None = None) -> oi.OpenImages:
-        return oi.OpenImages(Path(path), input_size(model_path))
+    def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None) -> oi.OpenImages:
+        """`options`: the run's model options; preprocess=uint8 makes the dataset load uint8 samples."""
+        return oi.OpenImages(Path(path), input_size(model_path), _preprocess(options or {}))
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
         f = Path(dataset_path) / oi.ANNOTATIONS
@@ -84,6 +94,7 @@ class RetinaNetBenchmark(Benchmark):
         from .model import RetinaNet, Spec
 
         dtype = self.torch_dtype(data_type)
+        _preprocess(options)  # a bad value fails before the weights load
         ckpt = checkpoint_file(model_path)
         if not ckpt.is_file():
             raise KitError(f"checkpoint {ckpt} not found; put the MLPerf RetinaNet weights there as {CHECKPOINT}.")
@@ -104,9 +115,18 @@ class RetinaNetBenchmark(Benchmark):
         import torch
 
         idx = [int(i) for i, _ in samples]
+        want = np.dtype(_preprocess(options))
+        got = {np.asarray(img).dtype for _, img in samples}
+        if got != {want}:
+            raise KitError(f"retinanet samples are {'/'.join(sorted(map(str, got)))} but the run's option is "
+                           f"preprocess={want}: open the dataset with the run's options "
+                           f"(open_dataset(path, model_path, options)), or run with preprocess="
+                           f"{'/'.join(sorted(map(str, got)))}")
         x = torch.from_numpy(np.stack([img for _, img in samples])).to(device)
-        # /255 in float32 as the reference's numpy preprocessing, then the run's dtype
-        x = (x.float() / 255.0).to(self.torch_dtype(data_type))
+        if want == np.uint8:
+            x = x.float() / 255.0   # the uint8 option: /255 on the device
+        # float32: the reference's samples as they are (already /255 in float32 on the host)
+        x = x.to(self.torch_dtype(data_type))
         if options.get("channels_last", self.options["channels_last"]):
             x = x.contiguous(memory_format=torch.channels_last)
         return {"images": x, "idx": idx}
@@ -158,6 +178,14 @@ class RetinaNetBenchmark(Benchmark):
 
     def synthetic_reference(self) -> dict[str, float]:
         return {"mAP": 100.0}
+
+
+def _preprocess(options: dict) -> str:
+    value = options.get("preprocess", RetinaNetBenchmark.options["preprocess"])
+    if value not in oi.PREPROCESS:
+        raise KitError(f"--option preprocess={value} for retinanet: use float32 (the reference's arithmetic, "
+                       f"the default) or uint8 (faster, within 1/255 per pixel)")
+    return value
 
 
 BENCHMARK = RetinaNetBenchmark()

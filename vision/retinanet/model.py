@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -247,21 +248,81 @@ def decode_boxes(deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     return torch.stack((pcx - half_w, pcy - half_h, pcx + half_w, pcy + half_h), dim=1)
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float) -> torch.Tensor:
-    """Class-wise greedy NMS: kept indices by descending score (ties: lower index first).
+NMS_VANILLA_ABOVE = 4000   # coordinates (1,000 boxes): above, the reference runs one nms per class
 
-    torchvision.ops.batched_nms when torchvision imports; else this pure-torch version, which
-    tests/test_retinanet_unit.py proves equal to a plain reference loop, ties included.
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float) -> torch.Tensor:
+    """The reference's batched NMS (torchvision's batched_nms as the training repo's model/boxes.py
+    calls it, on CPU), the same arithmetic and the same order; kept indices, best first.
+
+    Up to 1,000 boxes (4,000 coordinates), the coordinate trick: every box is shifted by
+    label * (max coordinate + 1) in float32 (which rounds the coordinates of high labels) and one
+    nms runs over all of them. Above, one nms per class, and the kept indices, in ascending order,
+    are ordered by torch's default descending sort of their scores (not stable: ties come out in
+    its order). nms is torchvision's CPU kernel (>= 0.12): a stable descending score sort, then
+    greedy suppression of IoU > iou with _iou_rows' float32 arithmetic. Computed on the host,
+    whatever the model's device: a few thousand boxes at most, and a sequential pass anyway.
+    tests/test_retinanet_unit.py proves it equal to a plain loop of those rules.
     """
-    if _tv_nms is not None:
-        return _tv_nms(boxes, scores, labels, iou)
-    return nms_torch(boxes, scores, labels, iou)
+    device = boxes.device
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.int64, device=device)
+    b = boxes.detach().to("cpu", torch.float32)
+    s = scores.detach().to("cpu", torch.float32)
+    lab = labels.detach().cpu()
+    if b.numel() > NMS_VANILLA_ABOVE:
+        kept = torch.from_numpy(np.flatnonzero(_greedy(b, s, lab, iou, by_class=True)))
+        out = kept[torch.sort(s[kept], descending=True).indices]   # the reference's sort: not stable
+    else:
+        offsets = lab.to(b) * (b.max() + torch.tensor(1).to(b))  # float32, as torchvision computes it
+        order = torch.sort(s, descending=True, stable=True).indices  # the kernel's order
+        shifted = b + offsets[:, None]
+        # per class is the same as one pass over the shifted boxes when no two classes can touch:
+        # coordinates >= 0 (boxes are clipped to the image) and far below 2**23, where the float32
+        # rounding of the shifts moves a coordinate by less than the gap of 1 between classes
+        by_class = bool(b.min() >= 0) and float(shifted.max()) < 2.0 ** 22
+        mask = _greedy(shifted, s, lab, iou, by_class, order)
+        out = order[torch.from_numpy(mask[order.numpy()])]
+    return out.to(device)
+
+
+def _greedy(b: torch.Tensor, s: torch.Tensor, lab: torch.Tensor, iou: float, by_class: bool,
+            order: torch.Tensor | None = None) -> "np.ndarray":
+    """Kept-mask of torchvision's CPU nms kernel: boxes visited by a stable descending score sort,
+    each kept box drops every later box with IoU > iou; by_class: only boxes of its own class (one
+    small IoU matrix per class instead of an n x n one)."""
+    n = s.shape[0]
+    if order is None:
+        order = torch.sort(s, descending=True, stable=True).indices
+    o = order.numpy()
+    bo = b.numpy()[o]
+    lo = lab.numpy()[o]
+    kept = np.zeros(n, dtype=bool)    # by position in `order`
+    if by_class:
+        pos_by_class = np.argsort(lo, kind="stable")      # each class's positions, best first
+        groups = np.split(pos_by_class, np.flatnonzero(np.diff(lo[pos_by_class])) + 1)
+    else:
+        groups = [np.arange(n)]
+    for pos in groups:
+        if len(pos) == 1:
+            kept[pos[0]] = True
+            continue
+        with np.errstate(invalid="ignore"):
+            over = np.triu(_iou_rows(bo[pos]).astype(np.float64) > iou, k=1)  # the kernel: float vs double
+        removed = np.zeros(len(pos), dtype=bool)
+        for i in range(len(pos)):
+            if not removed[i]:
+                kept[pos[i]] = True
+                removed |= over[i]
+    mask = np.zeros(n, dtype=bool)
+    mask[o[kept]] = True
+    return mask
 
 
 def _iou_rows(b: "np.ndarray") -> "np.ndarray":
-    """float32 pairwise IoU, the arithmetic of torchvision's CPU kernel (no +1)."""
-    import numpy as np
-
+    """float32 pairwise IoU, the arithmetic of torchvision's CPU kernel (no +1): row i is the kept
+    (better) box, inter / (area_i + area_j - inter), areas as (x2 - x1) * (y2 - y1)."""
     x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     area = (x2 - x1) * (y2 - y1)
     w = np.maximum(np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]), np.float32(0))
@@ -269,46 +330,6 @@ def _iou_rows(b: "np.ndarray") -> "np.ndarray":
     inter = w * h
     with np.errstate(invalid="ignore", divide="ignore"):  # two empty boxes: 0/0 = nan, never > iou
         return inter / (area[:, None] + area[None, :] - inter)
-
-
-def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float) -> torch.Tensor:
-    """Pure-torch/numpy stand-in for torchvision.ops.batched_nms (boxes go to the host: at most
-    a few thousand per image, and the greedy pass is sequential anyway)."""
-    import numpy as np
-
-    n = boxes.shape[0]
-    if n == 0:
-        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    order = torch.sort(scores.float(), descending=True, stable=True).indices
-    b = boxes[order].float().cpu().numpy()
-    lab = labels[order].cpu().numpy()
-    kept = np.zeros(n, dtype=bool)
-    thr = np.float32(iou)
-    # classes never suppress each other: one small IoU matrix per class instead of an n x n one
-    by_class = np.argsort(lab, kind="stable")
-    bounds = np.flatnonzero(np.diff(lab[by_class])) + 1
-    for pos in np.split(by_class, bounds):  # each: positions of one class, by descending score
-        if len(pos) == 1:
-            kept[pos[0]] = True
-            continue
-        over = np.triu(_iou_rows(b[pos]) > thr, k=1)
-        removed = np.zeros(len(pos), dtype=bool)
-        for i in range(len(pos)):
-            if not removed[i]:
-                kept[pos[i]] = True
-                removed |= over[i]
-    return order[torch.as_tensor(np.flatnonzero(kept), dtype=torch.int64, device=boxes.device)]
-
-
-def _torchvision_nms():
-    try:
-        from torchvision.ops import batched_nms as tv  # the kit never installs torchvision; a user may
-    except Exception:  # noqa: BLE001 - any import failure means "not available"
-        return None
-    return tv
-
-
-_tv_nms = _torchvision_nms()
 
 
 # --- the model ---------------------------------------------------------------------------------

@@ -39,23 +39,38 @@ def read_annotations(root: Path) -> dict:
     return d
 
 
-def preprocess_file(path: Path, size: int) -> np.ndarray:
-    """The reference's pre_process_openimages_retinanet: cv2 decode, RGB, INTER_LINEAR resize to
-    size x size. Kept as uint8 CHW (4x smaller than float); /255 happens on the device."""
+PREPROCESS = ("float32", "uint8")   # the reference's arithmetic; the kit's compact, faster variant
+
+
+def preprocess_file(path: Path, size: int, preprocess: str = "float32") -> np.ndarray:
+    """One image as the model takes it, CHW at size x size.
+
+    "float32" (default): the reference's pre_process_openimages_retinanet, step for step: cv2
+    decode, float32 first, BGR -> RGB, INTER_LINEAR resize of the float32 image (never rounded),
+    /255 in float32; byte-identical to the reference's sample.
+    "uint8": the same steps on the uint8 image, /255 left to the device: 4x smaller and faster to
+    make, but cv2's uint8 resize rounds (within 1/255 of the reference; most pixels differ)."""
     import cv2
 
+    if preprocess not in PREPROCESS:
+        raise ValueError(f"preprocess={preprocess} is not one of {', '.join(PREPROCESS)}")
     img = cv2.imread(str(path))
     if img is None:
         raise OSError(f"cv2 cannot decode {path}")
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if preprocess == "float32":
+        img = np.array(img, dtype=np.float32)
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)   # cv2.imread always gives 3 channels
     img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+    if preprocess == "float32":
+        img /= np.float32(255.0)
     return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 
 class OpenImages:
-    def __init__(self, root: Path, size: int):
+    def __init__(self, root: Path, size: int, preprocess: str = "float32"):
         self.root = Path(root)
         self.size_px = size
+        self.preprocess = preprocess
         self.images = read_annotations(self.root)["images"]
         self.size = len(self.images)
 
@@ -70,7 +85,7 @@ class OpenImages:
             raise KitError(f"image {p} (index {index}) is missing; restore it, never skip it "
                            f"(a skip shifts every later index).")
         try:
-            return index, preprocess_file(p, self.size_px)
+            return index, preprocess_file(p, self.size_px, self.preprocess)
         except (OSError, ValueError) as e:
             raise KitError(f"image {p} (index {index}) is unreadable ({e}); replace the file.") from None
 
