@@ -257,6 +257,20 @@ TORCH_TENSORS = AllowList("torch tensor", {
 })
 
 
+# The MLPerf 3D-UNet checkpoint (3dunet_kits19_pytorch_checkpoint.pth) is what MLPerf Training's
+# CheckpointCallback saves: tensors and optimizer state, plus the evaluation metrics beside
+# best_model_state_dict, whose dice scores are numpy float32 scalars: scalar(dtype, raw bytes), under
+# numpy 1.x's module name (files written before numpy 2) or numpy 2.x's, the raw bytes spelled as
+# latin-1 text (torch.save writes protocol 2). Only for that file's reader (vision/unet3d, through
+# load_torch_model); nothing else of numpy: no arrays, no _reconstruct.
+UNET3D_CHECKPOINT = TORCH_TENSORS.named("3D-UNet checkpoint") | AllowList("3D-UNet checkpoint", {
+    ("_codecs", "encode"): _const(_latin1_encode),  # the scalar's bytes (latin-1 only, as BUILTINS)
+    ("numpy", "dtype"): _attr("dtype", "numpy"),
+    ("numpy.core.multiarray", "scalar"): _attr("scalar", *_NP_MULTIARRAY),    # numpy 1.x
+    ("numpy._core.multiarray", "scalar"): _attr("scalar", *_NP_MULTIARRAY),   # numpy 2.x
+})
+
+
 # --- the unpickler -------------------------------------------------------------------------------
 def _shown(s: Any) -> str:
     s = str(s)

@@ -259,3 +259,97 @@ def test_checkpoint_format_and_errors(tmp_path):
     torch.save({"best_model_state_dict": sd}, tmp_path / "bad.pth")
     with pytest.raises(KitError, match="bad.pth"):
         BENCHMARK.load_model(tmp_path / "bad.pth", "cpu", "fp32", {})
+
+
+# --- the published checkpoint: MLPerf Training's CheckpointCallback dict ----------------------------
+def _training_checkpoint(path: Path, metrics_extra: dict | None = None) -> dict:
+    """What image_segmentation/pytorch (MLPerf Training 3D-UNet) saves at the end of fit:
+    runtime/callbacks.py CheckpointCallback, torch.save({**last_state, **best_state, "seed": seed}),
+    best_state = best_model_state_dict + best_optimizer_state_dict + the evaluate() metrics, whose
+    dice scores are numpy float32 scalars (scores.cpu().numpy()[i]) and eval_loss a float; the
+    default optimizer is SGD with nesterov momentum (runtime/training.py). Returns the state dict."""
+    import copy
+
+    torch.manual_seed(0)
+    net = um.Unet3D((2, 4, 4, 8, 8))
+    opt = torch.optim.SGD(net.parameters(), lr=0.8, momentum=0.9, nesterov=True, weight_decay=0.0)
+    for p in net.parameters():  # one step, so the optimizer state holds its momentum buffers
+        p.grad = torch.full_like(p, 1e-3)
+    opt.step()
+    scores = torch.tensor([0.9, 0.87, 0.71]).numpy()
+    metrics = {"epoch": 42, "L1 dice": scores[-2], "L2 dice": scores[-1],
+               "mean_dice": (scores[-1] + scores[-2]) / 2, "eval_loss": 0.25, **(metrics_extra or {})}
+    assert type(metrics["mean_dice"]) is np.float32
+    sd = net.state_dict()
+    last = {"last_model_state_dict": sd, "last_optimizer_state_dict": opt.state_dict()}
+    best = {"best_model_state_dict": copy.deepcopy(sd), "best_optimizer_state_dict": copy.deepcopy(opt.state_dict()),
+            **metrics}
+    torch.save({**last, **best, "seed": 1}, path)
+    return sd
+
+
+def _respell(src: Path, dst: Path, old: bytes, new: bytes) -> None:
+    """Copy a torch zip with data.pkl's `old` replaced by `new` (GLOBAL names are newline-ended)."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zi, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zo:
+        for info in zi.infolist():
+            data = zi.read(info)
+            if info.filename.endswith("/data.pkl"):
+                assert old in data
+                data = data.replace(old, new)
+            zo.writestr(info, data)
+
+
+def test_the_training_callbacks_checkpoint_loads(tmp_path):
+    """numpy scalars next to best_model_state_dict: torch's weights-only load refuses
+    numpy._core.multiarray.scalar; the kit's 3D-UNet reader allows exactly it, numpy 1.x's spelling
+    numpy.core.multiarray.scalar and numpy.dtype, and loads the best weights."""
+    ckpt = tmp_path / "3dunet_kits19_pytorch_checkpoint.pth"
+    sd = _training_checkpoint(ckpt)
+    (tmp_path / "model_config.json").write_text(json.dumps({"roi": 64}))
+    m = BENCHMARK.load_model(tmp_path, "cpu", "fp32", {})
+    for k, v in m.net.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    # as numpy 1.x (the published file's era) spells the scalar's module
+    old = tmp_path / "numpy1"
+    old.mkdir()
+    (old / "model_config.json").write_text(json.dumps({"roi": 64}))
+    _respell(ckpt, old / ckpt.name, b"numpy._core.multiarray\nscalar\n", b"numpy.core.multiarray\nscalar\n")
+    m = BENCHMARK.load_model(old, "cpu", "fp32", {})
+    assert torch.equal(m.net.output.conv[0].weight, sd["output.conv.0.weight"])
+
+
+class _Touch:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_the_checkpoint_reader_allows_nothing_else(tmp_path):
+    """Beside the metrics: a reduce to os.system, a numpy array (its _reconstruct is not listed for
+    this reader) and the audit's dotted name are each refused in one line naming the file."""
+    marker = tmp_path / "ran"
+    cases = {"os.system": {"hostile": _Touch(marker)},
+             "numpy._core.multiarray._reconstruct": {"extra": np.zeros(3, np.float32)}}
+    for name, extra in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        _training_checkpoint(d / "3dunet_kits19_pytorch_checkpoint.pth", extra)
+        with pytest.raises(KitError) as e:
+            BENCHMARK.load_model(d, "cpu", "fp32", {})
+        msg = str(e.value)
+        assert "\n" not in msg and "3dunet_kits19_pytorch_checkpoint.pth" in msg, msg
+        assert "refusing to unpickle" in msg and name.split(".")[-1] in msg, msg
+    dotted = tmp_path / "dotted"
+    dotted.mkdir()
+    _training_checkpoint(tmp_path / "plain.pth")
+    _respell(tmp_path / "plain.pth", dotted / "3dunet_kits19_pytorch_checkpoint.pth",
+             b"numpy._core.multiarray\nscalar\n", b"numpy\n_core.multiarray.scalar\n")
+    with pytest.raises(KitError, match=r"refusing to unpickle numpy\._core\.multiarray\.scalar"):
+        BENCHMARK.load_model(dotted, "cpu", "fp32", {})
+    assert not marker.exists()

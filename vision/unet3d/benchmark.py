@@ -47,6 +47,22 @@ def roi_of(model_path: Path | None) -> tuple[int, int, int]:
     return (n, n, n)
 
 
+def load_checkpoint(ckpt: Path) -> Any:
+    """The checkpoint's object, read by the core's one unpickler (evalkit.safeload) with the 3D-UNet
+    checkpoint allow-list: tensors, containers and the numpy float32 metrics that MLPerf Training's
+    CheckpointCallback stores beside best_model_state_dict (torch's weights-only load refuses those)."""
+    import zipfile
+    import zlib
+
+    from evalkit import safeload
+
+    try:
+        return safeload.load_torch_model(ckpt, safeload.UNET3D_CHECKPOINT, "3D-UNet checkpoint")
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:  # a damaged record inside the zip
+        raise KitError(f"cannot load 3D-UNet checkpoint {ckpt} ({type(e).__name__}: {e}); replace it with the "
+                       f"published file") from None
+
+
 class SlidingWindowModel:
     """The loaded Unet3D plus its patch geometry: what forward() needs for whole volumes."""
 
@@ -100,8 +116,6 @@ class UNet3DBenchmark(Benchmark):
 
     # --- model ----------------------------------------------------------------------------
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
-        from evalkit.safeload import load_torch  # the core's one reader of pickles and checkpoints
-
         from .model import Unet3D, filters_of
 
         dtype = self.torch_dtype(data_type)
@@ -109,7 +123,7 @@ class UNet3DBenchmark(Benchmark):
         if not ckpt.is_file():
             raise KitError(f"checkpoint {ckpt} not found; put the MLPerf 3D-UNet PyTorch checkpoint there as "
                            f"{CHECKPOINT}.")
-        obj = load_torch(ckpt, "3D-UNet checkpoint")
+        obj = load_checkpoint(ckpt)
         sd = obj.get("best_model_state_dict", obj) if isinstance(obj, dict) else None
         try:
             net = Unet3D(filters_of(sd))
