@@ -244,16 +244,12 @@ def verify(run_dir: Path) -> dict:
 
 
 def is_current(out_dir: Path, run_dirs: list[Path]) -> bool:
-    """True when the merged log was gathered from exactly these partition logs."""
-    import json
-    info_f = Path(out_dir) / GATHER_INFO
-    if not (Path(out_dir) / MERGED).exists() or not info_f.exists():
-        return False
-    info = json.loads(info_f.read_text())
+    """True when the merged log still is what gather vouched for and was gathered from exactly the
+    partitions now complete in run_dirs (a partition rerun since, even to the same bytes, is not)."""
     try:
+        info = verify(out_dir)
         found = find_partitions(run_dirs)
     except KitError:
         return False
-    have = {pi["partition"]: pi["accuracy_log_sha256"] for pi in info.get("partitions", [])}
-    now = {p: m.get("logs", {}).get(ACCURACY_LOG, {}).get("sha256") for p, (_, m) in found.items()}
-    return have == now
+    have = {pi["partition"]: str(Path(pi["dir"]).resolve()) for pi in info.get("partitions", [])}
+    return have == {p: str(d.resolve()) for p, (d, _) in found.items()}

@@ -122,3 +122,25 @@ def worker_pid(log: Path, p: int, timeout: float = 300) -> int:
                 return int(d.name)
         time.sleep(0.05)
     raise AssertionError(f"no running worker for partition {p} of {log}")
+
+
+def rewrite_merged(run_dir: Path, fn) -> None:
+    """Rewrite run_dir's merged log with every entry (sorted by qsl_idx) passed through fn, and record the
+    new log in gather.json as gather would: how a test makes a run that answered wrong (a FAIL) without a
+    model that answers wrong. Without the record, check refuses the edited log (tests/test_proof.py)."""
+    import json
+
+    from evalkit.accuracy_log import Writer, iter_entries
+    from evalkit.identity import file_sha256
+    from evalkit.rundir import GATHER_INFO, MERGED
+
+    es = sorted(iter_entries(run_dir / MERGED), key=lambda e: e["qsl_idx"])
+    with open(run_dir / MERGED, "w") as f:
+        w = Writer(f)
+        for e in es:
+            w.write(fn(e))
+        w.close()
+    info = json.loads((run_dir / GATHER_INFO).read_text())
+    info["merged"] = {"sha256": file_sha256(run_dir / MERGED), "size": (run_dir / MERGED).stat().st_size,
+                      "entries": len(es)}
+    (run_dir / GATHER_INFO).write_text(json.dumps(info))

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 from evalkit import registry, targets
-from evalkit.accuracy_log import Writer, iter_entries
 from evalkit.rundir import MERGED
 
-from conftest import SYNTH_N, evalkit, one_line_error
+from conftest import SYNTH_N, evalkit, one_line_error, rewrite_merged
 
 # A dtype of another item size than the model's: its bytes cannot pass as the right payload.
 WRONG_DTYPE = {1: "float32", 2: "float32", 4: "float16", 8: "int32"}
@@ -49,14 +48,9 @@ def model(request, tmp_path_factory, synthetic) -> Contract:
 
 
 def _rewrite(src: Path, dst: Path, fn) -> None:
-    """Copy run dir src to dst with each merged-log entry passed through fn."""
+    """Copy run dir src to dst with each merged-log entry passed through fn (vouched for as gathered)."""
     shutil.copytree(src, dst)
-    es = sorted(iter_entries(dst / MERGED), key=lambda e: e["qsl_idx"])
-    with open(dst / MERGED, "w") as f:
-        w = Writer(f)
-        for e in es:
-            w.write(fn(e))
-        w.close()
+    rewrite_merged(dst, fn)
 
 
 def test_synthetic_set_proves_itself(model):

@@ -167,15 +167,13 @@ def test_publish_log_then_log_in_a_second_clone(imported, s3, env_dir, tmp_path)
 
 def _failing_copy(run: Path, dst: Path) -> Path:
     """The same run with every qsl_idx shifted by one: check scores it FAIL."""
-    from evalkit.accuracy_log import Writer, iter_entries
+    from evalkit.accuracy_log import iter_entries
+
+    from conftest import rewrite_merged
 
     shutil.copytree(run, dst)
-    es = sorted(iter_entries(dst / "merged_mlperf_log_accuracy.json"), key=lambda e: e["qsl_idx"])
-    with open(dst / "merged_mlperf_log_accuracy.json", "w") as f:
-        w = Writer(f)
-        for e in es:
-            w.write({"seq_id": e["seq_id"], "qsl_idx": (e["qsl_idx"] + 1) % len(es), "data": e["data"]})
-        w.close()
+    n = len(list(iter_entries(dst / "merged_mlperf_log_accuracy.json")))
+    rewrite_merged(dst, lambda e: {"seq_id": e["seq_id"], "qsl_idx": (e["qsl_idx"] + 1) % n, "data": e["data"]})
     return dst
 
 

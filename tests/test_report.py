@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from evalkit import rundir, targets
-from evalkit.accuracy_log import Writer, iter_entries
+from evalkit.accuracy_log import iter_entries
 from evalkit.errors import KitError
 from evalkit.progress import Progress
 
-from conftest import evalkit, one_line_error
+from conftest import evalkit, one_line_error, rewrite_merged
 
 MERGED = "merged_mlperf_log_accuracy.json"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -52,12 +52,8 @@ def logs(resnet_synth, tmp_path_factory):
     # FAIL: the PASS run with its merged log shifted by one index, scored by check
     fail = off / "accuracy-fail"
     shutil.copytree(off / "accuracy-pass", fail)
-    es = sorted(iter_entries(fail / MERGED), key=lambda e: e["qsl_idx"])
-    with open(fail / MERGED, "w") as f:
-        w = Writer(f)
-        for e in es:
-            w.write({"seq_id": e["seq_id"], "qsl_idx": (e["qsl_idx"] + 1) % len(es), "data": e["data"]})
-        w.close()
+    n = len(list(iter_entries(fail / MERGED)))
+    rewrite_merged(fail, lambda e: {"seq_id": e["seq_id"], "qsl_idx": (e["qsl_idx"] + 1) % n, "data": e["data"]})
     assert evalkit("check", fail).returncode == 1
     # partitions gathered into a dir of their own (as after runs on several nodes)
     evalkit("gather", off / "accuracy-pass", "--out", off / "accuracy-merged", check=True)
@@ -94,12 +90,7 @@ def logs(resnet_synth, tmp_path_factory):
 
 
 def corrupt_merged(run_dir: Path) -> None:
-    es = list(iter_entries(run_dir / MERGED))
-    with open(run_dir / MERGED, "w") as f:
-        w = Writer(f)
-        for e in es:
-            w.write({"seq_id": e["seq_id"], "qsl_idx": e["qsl_idx"] + 1000, "data": e["data"]})
-        w.close()
+    rewrite_merged(run_dir, lambda e: {"seq_id": e["seq_id"], "qsl_idx": e["qsl_idx"] + 1000, "data": e["data"]})
 
 
 def check(run_dir: Path):
