@@ -145,6 +145,31 @@ def test_sample_images_for_the_checker(tmp_path):
     assert (tmp_path / "images" / "captions.txt").read_text() == "52  caption 52\n95  caption 95\n"
 
 
+# The reference's text_to_image/tools/sample_ids.txt since "Add constants for v6.1" (mlcommons/inference
+# #2610, commit 4b790a61): the ten ids accuracy_coco.py dumps as compliance images for v6.1.
+V6_1_IDS = (4475, 3627, 1046, 4937, 3867, 1671, 3789, 1206, 4111, 3093)
+
+
+def test_v6_1_compliance_ids_are_saved(tmp_path):
+    from text_to_image.sdxl import images
+
+    assert images.SAMPLE_IDS["v6.1"] == V6_1_IDS and images.SOURCES["v6.1"]
+    assert set(images.SAMPLE_IDS) == set(images.SOURCES), "every id list names where it comes from"
+    assert set(V6_1_IDS) <= set(images.required_ids())
+    captions = [f"caption {i}" for i in range(5000)]
+    img = lambda v: np.full((2, 2, 3), v, np.uint8).reshape(-1)  # noqa: E731
+    pairs = [(q, img(q % 251)) for q in range(5000)]
+    done = save_sample_images(iter(pairs), captions, tmp_path / "images", (2, 2))
+    assert set(V6_1_IDS) <= set(done) and done == images.required_ids()
+    assert {int(p.stem) for p in (tmp_path / "images").glob("*.png")} == set(done)
+    lines = (tmp_path / "images" / "captions.txt").read_text().splitlines()
+    assert "4475  caption 4475" in lines and "3093  caption 3093" in lines
+    # the reference's own file, spelled as it ships (ten lines, no newline after the last)
+    ids_file = tmp_path / "sample_ids.txt"
+    ids_file.write_text("\n".join(map(str, V6_1_IDS)))
+    assert images.read_sample_ids(ids_file) == V6_1_IDS
+
+
 def _scoring_set(root: Path, n: int, side: int) -> Path:
     """Dataset with captions + the tiny scoring networks, and a model dir whose configs say `side`."""
     from transformers import CLIPConfig, CLIPModel
