@@ -91,7 +91,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m text_to_image.sdxl.images", description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--dataset", type=Path, help="dataset dir (default: the run's)")
-    ap.add_argument("--ids", type=Path, help="a round's sample_ids.txt, one id a line (default: the ids of every round, v4.0-v6.1)")
+    ap.add_argument("--ids", type=Path,
+                    help="a round's sample_ids.txt, one id a line (default: the ids of every round, v4.0-v6.1)")
     a = ap.parse_args(argv)
     try:
         info = json.loads((a.run_dir / GATHER_INFO).read_text())
