@@ -124,8 +124,9 @@ class _WindowOutputs(torch.nn.Module):
 
 @pytest.mark.parametrize("sw_batch", [1, 3])
 def test_finish_divides_in_float64_as_the_reference(sw_batch):
-    """Crafted accumulations: kidney's logit is background's plus 0..2 float32 ulps in every window, so the float32 quotients of the two classes tie (argmax: background) at voxels
-    where the float64 quotients do not (argmax: kidney). The kit must give the reference's labels."""
+    """Crafted accumulations: kidney's logit is background's plus 0..2 float32 ulps in every window,
+    so the float32 quotients of the two classes tie (argmax: background) at voxels where the float64
+    quotients do not (argmax: kidney). The kit must give the reference's labels."""
     rng = np.random.default_rng(7)
     roi, shape = (4, 4, 4), (8, 8, 6)
     n_win = len(um.window_starts(shape, roi))
