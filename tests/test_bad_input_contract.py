@@ -1,0 +1,529 @@
+"""The bad-input contract over the registry: every kind of file of every model's layout,
+corrupted, must be refused in one line that names it (DESIGN.md, "Adversarial contract tests").
+
+For each model of evalkit/registry.py, its synthetic set in the published layout is copied once;
+its files are grouped into KINDS (relative path with digit runs replaced by '#': the eight
+`ILSVRC2012_val_0000000k.JPEG` are one kind, `val_map.txt` another), one representative per kind
+(the middle one in sorted order). Each case corrupts that one file in the copy:
+
+  truncate   cut to half its size            garbage   random bytes of the same size
+  empty      0 bytes                         delete    removed
+  dtype      .npy/.npz/.pt arrays: another item size, same values (as far as they go)
+  shape      .npy/.npz/.pt arrays: the same bytes under another shape
+
+and runs the CLI as a user does (`evalkit run MODEL --dataset --model_path --log_path --n_count n`,
+a fresh LOG_PATH). Asserted: exit 2, exactly one `error:` line, no traceback; the line names the
+file (its name or path), and `qsl_idx k` where the kind is per-sample (as many files as samples;
+synthetic sets number them in qsl_idx order, so the representative is sample k = its rank); nothing
+of a pre-existing run dir (a clean run of the same copy) nor of the set changed; and, for every file
+of the dataset dir, the refusal came before the model loaded: the core writes the partition's
+progress.json (with its "started" time) right after the model loaded, so a run refused before that
+has none. Checkpoint files may be found when the model loads, in one line all the same.
+
+A change that cannot be detected is allowed only through ALLOWED below (one place, each with why);
+an allowed case must then run through without a traceback (exit 0/1) - when it starts being refused
+properly, its allowance is stale and the test says so. Cases still open are in XFAIL (strict), each
+with its reason and owner.
+
+No per-model code: the kinds come from the set itself, so a model added to the registry gets all
+of it. The kinds must be known when pytest collects (one test id per model, kind and corruption):
+they are listed from a synthetic set made at collection, cached in pytest's cache keyed by the
+model's source files (a cold cache costs one `synth` per model at collection, about a minute; a
+warm one nothing). The runs themselves use the session's `synthetic` sets, shared with
+tests/test_contract.py.
+
+Speed: most cases fail in plan resolution, but a fresh `python -m evalkit` pays 3-5 s of imports
+(torch, transformers, diffusers) wherever a tokenizer or a model loads. So the cases run in children
+forked from one server process that imported the heavy libraries once (never ran a torch op, so
+forking is safe; the kit's own modules it drops again, so each child imports them afresh as
+`python -m evalkit` does); each child runs evalkit/__main__.py with its own stdout/stderr files,
+environment and an alarm as timeout.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, SYNTH_N, kit_env
+
+CORRUPTIONS = ("truncate", "garbage", "empty", "delete")
+ARRAY_CORRUPTIONS = ("dtype", "shape")
+ARRAY_SUFFIXES = (".npy", ".npz", ".pt")
+CASE_TIMEOUT = 300
+
+# One place for the changes that cannot be refused, each with why: reason -> the cases it covers,
+# "model:kind:corruption" globs (kind = relative path with digit runs as '#'), space separated.
+ALLOWED: dict[str, str] = {
+}
+
+# Cases still open: reason and owner -> cases (same globs); xfail(strict=True) each.
+XFAIL: dict[str, str] = {
+    "baseline before the issue-24 fixes: found only after the model loaded (owner: the model folders, bad-input task)":
+        "resnet:dataset/ILSVRC#_val_#.JPEG:truncate resnet:dataset/ILSVRC#_val_#.JPEG:garbage "
+        "resnet:dataset/ILSVRC#_val_#.JPEG:empty stablediffusion:dataset/tools/clip/config.json:truncate "
+        "stablediffusion:dataset/tools/clip/config.json:garbage "
+        "stablediffusion:dataset/tools/clip/config.json:empty "
+        "stablediffusion:dataset/tools/clip/config.json:delete "
+        "stablediffusion:dataset/tools/clip/model.safetensors:delete "
+        "stablediffusion:dataset/tools/inception/pt_inception-#-#-#-#d.pth:truncate "
+        "stablediffusion:dataset/tools/inception/pt_inception-#-#-#-#d.pth:garbage "
+        "stablediffusion:dataset/tools/inception/pt_inception-#-#-#-#d.pth:empty "
+        "stablediffusion:dataset/tools/inception/pt_inception-#-#-#-#d.pth:delete "
+        "stablediffusion:dataset/tools/val#.npz:garbage stablediffusion:dataset/tools/val#.npz:delete "
+        "stablediffusion:dataset/tools/val#.npz:shape retinanet:dataset/validation/data/#.jpg:garbage "
+        "retinanet:dataset/validation/data/#.jpg:empty 3d-unet:dataset/case_#.pkl:truncate "
+        "3d-unet:dataset/case_#.pkl:garbage 3d-unet:dataset/case_#.pkl:empty "
+        "rnnt:dataset/dev-clean-wav/#/#/#-#-#.wav:garbage rnnt:dataset/dev-clean-wav/#/#/#-#-#.wav:empty",
+    "baseline before the issue-24 fixes: the error does not name the qsl_idx (owner: the model folders, bad-input task)":
+        "resnet:dataset/ILSVRC#_val_#.JPEG:delete retinanet:dataset/validation/data/#.jpg:delete "
+        "3d-unet:dataset/case_#.pkl:delete 3d-unet:dataset/nifti/case_#/segmentation.nii.gz:truncate "
+        "3d-unet:dataset/nifti/case_#/segmentation.nii.gz:garbage "
+        "3d-unet:dataset/nifti/case_#/segmentation.nii.gz:empty "
+        "3d-unet:dataset/nifti/case_#/segmentation.nii.gz:delete "
+        "rnnt:dataset/dev-clean-wav/#/#/#-#-#.wav:delete",
+    "baseline before the issue-24 fixes: accepted (exit 0/1) (owner: the model folders, bad-input task)":
+        "resnet:dataset/SYNTHETIC.json:delete bert:dataset/SYNTHETIC.json:delete "
+        "bert:model/vocab.txt:truncate gpt-j:dataset/SYNTHETIC.json:delete "
+        "gpt-j:model/generation_config.json:truncate gpt-j:model/generation_config.json:garbage "
+        "gpt-j:model/generation_config.json:empty gpt-j:model/generation_config.json:delete "
+        "gpt-j:model/tokenizer_config.json:delete stablediffusion:dataset/SYNTHETIC.json:delete "
+        "stablediffusion:dataset/latents/latents.pt:dtype stablediffusion:dataset/tools/clip/merges.txt:empty "
+        "stablediffusion:dataset/tools/clip/special_tokens_map.json:delete "
+        "stablediffusion:dataset/tools/clip/tokenizer_config.json:delete "
+        "stablediffusion:dataset/tools/val#.npz:dtype stablediffusion:model/tokenizer/merges.txt:empty "
+        "stablediffusion:model/tokenizer/special_tokens_map.json:delete "
+        "stablediffusion:model/tokenizer_#/merges.txt:empty "
+        "stablediffusion:model/tokenizer_#/special_tokens_map.json:delete "
+        "llama2:dataset/SYNTHETIC.json:delete llama2:dataset/generation.json:delete "
+        "llama2:dataset/open_orca_gpt#_tokenized_llama.sampled_#.pkl:truncate "
+        "llama2:dataset/open_orca_gpt#_tokenized_llama.sampled_#.pkl:garbage "
+        "llama2:dataset/open_orca_gpt#_tokenized_llama.sampled_#.pkl:empty "
+        "llama2:dataset/open_orca_gpt#_tokenized_llama.sampled_#.pkl:delete "
+        "llama2:model/generation_config.json:truncate llama2:model/generation_config.json:garbage "
+        "llama2:model/generation_config.json:empty llama2:model/generation_config.json:delete "
+        "mixtral:dataset/#_mixtral_#k_mintoken#_v#.pkl:truncate "
+        "mixtral:dataset/#_mixtral_#k_mintoken#_v#.pkl:garbage "
+        "mixtral:dataset/#_mixtral_#k_mintoken#_v#.pkl:empty "
+        "mixtral:dataset/#_mixtral_#k_mintoken#_v#.pkl:delete mixtral:dataset/SYNTHETIC.json:delete "
+        "mixtral:dataset/generation.json:delete mixtral:model/generation_config.json:truncate "
+        "mixtral:model/generation_config.json:garbage mixtral:model/generation_config.json:empty "
+        "mixtral:model/generation_config.json:delete retinanet:dataset/SYNTHETIC.json:delete "
+        "retinanet:dataset/validation/data/#.jpg:truncate retinanet:model/model_config.json:delete "
+        "3d-unet:dataset/SYNTHETIC.json:delete 3d-unet:dataset/nifti/case_#/imaging.nii.gz:truncate "
+        "3d-unet:dataset/nifti/case_#/imaging.nii.gz:garbage "
+        "3d-unet:dataset/nifti/case_#/imaging.nii.gz:empty 3d-unet:dataset/nifti/case_#/imaging.nii.gz:delete "
+        "dlrm:dataset/SYNTHETIC.json:delete dlrm:dataset/day_#_dense.npy:dtype "
+        "dlrm:dataset/day_#_labels.npy:dtype dlrm:dataset/day_#_labels.npy:shape "
+        "dlrm:dataset/dist_quantile.txt:truncate dlrm:model/dense.pt:dtype rnnt:dataset/SYNTHETIC.json:delete "
+        "rnnt:dataset/dev-clean-wav/#/#/#-#-#.wav:truncate "
+        "rnnt:dataset/dev-clean-wav/#/#/#-#-long.wav:truncate "
+        "rnnt:dataset/dev-clean-wav/#/#/#-#-long.wav:garbage "
+        "rnnt:dataset/dev-clean-wav/#/#/#-#-long.wav:empty rnnt:dataset/dev-clean-wav/#/#/#-#-long.wav:delete "
+        "rnnt:model/rnnt.pt:dtype",
+    "baseline before the issue-24 fixes: the error does not name the file (owner: the model folders, bad-input task)":
+        "resnet:dataset/val_map.txt:truncate gpt-j:model/tokenizer.json:truncate "
+        "gpt-j:model/tokenizer.json:garbage gpt-j:model/tokenizer.json:empty "
+        "gpt-j:model/tokenizer.json:delete gpt-j:model/tokenizer_config.json:truncate "
+        "gpt-j:model/tokenizer_config.json:garbage gpt-j:model/tokenizer_config.json:empty "
+        "stablediffusion:dataset/captions/captions.tsv:truncate "
+        "stablediffusion:dataset/tools/clip/merges.txt:delete "
+        "stablediffusion:dataset/tools/clip/special_tokens_map.json:truncate "
+        "stablediffusion:dataset/tools/clip/special_tokens_map.json:garbage "
+        "stablediffusion:dataset/tools/clip/special_tokens_map.json:empty "
+        "stablediffusion:dataset/tools/clip/tokenizer_config.json:truncate "
+        "stablediffusion:dataset/tools/clip/tokenizer_config.json:garbage "
+        "stablediffusion:dataset/tools/clip/tokenizer_config.json:empty "
+        "stablediffusion:dataset/tools/clip/vocab.json:delete "
+        "stablediffusion:model/tokenizer/merges.txt:delete stablediffusion:model/tokenizer/vocab.json:delete "
+        "stablediffusion:model/tokenizer_#/merges.txt:delete "
+        "stablediffusion:model/tokenizer_#/vocab.json:delete "
+        "stablediffusion:model/unet/diffusion_pytorch_model.safetensors:delete "
+        "stablediffusion:model/vae/diffusion_pytorch_model.safetensors:delete "
+        "llama2:model/tokenizer.json:delete llama2:model/tokenizer_config.json:delete "
+        "mixtral:model/tokenizer.json:delete mixtral:model/tokenizer_config.json:delete "
+        "3d-unet:model/model_config.json:delete rnnt:model/rnnt.pt:delete",
+    "baseline before the issue-24 fixes: a traceback instead of one error line (owner: the model folders, bad-input task)":
+        "bert:model/model.safetensors:truncate bert:model/model.safetensors:garbage "
+        "bert:model/model.safetensors:empty bert:model/vocab.txt:garbage bert:model/vocab.txt:empty "
+        "gpt-j:model/model.safetensors:truncate gpt-j:model/model.safetensors:garbage "
+        "gpt-j:model/model.safetensors:empty stablediffusion:dataset/tools/clip/merges.txt:truncate "
+        "stablediffusion:dataset/tools/clip/merges.txt:garbage "
+        "stablediffusion:dataset/tools/clip/model.safetensors:truncate "
+        "stablediffusion:dataset/tools/clip/model.safetensors:garbage "
+        "stablediffusion:dataset/tools/clip/model.safetensors:empty "
+        "stablediffusion:dataset/tools/clip/vocab.json:truncate "
+        "stablediffusion:dataset/tools/clip/vocab.json:garbage "
+        "stablediffusion:dataset/tools/clip/vocab.json:empty stablediffusion:dataset/tools/val#.npz:truncate "
+        "stablediffusion:dataset/tools/val#.npz:empty stablediffusion:model/text_encoder/config.json:delete "
+        "stablediffusion:model/text_encoder/model.safetensors:truncate "
+        "stablediffusion:model/text_encoder/model.safetensors:garbage "
+        "stablediffusion:model/text_encoder/model.safetensors:empty "
+        "stablediffusion:model/text_encoder_#/config.json:delete "
+        "stablediffusion:model/text_encoder_#/model.safetensors:truncate "
+        "stablediffusion:model/text_encoder_#/model.safetensors:garbage "
+        "stablediffusion:model/text_encoder_#/model.safetensors:empty "
+        "stablediffusion:model/tokenizer/tokenizer_config.json:delete "
+        "stablediffusion:model/tokenizer_#/tokenizer_config.json:delete "
+        "llama2:model/model.safetensors:truncate llama2:model/model.safetensors:garbage "
+        "llama2:model/model.safetensors:empty mixtral:model/model.safetensors:truncate "
+        "mixtral:model/model.safetensors:garbage mixtral:model/model.safetensors:empty "
+        "dlrm:dataset/day_#_dense.npy:empty dlrm:dataset/day_#_labels.npy:empty "
+        "dlrm:dataset/day_#_sparse_multi_hot.npz:truncate dlrm:dataset/day_#_sparse_multi_hot.npz:garbage "
+        "dlrm:dataset/day_#_sparse_multi_hot.npz:empty dlrm:model/config.json:garbage "
+        "dlrm:model/embeddings/t_cat_#.npy:empty rnnt:model/rnnt.pt:shape",
+}
+
+
+# --- the layout, known at collection ----------------------------------------------------------
+def _kind(rel: str) -> str:
+    return re.sub(r"\d+", "#", rel)
+
+
+def _set_n(model: str) -> int:
+    from evalkit import registry
+    return min(registry.get(model).synthetic_n, SYNTH_N)  # the size test_contract.py uses
+
+
+def _source_key(model: str, n: int) -> str:
+    from evalkit import registry
+    top = ROOT / registry.MODELS[model].split(".")[0]
+    h = hashlib.sha256(f"{model}|{n}".encode())
+    for f in sorted([*top.rglob("*.py"), ROOT / "evalkit" / "synth.py"]):
+        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def _synth_listings(models: list[str]) -> dict[str, list[str]]:
+    """Write each model's synthetic set once (one process) and list its files."""
+    with tempfile.TemporaryDirectory(prefix="bad_input_layout_") as tmp:
+        code = ("import sys, json\nfrom pathlib import Path\nfrom evalkit.synth import synthesize\n"
+                "for m, n in json.loads(sys.argv[1]):\n    synthesize(m, Path(sys.argv[2]) / m, n, 0)\n")
+        subprocess.run([sys.executable, "-c", code, json.dumps([(m, _set_n(m)) for m in models]), tmp],
+                       env=kit_env(), cwd=ROOT, check=True, capture_output=True, timeout=1800)
+        return {m: _files(Path(tmp) / m) for m in models}
+
+
+_LAYOUTS: dict[str, list[str]] = {}
+
+
+def layouts(config) -> dict[str, list[str]]:
+    """model -> the files of its synthetic set (relative paths), once per session."""
+    if not _LAYOUTS:
+        _LAYOUTS.update(_layouts(config))
+    return _LAYOUTS
+
+
+def _layouts(config) -> dict[str, list[str]]:
+    from evalkit import registry
+
+    cache = getattr(config, "cache", None)
+    out, stale = {}, []
+    for m in registry.names():
+        key = _source_key(m, _set_n(m))
+        got = cache.get(f"bad_input/layout/{m}", None) if cache is not None else None
+        if got and got.get("key") == key:
+            out[m] = got["files"]
+        else:
+            stale.append((m, key))
+    if stale:
+        listed = _synth_listings([m for m, _ in stale])
+        for m, key in stale:
+            out[m] = listed[m]
+            if cache is not None:
+                cache.set(f"bad_input/layout/{m}", {"key": key, "files": listed[m]})
+    return out
+
+
+def kinds_of(files: list[str]) -> dict[str, list[str]]:
+    kinds: dict[str, list[str]] = {}
+    for f in files:
+        kinds.setdefault(_kind(f), []).append(f)
+    return kinds
+
+
+def cases_of(model: str, files: list[str]) -> list[tuple[str, str, str]]:
+    """(model, representative file, corruption) for every kind of the layout."""
+    out = []
+    for members in kinds_of(files).values():
+        rep = members[len(members) // 2]
+        for c in CORRUPTIONS + (ARRAY_CORRUPTIONS if rep.endswith(ARRAY_SUFFIXES) else ()):
+            out.append((model, rep, c))
+    return out
+
+
+def _match(table: dict[str, str], model: str, rel: str, corruption: str) -> str | None:
+    """The reason whose globs cover (model, kind of rel, corruption), or None."""
+    case = f"{model}:{_kind(rel)}:{corruption}"
+    for why, globs in table.items():
+        if any(fnmatch.fnmatchcase(case, g) for g in globs.split()):
+            return why
+    return None
+
+
+def pytest_generate_tests(metafunc):
+    if "case" not in metafunc.fixturenames:
+        return
+    params = []
+    for model, files in layouts(metafunc.config).items():
+        for m, rel, c in cases_of(model, files):
+            marks = []
+            why = _match(XFAIL, m, rel, c)
+            if why:
+                marks.append(pytest.mark.xfail(reason=why, strict=True))
+            params.append(pytest.param((m, rel, c), id=f"{m}:{rel}:{c}", marks=marks))
+    metafunc.parametrize("case", params)
+
+
+# --- the fork server --------------------------------------------------------------------------
+SERVER = r'''
+import importlib, json, os, runpy, signal, sys, traceback
+root = os.path.realpath(sys.argv[1])
+import evalkit.cli  # first: it sets the HF environment the libraries read when they import
+for m in ("numpy", "torch", "mlperf_loadgen", "safetensors.torch", "transformers", "diffusers", "PIL.Image",
+          "soundfile", "pandas", "pyarrow.parquet", "nibabel", "scipy.linalg", "tokenizers", "cv2"):
+    try:
+        importlib.import_module(m)
+    except Exception:
+        pass
+# the kit's own modules are imported afresh by each child, as `python -m evalkit` does
+for name, mod in list(sys.modules.items()):
+    f = os.path.realpath(getattr(mod, "__file__", None) or "/")
+    if f.startswith(root + os.sep) and not f.startswith(os.path.realpath(sys.prefix) + os.sep):
+        del sys.modules[name]
+out = os.fdopen(os.dup(1), "w")
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+requests = os.fdopen(os.dup(0))
+os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+out.write("ready\n"); out.flush()
+for line in requests:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 120
+        try:
+            requests.close(); out.close()
+            os.chdir(req["cwd"])
+            os.environ.clear(); os.environ.update(req["env"])
+            for fd, name in ((1, "stdout"), (2, "stderr")):
+                os.dup2(os.open(req[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+            signal.alarm(req["timeout"])
+            sys.argv = ["evalkit", *req["args"]]
+            try:
+                runpy.run_module("evalkit", run_name="__main__", alter_sys=True)
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush(); sys.stderr.flush()
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    out.write(json.dumps({"rc": os.waitstatus_to_exitcode(status)}) + "\n"); out.flush()
+'''
+
+
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+class Server:
+    def __init__(self, env: dict, scratch: Path):
+        self.env, self.scratch, self.n = env, scratch, 0
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(ROOT)], cwd=ROOT, env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the fork server did not start")
+
+    def evalkit(self, *args, timeout: int = CASE_TIMEOUT) -> Result:
+        self.n += 1
+        out, err = self.scratch / f"{self.n}.out", self.scratch / f"{self.n}.err"
+        req = {"args": [str(a) for a in args], "cwd": str(ROOT), "env": self.env, "timeout": timeout,
+               "stdout": str(out), "stderr": str(err)}
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        rc = json.loads(self.proc.stdout.readline())["rc"]
+        return Result(rc, out.read_text(errors="replace"), err.read_text(errors="replace"))
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    hashes = tmp_path_factory.mktemp("bad_input_hashes")
+    s = Server(kit_env(EVALKIT_HASH_CACHE=hashes), tmp_path_factory.mktemp("bad_input_io"))
+    yield s
+    s.close()
+
+
+# --- one model's working copy and its clean run -------------------------------------------------
+def snapshot(root: Path, skip: str | None = None) -> dict:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and rel != skip:
+            st = p.stat()
+            out[rel] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+class ModelSet:
+    def __init__(self, model: str, n: int, pristine: Path, work: Path, server: Server):
+        self.model, self.n, self.pristine, self.work, self.server = model, n, pristine, work, server
+        self.runs = 0
+
+    def run(self, log: Path, *extra) -> Result:
+        return self.server.evalkit("run", self.model, "--dataset", self.work / "dataset",
+                                   "--model_path", self.work / "model", "--log_path", log,
+                                   "--n_count", self.n, "--threads", 1, *extra)
+
+    def fresh_log(self) -> Path:
+        self.runs += 1
+        return self.work.parent / f"log{self.runs}"
+
+    def restore(self, rel: str) -> None:
+        dst = self.work / rel
+        dst.unlink(missing_ok=True)
+        shutil.copy2(self.pristine / rel, dst)
+
+
+_SETS: dict[str, ModelSet] = {}
+
+
+@pytest.fixture
+def model_set(case, synthetic, server, tmp_path_factory, request) -> ModelSet:
+    model = case[0]
+    if model not in _SETS:
+        n = _set_n(model)
+        pristine = synthetic(model, n)
+        base = tmp_path_factory.mktemp(f"bad_input_{model}")
+        work = base / "set"
+        shutil.copytree(pristine, work)
+        got, want = _files(work), layouts(request.config)[model]
+        if got != want:
+            request.config.cache.set(f"bad_input/layout/{model}", None)
+            pytest.fail(f"{model}: the synthetic set's files changed since collection; rerun "
+                        f"(the layout cache is cleared): {sorted(set(got) ^ set(want))[:5]}")
+        ms = ModelSet(model, n, pristine, work, server)
+        ms.clean_log = base / "clean"
+        cp = ms.run(ms.clean_log)
+        assert cp.returncode == 0 and "RESULT: PASS" in cp.stdout, (cp.returncode, cp.stdout, cp.stderr)
+        _SETS[model] = ms
+    return _SETS[model]
+
+
+# --- corruptions ----------------------------------------------------------------------------------
+WRONG_DTYPE = {1: np.float32, 2: np.float32, 4: np.float16, 8: np.int32}
+
+
+def _other_dtype(a: np.ndarray) -> np.ndarray:
+    return a.astype(WRONG_DTYPE[a.dtype.itemsize])
+
+
+def _other_shape(a: np.ndarray) -> np.ndarray:
+    return a.reshape(-1) if a.ndim > 1 else a.reshape(1, -1)
+
+
+def _torch_map(obj, fn):
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return torch.from_numpy(np.ascontiguousarray(fn(obj.numpy())))
+    if isinstance(obj, dict):
+        return {k: _torch_map(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_torch_map(v, fn) for v in obj)
+    return obj
+
+
+def corrupt(path: Path, how: str, seed: int) -> None:
+    data = path.read_bytes()
+    tmp = path.with_name(path.name + ".corrupt")
+    if how == "delete":
+        path.unlink()
+        return
+    if how == "truncate":
+        new = data[:len(data) // 2]
+    elif how == "garbage":
+        new = np.random.default_rng(seed).integers(0, 256, len(data), dtype=np.uint8).tobytes()
+    elif how == "empty":
+        new = b""
+    else:
+        fn = _other_dtype if how == "dtype" else _other_shape
+        if path.suffix == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, fn(np.load(path, allow_pickle=False)))
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: fn(z[k]) for k in z.files}
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        else:
+            import torch
+            torch.save(_torch_map(torch.load(path, map_location="cpu", weights_only=True), fn), tmp)
+        os.replace(tmp, path)
+        return
+    tmp.write_bytes(new)
+    os.replace(tmp, path)
+
+
+# --- the contract -------------------------------------------------------------------------------
+def test_corrupted_file_is_refused_in_one_line(case, model_set):
+    model, rel, how = case
+    ms = model_set
+    kind = _kind(rel)
+    members = kinds_of(_files(ms.pristine))[kind]
+    per_sample = len(members) == ms.n
+    qsl_idx = members.index(rel) if per_sample else None
+    before_run, before_set = snapshot(ms.clean_log), snapshot(ms.work, skip=rel)
+    corrupt(ms.work / rel, how, seed=zlib_seed(case))
+    log = ms.fresh_log()
+    try:
+        cp = ms.run(log)
+    finally:
+        ms.restore(rel)
+    allowed = _match(ALLOWED, model, rel, how)
+    tail = " | ".join([(cp.stderr.strip().splitlines() or [""])[-1]]
+                      + [line for line in cp.stdout.splitlines() if line.startswith("RESULT")])
+    assert "Traceback" not in cp.stderr, f"a traceback ({how} {rel}): {tail}"
+    errs = [line for line in cp.stderr.splitlines() if line.startswith("error:")]
+    if allowed:
+        assert cp.returncode in (0, 1), f"stale allowance ({allowed}): now refused, remove it from ALLOWED: {tail}"
+    else:
+        assert cp.returncode == 2, f"exit {cp.returncode}, not 2 ({how} {rel} accepted): {tail}"
+        assert len(errs) == 1, f"{len(errs)} error lines: {cp.stderr[-2000:]}"
+        err = errs[0]
+        assert Path(rel).name in err or rel in err, f"the error does not name {rel}: {err}"
+        if per_sample:
+            assert re.search(rf"\bqsl_idx {qsl_idx}\b", err), f"the error does not name qsl_idx {qsl_idx}: {err}"
+        if rel.startswith("dataset/"):
+            started = [p for p in log.glob("*/progress.json") if "started" in json.loads(p.read_text())]
+            assert not started, f"{rel} was found only after the model loaded: {err}"
+        for done in ("mlperf_log_accuracy.json", "accuracy.json", "accuracy.txt"):
+            assert not list(log.rglob(done)), f"a refused run left {done} in {log}"
+    assert snapshot(ms.clean_log) == before_run, "a refused run changed another run dir"
+    assert snapshot(ms.work, skip=rel) == before_set, "the run changed files of the dataset or checkpoint"
+
+
+def zlib_seed(case) -> int:
+    return zlib.crc32("|".join(case).encode())
