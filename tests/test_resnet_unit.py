@@ -208,13 +208,34 @@ def test_missing_image_is_an_error(synth, tmp_path):
     ds = BENCHMARK.open_dataset(ds_dir)
     assert ds.size == N_SYN  # never skipped
     ds.check_available(0, 4)
-    with pytest.raises(KitError, match=r"ILSVRC2012_val_00000005\.JPEG.*index 4"):
+    with pytest.raises(KitError, match=r"ILSVRC2012_val_00000005\.JPEG \(qsl_idx 4\) is missing"):
         ds.check_available(2, N_SYN)
-    with pytest.raises(KitError, match=r"ILSVRC2012_val_00000005\.JPEG.*index 4"):
+    with pytest.raises(KitError, match=r"ILSVRC2012_val_00000005\.JPEG \(qsl_idx 4\) is missing"):
         ds.load(4)
     (ds_dir / "ILSVRC2012_val_00000006.JPEG").write_bytes(b"not a jpeg")
+    with pytest.raises(KitError, match=r"ILSVRC2012_val_00000006\.JPEG \(qsl_idx 5\) is not a JPEG"):
+        ds.check_available(5, N_SYN)
     with pytest.raises(KitError, match=r"ILSVRC2012_val_00000006\.JPEG.*unreadable"):
         ds.load(5)
+
+
+def test_truncated_or_empty_image_is_found_before_the_model_loads(synth, tmp_path):
+    """check_available (the core calls it before the model loads) reads both ends of each image:
+    a truncated or empty JPEG is refused there, naming the file and its qsl_idx; trailing bytes
+    after a whole image are not an error."""
+    out, _ = synth
+    ds_dir = shutil.copytree(out / "dataset", tmp_path / "ds")
+    f = ds_dir / "ILSVRC2012_val_00000003.JPEG"
+    whole = f.read_bytes()
+    f.write_bytes(whole + b"\0" * 5000)  # padding after EOI: still the same image
+    ds = BENCHMARK.open_dataset(ds_dir)
+    ds.check_available(0, N_SYN)
+    f.write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(KitError, match=r"ILSVRC2012_val_00000003\.JPEG \(qsl_idx 2\) is truncated"):
+        ds.check_available(0, N_SYN)
+    f.write_bytes(b"")
+    with pytest.raises(KitError, match=r"ILSVRC2012_val_00000003\.JPEG \(qsl_idx 2\) is empty"):
+        ds.check_available(0, N_SYN)
 
 
 def test_uint8_crops_normalised_by_torch_equal_the_float_path(synth):

@@ -422,3 +422,18 @@ def test_load_model_from_tiny_checkpoint(tmp_path):
     torch.save(sd, tmp_path / "bad.pth")
     with pytest.raises(KitError, match="bad.pth"):
         BENCHMARK.load_model(tmp_path / "bad.pth", "cpu", "fp32", {})
+
+
+@pytest.mark.parametrize("name", ["../outside.jpg", "a/../../outside.jpg", "/etc/outside.jpg"])
+def test_annotation_file_name_leaving_the_image_dir_is_refused(tmp_path, name):
+    """images[].file_name is a name inside validation/data: '..' and absolute paths are refused in
+    one line naming the annotation file and the entry, when the dataset opens."""
+    import json
+
+    (tmp_path / oi.ANNOTATIONS).parent.mkdir(parents=True)
+    images = [{"id": 1, "file_name": "a.jpg", "height": 8, "width": 8},
+              {"id": 2, "file_name": name, "height": 8, "width": 8}]
+    (tmp_path / oi.ANNOTATIONS).write_text(json.dumps({"images": images, "annotations": [], "categories": []}))
+    with pytest.raises(KitError, match=r"openimages-mlperf\.json: images\[1\].*outside\.jpg") as e:
+        oi.read_annotations(tmp_path)
+    assert "\n" not in str(e.value)

@@ -149,7 +149,21 @@ def test_missing_wav_is_an_error(synth, tmp_path):
     victim = read_manifest(ds)[2]["wav"]
     victim.unlink()
     d = BENCHMARK.open_dataset(ds)
-    with pytest.raises(KitError, match="utterance 2"):
+    with pytest.raises(KitError, match="qsl_idx 2"):
         d.check_available(0, 4)
     with pytest.raises(KitError, match="missing"):
         d.load(2)
+
+
+@pytest.mark.parametrize("fname", ["../outside.wav", "dev-clean-wav/../../outside.wav", "/etc/outside.wav"])
+def test_manifest_path_leaving_the_dataset_is_refused(tmp_path, fname):
+    """A manifest `fname` is a path inside the dataset dir: '..' and absolute paths are refused
+    in one line naming the manifest and the entry, before any file is opened."""
+    entry = {"transcript": "A B", "original_duration": 1.0, "original_num_samples": 16000,
+             "files": [{"fname": "dev-clean-wav/a.wav", "speed": 1, "num_samples": 16000}]}
+    bad = json.loads(json.dumps(entry))
+    bad["files"][0]["fname"] = fname
+    (tmp_path / MANIFEST).write_text(json.dumps([entry, bad]))
+    with pytest.raises(KitError, match=rf"{MANIFEST} entry 1: .*{fname.split('/')[-1]}") as e:
+        read_manifest(tmp_path)
+    assert "\n" not in str(e.value)

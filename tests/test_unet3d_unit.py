@@ -354,3 +354,55 @@ def test_the_checkpoint_reader_allows_nothing_else(tmp_path):
     with pytest.raises(KitError, match=r"refusing to unpickle numpy\._core\.multiarray\.scalar"):
         BENCHMARK.load_model(dotted, "cpu", "fp32", {})
     assert not marker.exists()
+
+
+def _tiny_kits(root: Path, n: int = 3, shape=(1, 4, 4, 4)) -> list[str]:
+    """A KiTS19 preprocessed layout of n cases with their ground truth (tiny volumes)."""
+    import nibabel as nib
+
+    cases = [f"case_{i:05d}" for i in range(n)]
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / kits.INDEX, "wb") as f:
+        pickle.dump({"file_list": cases, "cases": {c: {"image_shape": shape} for c in cases}}, f)
+    for c in cases:
+        with open(root / f"{c}.pkl", "wb") as f:
+            pickle.dump([np.zeros(shape, np.float32), np.zeros(shape, np.uint8)], f)
+        (root / "nifti" / c).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(np.zeros(shape[1:], np.uint8), affine=np.eye(4)),
+                 str(root / "nifti" / c / "segmentation.nii.gz"))
+    return cases
+
+
+@pytest.mark.parametrize("how", ["delete", "empty", "truncate"])
+def test_ground_truth_is_checked_before_the_model_loads(tmp_path, how):
+    """The ground truth (nifti/<case>/segmentation.nii.gz) is needed only to score, after the whole
+    run: check_available (before the model loads) finds it missing, empty or truncated already,
+    naming the file and its qsl_idx."""
+    cases = _tiny_kits(tmp_path)
+    ds = kits.KiTS19(tmp_path)
+    ds.check_available(0, 3)
+    gt = tmp_path / "nifti" / cases[1] / "segmentation.nii.gz"
+    data = gt.read_bytes()
+    if how == "delete":
+        gt.unlink()
+    else:
+        gt.write_bytes(b"" if how == "empty" else data[:len(data) // 2])
+    ds.check_available(0, 1)
+    with pytest.raises(KitError, match=r"case_00001/segmentation\.nii\.gz \(qsl_idx 1\)"):
+        ds.check_available(0, 3)
+
+
+@pytest.mark.parametrize("how", ["delete", "empty", "truncate", "garbage"])
+def test_case_pickle_is_checked_without_unpickling(tmp_path, how):
+    cases = _tiny_kits(tmp_path)
+    p = tmp_path / f"{cases[2]}.pkl"
+    data = p.read_bytes()
+    if how == "delete":
+        p.unlink()
+    else:
+        p.write_bytes({"empty": b"", "truncate": data[:len(data) // 2],
+                       "garbage": bytes(range(256)) * (len(data) // 256 + 1)}[how])
+    ds = kits.KiTS19(tmp_path)
+    ds.check_available(0, 2)
+    with pytest.raises(KitError, match=r"case_00002\.pkl \(qsl_idx 2\)"):
+        ds.check_available(0, 3)

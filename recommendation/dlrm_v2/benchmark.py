@@ -70,9 +70,11 @@ def read_config(model_path: Path) -> dict:
         raise KitError(f"{f} not found; a DLRM-v2 checkpoint dir holds {CONFIG}, {DENSE_WEIGHTS} and "
                        f"{TABLE_DIR}/t_cat_<k>.npy (see the README, DLRM-v2)")
     try:
-        cfg = json.loads(f.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        cfg = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise KitError(f"cannot read {f}: {e}") from None
+    if not isinstance(cfg, dict):
+        raise KitError(f"{f} is not a JSON object of the model's sizes")
     missing = [k for k in _CONFIG_KEYS if k not in cfg]
     if missing:
         raise KitError(f"{f} lacks {', '.join(missing)}")
@@ -83,15 +85,25 @@ def read_config(model_path: Path) -> dict:
 
 
 class CriteoSamples(Dataset):
-    def __init__(self, root: Path):
+    """Day 23 plus, when the checkpoint is known, its table sizes: every sparse index of the
+    range is checked against them before the model loads (an index past a table would gather
+    another row, or fault on a device)."""
+
+    def __init__(self, root: Path, model_path: Path | None = None):
         self.day = criteo.CriteoDay23(root)
         self.size = self.day.size
+        self.tables: list[int] | None = None
+        if model_path is not None:
+            self.config = Path(model_path) / CONFIG
+            self.tables = [int(r) for r in read_config(model_path)["num_embeddings_per_feature"]]
 
     def load(self, index: int):
         return self.day.sample(index)
 
     def check_available(self, start: int, stop: int) -> None:
-        pass  # every file was read when the dataset opened; the core checks the range
+        # dense/labels/sparse headers were read when the dataset opened; the indices are read here
+        if self.tables is not None:
+            self.day.check_indices(start, stop, self.tables, self.config)
 
 
 class DLRMv2(Benchmark):
@@ -111,7 +123,7 @@ class DLRMv2(Benchmark):
 
     # --- data -----------------------------------------------------------------
     def open_dataset(self, path: Path, model_path: Path | None = None) -> CriteoSamples:
-        return CriteoSamples(Path(path))
+        return CriteoSamples(Path(path), model_path)
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
         return criteo.CriteoDay23(Path(dataset_path)).fingerprint()
@@ -147,8 +159,9 @@ class DLRMv2(Benchmark):
                 mm = np.load(p, mmap_mode="r")
             except FileNotFoundError:
                 raise KitError(f"embedding table {p} (feature {k}) not found") from None
-            except (OSError, ValueError) as e:
-                raise KitError(f"cannot memory-map embedding table {p}: {e}") from None
+            except (OSError, ValueError, EOFError) as e:
+                what = "is empty" if p.stat().st_size == 0 else f"cannot be memory-mapped ({type(e).__name__}: {e})"
+                raise KitError(f"embedding table {p} {what}") from None
             if mm.shape != (int(rows), dim) or mm.dtype != np.float32:
                 raise KitError(f"embedding table {p} is {mm.dtype} {mm.shape}; {CONFIG} says float32 ({rows}, {dim})")
             if rows > limit:

@@ -32,6 +32,7 @@ QUANTILE = "dist_quantile.txt"
 N_DENSE = 13
 N_SPARSE = 26
 SEED = 123  # reference main.py --numpy-rand-seed default
+CHECK_CHUNK_BYTES = 16 << 20  # sparse index check: memory-mapped rows read per step
 
 
 def aggregation_offsets(quantile: np.ndarray, n_rows: int, seed: int = SEED) -> np.ndarray:
@@ -94,6 +95,16 @@ def _read_trace(f: Path, n_rows: int) -> np.ndarray:
 
 def npz_member_memmap(path: Path, member: str) -> np.memmap:
     """Memory-map one uncompressed .npy member of an .npz in place (no copy, no extraction)."""
+    try:
+        return _npz_member_memmap(path, member)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        what = "is empty" if Path(path).is_file() and Path(path).stat().st_size == 0 else \
+            f"is not a readable uncompressed .npz ({type(e).__name__}: {first})"
+        raise KitError(f"{path} {what}; re-download the multi-hot file (0.npy..25.npy, written by np.savez)") from None
+
+
+def _npz_member_memmap(path: Path, member: str) -> np.memmap:
     with zipfile.ZipFile(path) as zf:
         try:
             info = zf.getinfo(member)
@@ -108,7 +119,8 @@ def npz_member_memmap(path: Path, member: str) -> np.memmap:
         if head[:4] != b"PK\x03\x04":
             raise KitError(f"{path}:{member}: bad zip local header")
         name_len, extra_len = struct.unpack("<HH", head[26:30])
-        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        start = info.header_offset + 30 + name_len + extra_len
+        fh.seek(start)
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
@@ -119,7 +131,18 @@ def npz_member_memmap(path: Path, member: str) -> np.memmap:
         raise KitError(f"{path}:{member} is {dtype}; the reference asserts int32 multi-hot indices")
     if len(shape) != 2:
         raise KitError(f"{path}:{member} has shape {shape}; expected (rows, multi-hot size)")
+    if offset + int(np.prod(shape)) * dtype.itemsize > start + info.file_size:
+        raise KitError(f"{path}:{member}: its header announces {shape} int32, more than the member holds")
     return np.memmap(path, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=offset)
+
+
+def _load_npy(f: Path) -> np.ndarray:
+    try:
+        return np.load(f, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        what = "is empty" if f.stat().st_size == 0 else f"is not a readable .npy ({type(e).__name__}: {first})"
+        raise KitError(f"{f} {what}; re-download it") from None
 
 
 class CriteoDay23:
@@ -134,14 +157,15 @@ class CriteoDay23:
             if not (root / name).is_file():
                 raise KitError(f"{root / name} not found; the Criteo multi-hot dir must hold {DENSE}, {SPARSE} "
                                f"and {LABELS}.")
-        try:
-            self.dense = np.load(root / DENSE, mmap_mode="r")
-            self.labels = np.load(root / LABELS, mmap_mode="r")
-        except (OSError, ValueError) as e:
-            raise KitError(f"cannot memory-map {root / DENSE} or {root / LABELS}: {e}") from None
+        self.dense = _load_npy(root / DENSE)
+        self.labels = _load_npy(root / LABELS)
         if self.dense.ndim != 2 or self.dense.shape[1] != N_DENSE:
             raise KitError(f"{root / DENSE} has shape {self.dense.shape}; expected (rows, {N_DENSE})")
+        if self.dense.dtype != np.float32:
+            raise KitError(f"{root / DENSE} is {self.dense.dtype}; the published dense features are float32")
         rows = self.dense.shape[0]
+        if rows == 0:
+            raise KitError(f"{root / DENSE} holds no rows; the Criteo day 23 set is empty")
         if self.labels.shape[0] != rows or self.labels.size != rows:
             raise KitError(f"{root / LABELS} has shape {self.labels.shape}; expected ({rows},) like {DENSE}")
         self.sparse = [npz_member_memmap(root / SPARSE, f"{k}.npy") for k in range(N_SPARSE)]
@@ -174,6 +198,26 @@ class CriteoDay23:
         dense = np.array(self.dense[s:e], dtype=np.float32)
         sparse = [np.array(a[s:e]) for a in self.sparse]
         return dense, sparse, self.label_rows(s, e)
+
+    def check_indices(self, start: int, stop: int, table_rows: list[int], source: Path) -> None:
+        """KitError naming the first sparse index of samples [start, stop) outside its embedding
+        table (table_rows: the checkpoint's num_embeddings_per_feature, read from `source`): the
+        file, feature, row and qsl_idx. Vectorised over chunks of the memory-mapped members."""
+        r0, r1 = int(self.offsets[start]), int(self.offsets[stop])
+        for k, a in enumerate(self.sparse):
+            limit = int(table_rows[k])
+            step = max(1, CHECK_CHUNK_BYTES // (4 * max(1, a.shape[1])))
+            for c0 in range(r0, r1, step):
+                block = np.asarray(a[c0:min(r1, c0 + step)])
+                if block.size and (int(block.min()) < 0 or int(block.max()) >= limit):
+                    bad = (block < 0) | (block >= limit)
+                    row = int(np.flatnonzero(bad.any(axis=1))[0])
+                    value = int(block[row][bad[row]][0])
+                    r = c0 + row
+                    q = int(np.searchsorted(self.offsets, r, side="right")) - 1
+                    raise KitError(f"{self.root / SPARSE}:{k}.npy row {r} (qsl_idx {q}) holds index {value}, "
+                                   f"outside embedding table {k} (0..{limit - 1} per {source}); the multi-hot "
+                                   f"file and the checkpoint do not belong together")
 
     def label_rows(self, s: int, e: int) -> np.ndarray:
         return np.asarray(self.labels[s:e], dtype=np.float32).reshape(-1)

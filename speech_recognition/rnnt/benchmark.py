@@ -66,21 +66,75 @@ def read_manifest(root: Path) -> list[dict]:
             raise KitError(f"{f} entry {i} lacks original_duration, files[].fname or transcript") from None
         if len(wavs) != 1 or not isinstance(transcript, str):
             raise KitError(f"{f} entry {i}: expected one speed-1 file and a transcript string")
-        kept.append({"wav": root / wavs[0], "transcript": text.normalize(transcript)})
+        kept.append({"wav": root / _inside(f, i, wavs[0]), "transcript": text.normalize(transcript)})
     return kept
 
 
-def read_wav(path: Path) -> np.ndarray:
+def _inside(manifest: Path, i: int, fname) -> str:
+    """A manifest `fname`: a relative path that stays inside the dataset dir (no '..', not absolute)."""
+    if not isinstance(fname, str) or not fname or fname.startswith("/") or ".." in fname.split("/"):
+        raise KitError(f"{manifest} entry {i}: file {fname!r} is not a path inside the dataset dir "
+                       f"(absolute or with '..'); refusing to read outside {manifest.parent}.")
+    return fname
+
+
+def wav_problem(path: Path) -> str | None:
+    """What is wrong with a WAV file, from its header alone (a few bytes: cheap for every file
+    before the model loads), or None: RIFF/WAVE, 16-bit PCM fmt at 16 kHz, a data chunk that the
+    file holds whole."""
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return "is not a RIFF/WAVE file" if size else "is empty"
+            fmt = None
+            while True:
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return "has no data chunk (truncated?)"
+                cid, n = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if cid == b"fmt ":
+                    fmt = fh.read(min(n, 16))
+                    if len(fmt) < 16:
+                        return "has a truncated fmt chunk"
+                    fh.seek(n - 16 + (n & 1), 1)
+                elif cid == b"data":
+                    if fmt is None:
+                        return "has its data chunk before its fmt chunk"
+                    tag, _channels, rate, _, align, bits = struct.unpack("<HHIIHH", fmt)
+                    if tag not in (1, 0xFFFE) or bits != 16:
+                        return f"is not 16-bit PCM (format {tag}, {bits} bits)"
+                    if rate != feat.SAMPLE_RATE:
+                        return f"is {rate} Hz; the RNN-T set is {feat.SAMPLE_RATE} Hz"
+                    if fh.tell() + n > size:
+                        return f"is truncated: its data chunk has {n} bytes, the file ends {fh.tell() + n - size} bytes short"
+                    if n == 0 or n % max(1, align):
+                        return f"has a data chunk of {n} bytes, not a whole number of {align}-byte frames"
+                    return None
+                else:
+                    fh.seek(n + (n & 1), 1)
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as e:
+        return f"is unreadable ({e.strerror})"
+
+
+def read_wav(path: Path, qsl_idx: int | None = None) -> np.ndarray:
     import soundfile as sf
 
+    where = f"audio file {path}" + (f" (qsl_idx {qsl_idx})" if qsl_idx is not None else "")
     try:
         x, sr = sf.read(str(path), dtype="float32")
     except FileNotFoundError:
-        raise KitError(f"audio file {path} is missing; restore it, never skip it") from None
+        raise KitError(f"{where} is missing; restore it, never skip it") from None
     except (RuntimeError, OSError) as e:  # soundfile raises LibsndfileError (a RuntimeError)
-        raise KitError(f"audio file {path} is unreadable: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise KitError(f"{where} is unreadable: {first}") from None
     if sr != feat.SAMPLE_RATE:
-        raise KitError(f"audio file {path} is {sr} Hz; the RNN-T set is {feat.SAMPLE_RATE} Hz WAV")
+        raise KitError(f"{where} is {sr} Hz; the RNN-T set is {feat.SAMPLE_RATE} Hz WAV")
     return x.mean(axis=1) if x.ndim == 2 else x
 
 
@@ -93,14 +147,17 @@ class LibriSpeech(Dataset):
     def load(self, index: int) -> np.ndarray:
         if not 0 <= index < self.size:
             raise KitError(f"utterance {index} is outside {self.root / MANIFEST} ({self.size} kept)")
-        return feat.features(read_wav(self.utterances[index]["wav"]))
+        return feat.features(read_wav(self.utterances[index]["wav"], index))
 
     def check_available(self, start: int, stop: int) -> None:
+        # the WAV headers only: a missing, empty, foreign or truncated file fails before the model loads
         for i in range(start, stop):
             p = self.utterances[i]["wav"]
-            if not p.is_file():
-                raise KitError(f"audio file {p} (utterance {i}) is missing; restore it before running "
-                               f"(a skip would shift every later index)")
+            problem = wav_problem(p)
+            if problem is not None:
+                hint = ("restore it before running (a skip would shift every later index)" if problem == "is missing"
+                        else "replace it with the reference's converted WAV")
+                raise KitError(f"audio file {p} (qsl_idx {i}) {problem}; {hint}")
 
 
 def checkpoint_file(model_path: Path) -> Path:
@@ -164,9 +221,9 @@ class RNNTBenchmark(Benchmark):
             dims = dims_from_state(state)
             model = RNNT(dims)
             model.load_state_dict(state, strict=True)
-        except (KeyError, RuntimeError) as e:
+        except (KeyError, RuntimeError, IndexError, ValueError, TypeError, AttributeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise KitError(f"{f} is not an MLPerf RNN-T state dict ({first})") from None
+            raise KitError(f"{f} is not an MLPerf RNN-T state dict ({type(e).__name__}: {first})") from None
         if dims["vocab"] != text.BLANK + 1 or dims["features"] != feat.FEATURES:
             raise KitError(f"{f}: the model takes {dims['features']} features and {dims['vocab']} outputs; "
                            f"the MLPerf RNN-T takes {feat.FEATURES} and {text.BLANK + 1}")

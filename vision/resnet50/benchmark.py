@@ -7,7 +7,6 @@ weights, PIL preprocessing, argmax with offset 0, label sent as one float32
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -15,6 +14,8 @@ import numpy as np
 
 from evalkit.benchmark import Benchmark, Dataset
 from evalkit.errors import KitError
+
+from vision.image_files import image_problem
 
 from .preprocess import crop_file, normalize, preprocess_file
 
@@ -57,6 +58,9 @@ def _read_val_map(root: Path) -> tuple[list[str], np.ndarray]:
         if label is None or not 0 <= label < NUM_CLASSES:
             raise KitError(f"{vm} line {lineno} is malformed: expected '<image path> <label 0..999>', "
                            f"got {line!r}; fix or re-download val_map.txt.")
+        if cols[0].startswith("/") or ".." in cols[0].split("/"):
+            raise KitError(f"{vm} line {lineno}: image {cols[0]!r} is not a path inside the dataset dir "
+                           f"(absolute or with '..'); refusing to read outside {root}.")
         names.append(cols[0])
         labels.append(label)
     if not names:
@@ -81,18 +85,22 @@ class ImageNetDataset(Dataset):
         try:
             return crop_file(p)
         except FileNotFoundError:
-            raise KitError(f"image {p} (index {index}) is missing; restore it, never skip it "
+            raise KitError(f"image {p} (qsl_idx {index}) is missing; restore it, never skip it "
                            f"(a skip shifts every later index).") from None
         except (OSError, ValueError, SyntaxError) as e:
-            raise KitError(f"image {p} (index {index}) is unreadable ({type(e).__name__}: {e}); "
+            raise KitError(f"image {p} (qsl_idx {index}) is unreadable ({type(e).__name__}: {e}); "
                            f"replace the file.") from None
 
     def check_available(self, start: int, stop: int) -> None:
+        # both ends of every file (vision/image_files.py): missing, empty, foreign or truncated
+        # images fail here, before the model loads
         for i in range(start, stop):
             p = self.root / self.names[i]
-            if not os.path.exists(p):
-                raise KitError(f"image {p} (index {i}) is missing; restore it before running "
-                               f"(a skip would shift every later index).")
+            problem = image_problem(p)
+            if problem is not None:
+                hint = ("restore it before running (a skip would shift every later index)"
+                        if problem == "is missing" else "replace it with the ImageNet original")
+                raise KitError(f"image {p} (qsl_idx {i}) {problem}; {hint}.")
 
 
 def _checkpoint_path(model_path: Path) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from evalkit.errors import KitError
+from vision.image_files import image_problem
 
 ANNOTATIONS = Path("annotations") / "openimages-mlperf.json"
 IMAGES = Path("validation") / "data"
@@ -34,6 +35,10 @@ def read_annotations(root: Path) -> dict:
     for i, im in enumerate(d["images"]):
         if not isinstance(im, dict) or not {"id", "file_name", "height", "width"} <= set(im):
             raise KitError(f"{f}: images[{i}] lacks id/file_name/height/width.")
+        name = im["file_name"]
+        if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/"):
+            raise KitError(f"{f}: images[{i}] file_name {name!r} is not a path inside {root / IMAGES} "
+                           f"(absolute or with '..'); refusing to read outside the dataset dir.")
     d.setdefault("annotations", [])
     d.setdefault("categories", [])
     return d
@@ -82,18 +87,22 @@ class OpenImages:
             raise KitError(f"sample index {index} is outside {self.root / ANNOTATIONS} ({self.size} images).")
         p = self.path(index)
         if not p.is_file():
-            raise KitError(f"image {p} (index {index}) is missing; restore it, never skip it "
+            raise KitError(f"image {p} (qsl_idx {index}) is missing; restore it, never skip it "
                            f"(a skip shifts every later index).")
         try:
             return index, preprocess_file(p, self.size_px, self.preprocess)
         except (OSError, ValueError) as e:
-            raise KitError(f"image {p} (index {index}) is unreadable ({e}); replace the file.") from None
+            raise KitError(f"image {p} (qsl_idx {index}) is unreadable ({e}); replace the file.") from None
 
     def check_available(self, start: int, stop: int) -> None:
+        # both ends of every file (vision/image_files.py): missing, empty, foreign or truncated
+        # images fail here, before the model loads (cv2 would decode a truncated JPEG silently)
         for i in range(start, stop):
-            if not os.path.exists(self.path(i)):
-                raise KitError(f"image {self.path(i)} (index {i}) is missing; restore it before running "
-                               f"(a skip would shift every later index).")
+            problem = image_problem(self.path(i))
+            if problem is not None:
+                hint = ("restore it before running (a skip would shift every later index)"
+                        if problem == "is missing" else "replace it with the OpenImages original")
+                raise KitError(f"image {self.path(i)} (qsl_idx {i}) {problem}; {hint}.")
 
 
 # --- accuracy ------------------------------------------------------------------------------------

@@ -80,18 +80,91 @@ class KiTS19:
         obj = load_pickle(p)
         image = obj[0] if isinstance(obj, (list, tuple)) else None
         if not isinstance(image, np.ndarray) or image.ndim != 4 or image.shape[0] != 1:
-            raise KitError(f"{p}: expected [image (1, D, H, W), label]; re-run the reference preprocessing.")
+            raise KitError(f"{p} (qsl_idx {index}): expected [image (1, D, H, W), label]; re-run the reference "
+                           f"preprocessing.")
         if image.shape[1:] != volume_shape(self.aux[case]):
-            raise KitError(f"{p}: image shape {image.shape} differs from image_shape "
+            raise KitError(f"{p} (qsl_idx {index}): image shape {image.shape} differs from image_shape "
                            f"{tuple(self.aux[case]['image_shape'])} in {INDEX}.")
         return index, np.ascontiguousarray(image, dtype=np.float32)
 
     def check_available(self, start: int, stop: int) -> None:
+        """Before the model loads: each case's pickle (present, a whole pickle at least as large as
+        its float32 image) and its ground truth (a readable NIfTI header, a whole gzip stream), so
+        that neither a missing input nor a missing label is found after the run."""
         for i in range(start, stop):
-            for p in (self.root / f"{self.cases[i]}.pkl",):
-                if not os.path.exists(p):
-                    raise KitError(f"{p} (case index {i}) is missing; restore it before running "
-                                   f"(a skip would shift every later index).")
+            case = self.cases[i]
+            p = self.root / f"{case}.pkl"
+            problem = pickle_problem(p, 4 * self.voxels(i))
+            if problem is None:
+                p = segmentation_path(self.root, case)
+                problem = nifti_problem(p)
+            if problem is not None:
+                hint = ("restore it before running (a skip would shift every later index)"
+                        if problem == "is missing" else "re-run the reference preprocessing")
+                raise KitError(f"{p} (qsl_idx {i}) {problem}; {hint}.")
+
+
+def pickle_problem(path: Path, min_bytes: int) -> str | None:
+    """A preprocessed case from its size and both ends (never unpickled here): a pickle starts with
+    PROTO (0x80, protocol 2..5) and ends with STOP ('.'), and holds at least its image's bytes."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+            fh.seek(max(0, size - 1))
+            last = fh.read(1)
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as e:
+        return f"is unreadable ({e.strerror})"
+    if size == 0:
+        return "is empty"
+    if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5 or last != b".":
+        return "is not a whole pickle (no protocol header or no STOP at its end: truncated or corrupt)"
+    if size < min_bytes:
+        return f"holds {size} bytes, less than its float32 image's {min_bytes} (truncated)"
+    return None
+
+
+def segmentation_path(root: Path, case: str) -> Path:
+    return Path(root) / "nifti" / case / "segmentation.nii.gz"
+
+
+def nifti_problem(path: Path) -> str | None:
+    """The ground truth from its header (nibabel reads only the first bytes) and its gzip trailer:
+    ISIZE (the last 4 bytes) must be the header plus the volume's bytes. A file whose trailer
+    disagrees (several gzip members) is decompressed once to tell."""
+    import gzip
+    import struct
+
+    import nibabel as nib
+
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as e:
+        return f"is unreadable ({e.strerror})"
+    if size == 0:
+        return "is empty"
+    try:
+        img = nib.load(str(path))
+        want = int(img.dataobj.offset) + int(np.prod(img.shape)) * img.header.get_data_dtype().itemsize
+        with open(path, "rb") as fh:
+            fh.seek(size - 4)
+            isize = struct.unpack("<I", fh.read(4))[0]
+        if isize == want % 2**32:
+            return None
+        with gzip.open(path, "rb") as fh:
+            got = 0
+            while chunk := fh.read(1 << 20):
+                got += len(chunk)
+        if got < want:
+            return f"holds {got} bytes of NIfTI, its header announces {want} (truncated)"
+        return None
+    except Exception as e:  # noqa: BLE001 - nibabel/gzip raise many types for a bad file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"is not a readable NIfTI file ({type(e).__name__}: {first})"
 
 
 # --- accuracy ------------------------------------------------------------------------------------
@@ -99,7 +172,7 @@ def load_segmentation(root: Path, case: str) -> np.ndarray:
     """Ground truth as accuracy_kits.py reads it: nibabel, get_fdata, cast to uint8."""
     import nibabel as nib
 
-    p = Path(root) / "nifti" / case / "segmentation.nii.gz"
+    p = segmentation_path(root, case)
     if not p.is_file():
         raise KitError(f"{p} is missing; the ground truth of case {case} is needed to score it.")
     try:
