@@ -1,13 +1,18 @@
-"""RetinaNet benchmarks (issue 15), CPU.
+"""RetinaNet benchmarks (issues 15, 25), CPU.
 
 1. Images/s of the full-size MLPerf RetinaNet (ResNeXt50-32x4d FPN, 264 classes, random weights)
-   at --size (800 as the reference): fp32 NCHW vs bf16 + channels_last, forward + post-processing.
-2. mAP time on a synthetic log of --images (24,781 as the full set) OpenImages-MLPerf images: the
+   at --size (800 as the reference), make_batch + forward + post-processing: the reference-exact
+   default (fp32, NCHW, float32 samples) vs the fast options (channels_last, preprocess=uint8, bf16).
+2. Preprocessing per image: the reference's float32 resize (default) vs preprocess=uint8, and the
+   uint8 option's difference from the reference (max |diff|, share of values that differ) on
+   photos (scikit-learn's sample JPEGs when installed) and generated pictures at OpenImages sizes.
+3. mAP time on a synthetic log of --images (24,781 as the full set) OpenImages-MLPerf images: the
    reference way (accuracy-openimages.py: json.load of the whole log, detections json written and
    re-read by loadRes, single-process pycocotools) vs the kit (streamed log, faster-coco-eval).
    Both must give the same mAP. Goal: the kit at least 2x faster.
 
     .venv/bin/python bench/bench_retinanet.py [--size 800] [--n 3] [--images 24781] [--skip_speed]
+        [--skip_preprocess] [--skip_map]
 """
 from __future__ import annotations
 
@@ -33,22 +38,96 @@ from vision.retinanet import openimages as oi  # noqa: E402
 from vision.retinanet.benchmark import BENCHMARK  # noqa: E402
 
 
-def images_per_s(size: int, n: int, dtype: str, channels_last: bool) -> float:
+def layout_difference(size: int) -> tuple[float, float]:
+    """channels_last vs the default NCHW, fp32, one picture: max |score difference| over every
+    anchor and class, max |box difference| (px) over every decoded anchor box."""
+    torch.manual_seed(0)
+    net = rm.RetinaNet().eval()
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.integers(0, 256, (1, 3, size, size)).astype(np.float32) / np.float32(255))
+    out = []
+    for cl in (False, True):
+        m = net.to(memory_format=torch.channels_last) if cl else net
+        xi = x.contiguous(memory_format=torch.channels_last) if cl else x
+        with torch.inference_mode():
+            cls, reg, hw = m.head_outputs(xi)
+            anchors = rm.grid_anchors((size, size), hw, "cpu")
+            boxes = torch.cat([rm.decode_boxes(r[0], a) for r, a in zip(reg, anchors)])
+            out.append((torch.sigmoid(torch.cat([c[0].flatten() for c in cls])), boxes))
+    return (float((out[0][0] - out[1][0]).abs().max()), float((out[0][1] - out[1][1]).abs().max()))
+
+
+def images_per_s(size: int, n: int, dtype: str, channels_last: bool, preprocess: str) -> float:
     torch.manual_seed(0)
     net = rm.RetinaNet().eval()
     with torch.no_grad():  # the reference's head init: prior 0.01, so a random net detects little
         net.head.classification_head.cls_logits.bias.fill_(-4.595)
     net = net.to(BENCHMARK.torch_dtype(dtype))
-    opts = {"channels_last": channels_last}
+    opts = {"channels_last": channels_last, "preprocess": preprocess}
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     rng = np.random.default_rng(0)
     samples = [(i, rng.integers(0, 256, (3, size, size), dtype=np.uint8)) for i in range(n + 1)]
+    if preprocess == "float32":  # the default samples: already /255 in float32
+        samples = [(i, x.astype(np.float32) / np.float32(255)) for i, x in samples]
     BENCHMARK.postprocess(BENCHMARK.forward(net, BENCHMARK.make_batch(samples[:1], "cpu", dtype, opts)), 1)  # warm-up
     t0 = time.perf_counter()
     for s in samples[1:]:
         BENCHMARK.postprocess(BENCHMARK.forward(net, BENCHMARK.make_batch([s], "cpu", dtype, opts)), 1)
     return n / (time.perf_counter() - t0)
+
+
+def _pictures(root: Path) -> list[Path]:
+    """Photos when scikit-learn's sample JPEGs are there, plus generated pictures at typical
+    OpenImages sizes (1024 x 683, 1024 x 768, 768 x 1024): smooth areas, edges, texture."""
+    import cv2
+
+    out = []
+    try:
+        import sklearn.datasets as skd
+        out += sorted((Path(skd.__file__).parent / "images").glob("*.jpg"))
+    except ImportError:
+        pass
+    rng = np.random.default_rng(0)
+    for k, (h, w) in enumerate([(683, 1024), (768, 1024), (1024, 768)]):
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        img = np.stack([xx * 255 / w, yy * 255 / h, 128 + 60 * np.sin(xx / 23 + yy / 41)], -1)
+        for _ in range(12):
+            y0, x0 = int(rng.integers(0, h - 100)), int(rng.integers(0, w - 100))
+            img[y0:y0 + int(rng.integers(30, 300)), x0:x0 + int(rng.integers(30, 300))] = rng.uniform(0, 255, 3)
+        img += rng.normal(0, 8, img.shape)
+        p = root / f"generated_{k}.jpg"
+        cv2.imwrite(str(p), np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        out.append(p)
+    return out
+
+
+def preprocess_table(size: int, repeat: int = 5) -> None:
+    """ms per image of each preprocessing, and preprocess=uint8's difference from the reference."""
+    with tempfile.TemporaryDirectory() as d:
+        pics = _pictures(Path(d))
+        print(f"\nPreprocessing to {size}x{size} ({len(pics)} JPEGs, best of {repeat}; decode included)")
+        print(f"{'image':<28}{'HxW':>11}{'float32 ms':>12}{'uint8 ms':>10}{'max |diff|':>13}{'values differ':>15}")
+        worst, shares = 0.0, []
+        for p in pics:
+            ms = {}
+            for kind in ("float32", "uint8"):
+                best = float("inf")
+                for _ in range(repeat):
+                    t = time.perf_counter()
+                    x = oi.preprocess_file(p, size, kind)
+                    best = min(best, time.perf_counter() - t)
+                ms[kind] = (1e3 * best, x)
+            ref, u8 = ms["float32"][1], ms["uint8"][1]
+            diff = np.abs(u8.astype(np.float32) / np.float32(255) - ref)   # as the device sees it
+            worst = max(worst, float(diff.max()))
+            shares.append(float((diff > 0).mean()))
+            import cv2
+            h, w = cv2.imread(str(p)).shape[:2]
+            print(f"{p.name:<28}{f'{h}x{w}':>11}{ms['float32'][0]:>12.1f}{ms['uint8'][0]:>10.1f}"
+                  f"{diff.max() * 255:>9.3f}/255{100 * shares[-1]:>14.1f}%")
+        print(f"preprocess=uint8 vs the reference: max |diff| {worst * 255:.3f}/255, "
+              f"{100 * min(shares):.1f}-{100 * max(shares):.1f} % of values differ")
 
 
 def synthetic_log(root: Path, n_images: int, seed: int = 0) -> Path:
@@ -135,16 +214,25 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=3, help="timed images per mode")
     ap.add_argument("--images", type=int, default=24781)
     ap.add_argument("--skip_speed", action="store_true")
+    ap.add_argument("--skip_preprocess", action="store_true")
     ap.add_argument("--skip_map", action="store_true")
     a = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
     if not a.skip_speed:
-        rows = [("fp32, NCHW", images_per_s(a.size, a.n, "fp32", False)),
-                ("bf16, channels_last", images_per_s(a.size, a.n, "bf16", True))]
-        print(f"\nRetinaNet (full size, random weights) {a.size}x{a.size}, batch 1, {a.n} images each")
-        print(f"{'mode':<22}{'images/s':>10}{'vs fp32':>9}")
+        modes = [("fp32, NCHW, float32 samples (default)", "fp32", False, "float32"),
+                 ("fp32, channels_last", "fp32", True, "float32"),
+                 ("fp32, NCHW, preprocess=uint8", "fp32", False, "uint8"),
+                 ("bf16, channels_last, uint8", "bf16", True, "uint8")]
+        rows = [(name, images_per_s(a.size, a.n, *m)) for name, *m in modes]
+        print(f"\nRetinaNet (full size, random weights) {a.size}x{a.size}, batch 1, {a.n} images each; "
+              f"make_batch + forward + post-processing")
+        print(f"{'mode':<40}{'images/s':>10}{'vs default':>12}")
         for name, v in rows:
-            print(f"{name:<22}{v:>10.3f}{v / rows[0][1]:>8.2f}x")
+            print(f"{name:<40}{v:>10.3f}{v / rows[0][1]:>11.2f}x")
+        ds, db = layout_difference(a.size)
+        print(f"channels_last vs NCHW (fp32, every anchor): max |score diff| {ds:.2e}, max |box diff| {db:.2e} px")
+    if not a.skip_preprocess:
+        preprocess_table(a.size)
     if not a.skip_map:
         with tempfile.TemporaryDirectory() as d:
             root = Path(d)
