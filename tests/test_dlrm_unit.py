@@ -372,3 +372,58 @@ def test_a_damaged_snapshot_is_one_line(synth, tmp_path):
     (tmp_path / "full" / "x").write_text("")
     with pytest.raises(KitError, match="not empty"):
         snapshot.convert(snap, tmp_path / "full")
+
+
+def _rewrite_npz(path, fn):
+    with np.load(path) as z:
+        arrays = {k: np.array(z[k]) for k in z.files}
+    fn(arrays)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)  # uncompressed, as the published file
+
+
+def test_corrupt_sparse_file_is_one_line_naming_it(synth, tmp_path):
+    import shutil
+    out, _ = synth
+    ds = shutil.copytree(out / "dataset", tmp_path / "ds")
+    data = (ds / criteo.SPARSE).read_bytes()
+    for bad in (data[:len(data) // 2], b"", b"\x00" * len(data)):
+        (ds / criteo.SPARSE).write_bytes(bad)
+        with pytest.raises(KitError, match=rf"{criteo.SPARSE}.*(zip|empty)") as e:
+            BENCHMARK.open_dataset(ds, out / "model")
+        assert "\n" not in str(e.value)
+
+
+def test_empty_set_is_one_line_naming_the_file(synth, tmp_path):
+    import shutil
+    out, _ = synth
+    ds = shutil.copytree(out / "dataset", tmp_path / "ds")
+    np.save(ds / criteo.DENSE, np.zeros((0, criteo.N_DENSE), np.float32))
+    np.save(ds / criteo.LABELS, np.zeros((0, 1), np.float32))
+    _rewrite_npz(ds / criteo.SPARSE, lambda a: a.update({k: v[:0] for k, v in a.items()}))
+    with pytest.raises(KitError, match=rf"{criteo.DENSE} holds no rows"):
+        BENCHMARK.open_dataset(ds, out / "model")
+
+
+def test_out_of_range_sparse_index_is_found_before_the_model_loads(synth, tmp_path):
+    """An index past its embedding table (sizes from the checkpoint's config.json) is found by
+    check_available, which the core calls before the model loads: one line naming the file, the
+    feature, the row and the sample's qsl_idx."""
+    import shutil
+    out, _ = synth
+    ds = shutil.copytree(out / "dataset", tmp_path / "ds")
+    rows = read_config(out / "model")["num_embeddings_per_feature"]
+    day = criteo.CriteoDay23(ds)
+    s, e = day.rows(4)
+
+    def poke(a):
+        a["7"][s + 1, 0] = rows[7]  # one past the table's last row
+    _rewrite_npz(ds / criteo.SPARSE, poke)
+    d = BENCHMARK.open_dataset(ds, out / "model")
+    d.check_available(0, 4)
+    with pytest.raises(KitError, match=rf"{criteo.SPARSE}:7\.npy row {s + 1} \(qsl_idx 4\) holds index {rows[7]}") as err:
+        d.check_available(0, 6)
+    assert "\n" not in str(err.value) and "config.json" in str(err.value)
+    _rewrite_npz(ds / criteo.SPARSE, lambda a: a["3"].__setitem__((s, 0), -1))
+    with pytest.raises(KitError, match=r"3\.npy row .* holds index -1"):
+        BENCHMARK.open_dataset(ds, out / "model").check_available(0, 6)
