@@ -221,3 +221,162 @@ def test_out_of_range_sparse_index_is_found_before_the_model_loads(synth, tmp_pa
     _rewrite_npz(ds / criteo.SPARSE, lambda a: a["3"].__setitem__((s, 0), -1))
     with pytest.raises(KitError, match=r"3\.npy row .* holds index -1"):
         BENCHMARK.open_dataset(ds, out / "model").check_available(0, 6)
+
+
+# --- the published checkpoint: a torchsnapshot of DLRMTrain -----------------------------------------
+_TABLE_KEY = "model.sparse_arch.embedding_bag_collection.embedding_bags.t_cat_{}.weight"
+
+
+def _tensor_entry(location: str, a: np.ndarray, byte_range=None) -> dict:
+    """torchsnapshot's TensorEntry as asdict() writes it (manifest.py)."""
+    return {"type": "Tensor", "location": location, "serializer": "buffer_protocol", "dtype": "torch.float32",
+            "shape": list(a.shape), "replicated": False, "byte_range": byte_range}
+
+
+class _Slab:
+    """batcher.py: small tensors packed into one file batched/<uuid>, each with its byte range."""
+
+    def __init__(self, root, name):
+        self.location, self.data = f"batched/{name}", bytearray()
+        self.root = root
+
+    def add(self, a: np.ndarray) -> dict:
+        lo = len(self.data)
+        self.data += np.ascontiguousarray(a, "<f4").tobytes()
+        return _tensor_entry(self.location, a, [lo, len(self.data)])
+
+    def close(self):
+        (self.root / "batched").mkdir(exist_ok=True)
+        (self.root / self.location).write_bytes(bytes(self.data))
+
+
+def _write_reference_snapshot(model_dir, snap, world_size=3) -> None:
+    """What Snapshot.take(path, app_state={"model": DistributedModelParallel(DLRMTrain(DLRM_DCN))})
+    writes on `world_size` ranks, in torchsnapshot's on-disk format (not its code): .snapshot_metadata
+    (JSON), every key of DLRMTrain's state dict with its `model.` prefix under the app key "model";
+    dense tensors on every rank, rank 0's packed into a batched/ slab, the others' in per-rank files;
+    tables as ShardedTensors: row-wise over the ranks (files under sharded/, or slabbed), one table
+    column-wise, one table-wise on rank 1."""
+    snap.mkdir(parents=True)
+    dense = {k: v.numpy() for k, v in torch.load(model_dir / DENSE_WEIGHTS).items()}
+    tables = [np.load(table_path(model_dir, k)) for k in range(26)]
+    keys = [f"model.{k}" for k in dense] + [_TABLE_KEY.format(k) for k in range(26)]
+    manifest = {}
+    for r in range(world_size):
+        manifest[f"{r}/model"] = {"type": "OrderedDict", "keys": keys}
+        slab = _Slab(snap, f"{r:08d}-slab")
+        for k, a in dense.items():
+            path = f"{r}/model/model.{k}"
+            if r == 0:
+                manifest[path] = slab.add(a)
+            else:
+                (snap / path).parent.mkdir(parents=True, exist_ok=True)
+                (snap / path).write_bytes(a.astype("<f4").tobytes())
+                manifest[path] = _tensor_entry(path, a)
+        for t, a in enumerate(tables):
+            rows, dim = a.shape
+            if t == 3:    # column-wise: column block r
+                cuts = [(0, rows, dim * r // world_size, dim * (r + 1) // world_size)]
+            elif t == 5:  # table-wise: all of it on rank 1
+                cuts = [(0, rows, 0, dim)] if r == 1 else []
+            else:         # row-wise
+                cuts = [(rows * r // world_size, rows * (r + 1) // world_size, 0, dim)]
+            shards = []
+            for lo, hi, c0, c1 in cuts:
+                if hi == lo or c1 == c0:
+                    continue
+                piece = np.ascontiguousarray(a[lo:hi, c0:c1])
+                loc = f"sharded/model/{_TABLE_KEY.format(t)}_{lo}_{c0}"
+                if t % 2:
+                    entry = slab.add(piece)
+                else:
+                    (snap / loc).parent.mkdir(parents=True, exist_ok=True)
+                    (snap / loc).write_bytes(piece.astype("<f4").tobytes())
+                    entry = _tensor_entry(loc, piece)
+                shards.append({"offsets": [lo, c0], "sizes": [hi - lo, c1 - c0], "tensor": entry})
+            if shards:
+                manifest[f"{r}/model/{_TABLE_KEY.format(t)}"] = {"type": "ShardedTensor", "shards": shards}
+        slab.close()
+    (snap / ".snapshot_metadata").write_text(json.dumps({"version": "0.1.0", "world_size": world_size,
+                                                         "manifest": manifest}, indent=2))
+
+
+def test_the_published_snapshot_converts_to_the_kit_layout(synth, tmp_path):
+    """A DLRMTrain snapshot as the reference restores it -> config.json, dense.pt and the 26
+    tables, equal to the model it was written from; evaluating the converted dir gives the
+    synthetic set's payloads bit for bit. `python -m recommendation.dlrm_v2.snapshot` as pasted."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, kit_env
+
+    out, payloads = synth
+    snap = tmp_path / "snapshot"
+    _write_reference_snapshot(out / "model", snap)
+    with pytest.raises(KitError, match="published torchsnapshot; convert it"):
+        BENCHMARK.load_model(snap, "cpu", "fp32", {})
+    conv = tmp_path / "converted"
+    cmd = [sys.executable, "-m", "recommendation.dlrm_v2.snapshot", str(snap), str(conv)]
+    cp = subprocess.run(cmd, cwd=ROOT, env=kit_env(), capture_output=True, text=True, timeout=300)
+    # the default sizes are the reference model's: the tiny tables are refused, in one line
+    assert cp.returncode == 2 and "reach row 48, the model has 40000000" in cp.stderr, cp.stderr
+    assert len(cp.stderr.strip().splitlines()) == 1 and not conv.exists()
+    rows = ",".join(map(str, read_config(out / "model")["num_embeddings_per_feature"]))
+    cp = subprocess.run(cmd + ["--num_embeddings_per_feature", rows], cwd=ROOT, env=kit_env(), capture_output=True,
+                        text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr
+    assert read_config(conv) == read_config(out / "model")
+    want = torch.load(out / "model" / DENSE_WEIGHTS)
+    got = torch.load(conv / DENSE_WEIGHTS)
+    assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
+    for k in range(26):
+        assert np.array_equal(np.load(table_path(conv, k)), np.load(table_path(out / "model", k))), k
+    ds = BENCHMARK.open_dataset(out / "dataset")
+    net = BENCHMARK.load_model(conv, "cpu", "fp32", {})
+    for i, p in enumerate(payloads):
+        q = BENCHMARK.postprocess(BENCHMARK.forward(net, BENCHMARK.make_batch([ds.load(i)], "cpu", "fp32", {})), 1)
+        assert np.array_equal(q[0], p), i
+
+
+def test_a_damaged_snapshot_is_one_line(synth, tmp_path):
+    from recommendation.dlrm_v2 import snapshot
+
+    out, _ = synth
+    snap = tmp_path / "snap"
+    _write_reference_snapshot(out / "model", snap, world_size=3)
+    meta = json.loads((snap / ".snapshot_metadata").read_text())
+    rows = read_config(out / "model")["num_embeddings_per_feature"]
+
+    def broken(name, edit):
+        d = tmp_path / name
+        import shutil
+        shutil.copytree(snap, d)
+        m = json.loads(json.dumps(meta))
+        edit(d, m)
+        (d / ".snapshot_metadata").write_text(json.dumps(m))
+        with pytest.raises(KitError) as e:
+            snapshot.convert(d, tmp_path / f"out-{name}", rows)
+        assert "\n" not in str(e.value) and not (tmp_path / f"out-{name}").exists()
+        return str(e.value)
+
+    t0 = f"1/model/{_TABLE_KEY.format(0)}"
+    shard_file = meta["manifest"][t0]["shards"][0]["tensor"]["location"]
+    assert "not found" in broken("missing", lambda d, m: (d / shard_file).unlink())
+    assert "do not tile" in broken("dropped", lambda d, m: m["manifest"].pop(t0))  # the middle rows
+    assert "reach row 32, the model has 48" in broken("last", lambda d, m: m["manifest"].pop(t0.replace("1/", "2/")))
+
+    def outside(d, m):
+        m["manifest"][t0]["shards"][0]["tensor"]["location"] = "../../etc/passwd"
+    assert "inside the snapshot dir" in broken("outside", outside)
+
+    def pickled(d, m):
+        m["manifest"][t0]["shards"][0]["tensor"]["serializer"] = "torch_save"
+    assert "'buffer_protocol' tensors only" in broken("pickled", pickled)
+
+    def unprefixed(d, m):
+        m["manifest"] = {k.replace("/model.", "/"): v for k, v in m["manifest"].items()}
+    assert "lacks the 'model.' prefix" in broken("unprefixed", unprefixed)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(KitError, match="not empty"):
+        snapshot.convert(snap, tmp_path / "full", rows)

@@ -10,7 +10,7 @@ Unlike accuracy-dlrm.py, which trusts the labels inside the log, the AUC here pa
 prediction with the dataset's own label for that row: a log whose samples were swapped or
 shifted cannot score well by carrying its labels along. Label mismatches are counted.
 
-Checkpoint (our layout; see the README for how the published torchsnapshot maps to it):
+Checkpoint (our layout; recommendation/dlrm_v2/snapshot.py converts the published torchsnapshot to it):
   <model>/config.json        sizes: embedding_dim, num_embeddings_per_feature, dense_in_features,
                              dense_arch_layer_sizes, over_arch_layer_sizes, dcn_num_layers, dcn_low_rank_dim
   <model>/dense.pt           state dict of everything but the tables, torchrec parameter names
@@ -67,6 +67,10 @@ def table_path(model_path: Path, k: int) -> Path:
 def read_config(model_path: Path) -> dict:
     f = Path(model_path) / CONFIG
     if not f.is_file():
+        from .snapshot import is_snapshot
+        if is_snapshot(model_path):
+            raise KitError(f"{model_path} is the published torchsnapshot; convert it once to the kit's layout: "
+                           f"python -m recommendation.dlrm_v2.snapshot {model_path} OUT_DIR, then --model_path OUT_DIR")
         raise KitError(f"{f} not found; a DLRM-v2 checkpoint dir holds {CONFIG}, {DENSE_WEIGHTS} and "
                        f"{TABLE_DIR}/t_cat_<k>.npy (see the README, DLRM-v2)")
     try:
