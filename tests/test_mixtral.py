@@ -118,7 +118,7 @@ GOOD_PY = "def inc(x):\n    return x + 1\n"
 BAD_PY = "def inc(x):\n    return x - 1\n"
 
 
-@pytest.mark.parametrize("name,solution,passes", [
+@pytest.mark.parametrize("name,solution,passes", [pytest.param(*c, id=c[0]) for c in [
     ("failing __main__ block", GOOD_PY + "if __name__ == '__main__':\n    assert inc(2) == 0\n", True),
     ("input() in __main__", GOOD_PY + "if __name__ == '__main__':\n    print(inc(int(input())))\n", True),
     ("prints a lot", GOOD_PY + "print('x' * 100000)\nimport sys\nprint('y', file=sys.stderr)\n", True),
@@ -130,7 +130,7 @@ BAD_PY = "def inc(x):\n    return x - 1\n"
     ("correct, sys.exit(0) after the test", None, False),
     ("input() at top level", GOOD_PY + "n = input()\n", False),
     ("os.getcwd() (guarded)", GOOD_PY + "import os\nos.getcwd()\n", False),
-])
+]])
 def test_mbxp_python_judged_as_mxeval(name, solution, passes):
     """mxeval exec's the program (no __main__) after its reliability guard; any exception, SystemExit
     included, is a failure, and so is a process that ends without a verdict."""
@@ -175,7 +175,7 @@ def test_mbxp_javascript_lodash():
 
 
 @_NO_NODE
-@pytest.mark.parametrize("name,code,passes", [
+@pytest.mark.parametrize("name,code,passes", [pytest.param(*c, id=c[0]) for c in [
     # MBXP's TypeScript tests import node's assert without its type declarations: tsc reports the error,
     # writes the JS and exits 2, the only exit code mxeval counts as compiled
     ("mbxp-style, right", "const inc = function (x: number) : number { return x + 1; }\n"
@@ -186,7 +186,7 @@ def test_mbxp_javascript_lodash():
     # a program that type-checks cleanly: tsc exits 0 and mxeval never runs it
     ("clean compile (tsc exit 0)", "const inc = (x: number): number => x + 1;\nif (inc(2) !== 3) { throw 'no'; }\n",
      False),
-])
+]])
 def test_mbxp_typescript_compiled_only_on_tsc_exit_2(name, code, passes):
     from language.mixtral import mbxp
 
