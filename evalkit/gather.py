@@ -211,7 +211,8 @@ def _merge(run_dirs: list[Path], out_dir: Path | None = None, force: bool = Fals
 
 def verify(run_dir: Path) -> dict:
     """gather.json of run_dir, once its record holds: the merged log is the one gather wrote (sha256,
-    size) and every partition it merged still has the manifest and accuracy log it had then.
+    size) and every partition it merged that is on this machine (at its recorded dir or in run_dir)
+    still has the manifest and accuracy log it had then.
     KitError in one line otherwise. check and status call it before they score or report."""
     run_dir = Path(run_dir)
     info_f, merged = run_dir / GATHER_INFO, run_dir / MERGED
@@ -231,10 +232,12 @@ def verify(run_dir: Path) -> dict:
         p, d = part["partition"], Path(part["dir"])
         if not d.is_dir() and (run_dir / str(p)).is_dir():
             d = run_dir / str(p)  # a copy of the whole run (a published log, another node): its own partitions
+        if not d.is_dir():
+            continue  # only the gathered dir was copied here (`gather --out` on another node): its record stands
         man, log = d / rundir.MANIFEST, d / ACCURACY_LOG
         if not man.is_file() or not log.is_file():
-            raise KitError(f"partition {p}: {man if not man.is_file() else log} is gone since gather; the merged log "
-                           f"is vouched for only with its partitions in place: restore them, or rerun and {again}")
+            raise KitError(f"partition {p}: {man if not man.is_file() else log} is gone since gather (the partition "
+                           f"is being rerun or was emptied); the merged log no longer matches it: {again}")
         if sha256_file(man) != part.get("manifest_sha256"):
             raise KitError(f"partition {p}: {man} changed since gather (another run or an edit replaced it); "
                            f"the merged log no longer matches its partitions: {again}")

@@ -178,9 +178,10 @@ def load_run(run_dirs: Path | list[Path], log_dir: Path, verified: dict[str, dic
         else:  # partitions over node dirs: each partition's summary where it lies
             perf = combine({r["partition"]: parse_summary(Path(r["path"]) / SUMMARY) for r in parts})
     stale_acc = None
-    if acc is not None and check_error is None:
+    if acc is not None and check_error is None and (run_dir / rundir.MERGED).exists():
         # a PASS shown is a PASS that still holds: the merged log and partitions gather vouched for,
-        # and the merged log the check scored (the same verification as check and status)
+        # and the merged log the check scored (the same verification as check and status); a dashboard
+        # copy of accuracy.json + gather.json alone shows what its check recorded
         from .status import vouched
 
         problem = vouched(dirs)
