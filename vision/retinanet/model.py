@@ -10,7 +10,8 @@ num_batches_tracked), `backbone.fpn.inner_blocks.N`, `layer_blocks.N`, `extra_bl
 The architecture is read from the state dict's shapes (`Spec.from_state_dict`): the published
 checkpoint gives the real widths, a synthetic checkpoint the same names at tiny widths.
 Post-processing follows the reference: sigmoid scores > 0.05, top 1000 per level, boxes decoded
-against anchors and clipped, class-wise NMS at IoU 0.5, 300 detections at most.
+against anchors and clipped, the reference's batched NMS at IoU 0.5 (its float32 label offsets and
+its order for tied scores, see batched_nms), 300 detections at most.
 """
 from __future__ import annotations
 
