@@ -47,7 +47,10 @@ def load_causal_lm(cls, model_path: Path, device: str, dtype, what: str):
     (one device: the same path with a one-device map); SDPA attention; KitError on failure."""
     from transformers import AutoConfig
 
+    from language.hf_files import check_dir
+
     mp = hf_checkpoint_dir(model_path, what)
+    check_dir(mp, f"the {what} checkpoint")  # config, generation config, weights headers: the bad file named
     devices = split_devices(device)
     try:
         cfg = AutoConfig.from_pretrained(str(mp))
@@ -121,7 +124,9 @@ def load_tokenizer(model_path: Path, what: str, padding_side: str = "left"):
     from transformers import AutoTokenizer
 
     from evalkit.util import load_or_explain
+    from language.hf_files import check_tokenizer_dir
 
+    check_tokenizer_dir(Path(model_path), f"the {what} tokenizer")  # names the bad file; the loader would not
     tok = load_or_explain(f"{what} tokenizer", Path(model_path), AutoTokenizer.from_pretrained, str(model_path))
     tok.padding_side = padding_side
     tok.pad_token = tok.eos_token
@@ -148,6 +153,11 @@ def generation_cap(root: Path) -> int | None:
 
     f = Path(root) / GENERATION_FILE
     if not f.is_file():
+        from evalkit.manifest import SYNTHETIC_MARKER
+
+        if (Path(root) / SYNTHETIC_MARKER).is_file():  # every synthetic set has one: its truth used that cap
+            raise KitError(f"{f} is missing from this synthetic set (its truth was generated with that cap); "
+                           f"restore it or write the set again.")
         return None
     try:
         cap = int(json.loads(f.read_text())["max_new_tokens"])

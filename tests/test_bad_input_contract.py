@@ -64,124 +64,47 @@ CASE_TIMEOUT = 300
 
 # One place for the changes that cannot be refused, each with why: reason -> the cases it covers,
 # "model:kind:corruption" globs (kind = relative path with digit runs as '#'), space separated.
+# An allowed case must run through without a traceback (exit 0 or 1; run with --no_check).
 ALLOWED: dict[str, str] = {
+    "SYNTHETIC.json is the kit's marker, not part of the published layout: without it the set is a real one, "
+    "run and scored against the real targets and reported as real (the identity contract tells it from the "
+    "synthetic set by content)":
+        "*:dataset/SYNTHETIC.json:delete",
+    "a checkpoint's tensors in another dtype: load_state_dict casts them to the model's, as the reference's "
+    "loader does; that is another checkpoint, named by the identity contract (content hash), judged by the score":
+        "*:model/*.pt:dtype",
+    "the manifest's one utterance over 15 s: the reference's duration filter drops it unread, and so does the kit":
+        "rnnt:dataset/dev-clean-wav/#/#/#-#-long.wav:*",
+    "the raw CT volume is the reference preprocessing's input: the accuracy run reads the preprocessed "
+    "case_#.pkl (and the ground truth), never this file":
+        "3d-unet:dataset/nifti/case_#/imaging.nii.gz:*",
+    "outside the kit's data dir a pickle is never read (unpickling runs code): its parquet copy is "
+    "(language/frames.py)":
+        "llama2:dataset/*.pkl:* mixtral:dataset/*.pkl:*",
+    "0/1 labels in another dtype, or as (rows,) instead of (rows, 1): both forms are published, the labels "
+    "are the same":
+        "dlrm:dataset/day_#_labels.npy:dtype dlrm:dataset/day_#_labels.npy:shape",
+    "the synthetic quantile line repeats one value: its first half is the same distribution, the same samples":
+        "dlrm:dataset/dist_quantile.txt:truncate",
+    "special_tokens_map.json repeats tokenizer_config.json's special tokens (newer transformers do not write "
+    "it): without it the tokenizer is the same":
+        "stablediffusion:*/special_tokens_map.json:delete",
+    "generation_config.json holds generation defaults only: the kit passes the reference's generation "
+    "settings explicitly (the MLPerf GPT-J checkpoint ships none); a corrupt one is refused":
+        "gpt-j:model/generation_config.json:delete llama2:model/generation_config.json:delete "
+        "mixtral:model/generation_config.json:delete",
 }
 
 # Cases still open: reason and owner -> cases (same globs); xfail(strict=True) each.
 XFAIL: dict[str, str] = {
-    "baseline before the issue-24 fixes: found only after the model loaded (owner: the model folders, bad-input task)":
-        "resnet:dataset/ILSVRC#_val_#.JPEG:truncate resnet:dataset/ILSVRC#_val_#.JPEG:garbage "
-        "resnet:dataset/ILSVRC#_val_#.JPEG:empty stablediffusion:dataset/tools/clip/config.json:truncate "
-        "stablediffusion:dataset/tools/clip/config.json:garbage "
-        "stablediffusion:dataset/tools/clip/config.json:empty "
-        "stablediffusion:dataset/tools/clip/config.json:delete "
-        "stablediffusion:dataset/tools/clip/model.safetensors:delete "
-        "stablediffusion:dataset/tools/inception/pt_inception-#-#-#-#d.pth:truncate "
-        "stablediffusion:dataset/tools/inception/pt_inception-#-#-#-#d.pth:garbage "
-        "stablediffusion:dataset/tools/inception/pt_inception-#-#-#-#d.pth:empty "
-        "stablediffusion:dataset/tools/inception/pt_inception-#-#-#-#d.pth:delete "
-        "stablediffusion:dataset/tools/val#.npz:garbage stablediffusion:dataset/tools/val#.npz:delete "
-        "stablediffusion:dataset/tools/val#.npz:shape retinanet:dataset/validation/data/#.jpg:garbage "
-        "retinanet:dataset/validation/data/#.jpg:empty 3d-unet:dataset/case_#.pkl:truncate "
-        "3d-unet:dataset/case_#.pkl:garbage 3d-unet:dataset/case_#.pkl:empty "
-        "rnnt:dataset/dev-clean-wav/#/#/#-#-#.wav:garbage rnnt:dataset/dev-clean-wav/#/#/#-#-#.wav:empty",
-    "baseline before the issue-24 fixes: the error does not name the qsl_idx (owner: the model folders, bad-input task)":
-        "resnet:dataset/ILSVRC#_val_#.JPEG:delete retinanet:dataset/validation/data/#.jpg:delete "
-        "3d-unet:dataset/case_#.pkl:delete 3d-unet:dataset/nifti/case_#/segmentation.nii.gz:truncate "
-        "3d-unet:dataset/nifti/case_#/segmentation.nii.gz:garbage "
-        "3d-unet:dataset/nifti/case_#/segmentation.nii.gz:empty "
-        "3d-unet:dataset/nifti/case_#/segmentation.nii.gz:delete "
-        "rnnt:dataset/dev-clean-wav/#/#/#-#-#.wav:delete",
-    "baseline before the issue-24 fixes: accepted (exit 0/1) (owner: the model folders, bad-input task)":
-        "resnet:dataset/SYNTHETIC.json:delete bert:dataset/SYNTHETIC.json:delete "
-        "bert:model/vocab.txt:truncate gpt-j:dataset/SYNTHETIC.json:delete "
-        "gpt-j:model/generation_config.json:truncate gpt-j:model/generation_config.json:garbage "
-        "gpt-j:model/generation_config.json:empty gpt-j:model/generation_config.json:delete "
-        "gpt-j:model/tokenizer_config.json:delete stablediffusion:dataset/SYNTHETIC.json:delete "
-        "stablediffusion:dataset/latents/latents.pt:dtype stablediffusion:dataset/tools/clip/merges.txt:empty "
-        "stablediffusion:dataset/tools/clip/special_tokens_map.json:delete "
-        "stablediffusion:dataset/tools/clip/tokenizer_config.json:delete "
-        "stablediffusion:dataset/tools/val#.npz:dtype stablediffusion:model/tokenizer/merges.txt:empty "
-        "stablediffusion:model/tokenizer/special_tokens_map.json:delete "
-        "stablediffusion:model/tokenizer_#/merges.txt:empty "
-        "stablediffusion:model/tokenizer_#/special_tokens_map.json:delete "
-        "llama2:dataset/SYNTHETIC.json:delete llama2:dataset/generation.json:delete "
-        "llama2:dataset/open_orca_gpt#_tokenized_llama.sampled_#.pkl:truncate "
-        "llama2:dataset/open_orca_gpt#_tokenized_llama.sampled_#.pkl:garbage "
-        "llama2:dataset/open_orca_gpt#_tokenized_llama.sampled_#.pkl:empty "
-        "llama2:dataset/open_orca_gpt#_tokenized_llama.sampled_#.pkl:delete "
-        "llama2:model/generation_config.json:truncate llama2:model/generation_config.json:garbage "
-        "llama2:model/generation_config.json:empty llama2:model/generation_config.json:delete "
-        "mixtral:dataset/#_mixtral_#k_mintoken#_v#.pkl:truncate "
-        "mixtral:dataset/#_mixtral_#k_mintoken#_v#.pkl:garbage "
-        "mixtral:dataset/#_mixtral_#k_mintoken#_v#.pkl:empty "
-        "mixtral:dataset/#_mixtral_#k_mintoken#_v#.pkl:delete mixtral:dataset/SYNTHETIC.json:delete "
-        "mixtral:dataset/generation.json:delete mixtral:model/generation_config.json:truncate "
-        "mixtral:model/generation_config.json:garbage mixtral:model/generation_config.json:empty "
-        "mixtral:model/generation_config.json:delete retinanet:dataset/SYNTHETIC.json:delete "
-        "retinanet:dataset/validation/data/#.jpg:truncate retinanet:model/model_config.json:delete "
-        "3d-unet:dataset/SYNTHETIC.json:delete 3d-unet:dataset/nifti/case_#/imaging.nii.gz:truncate "
-        "3d-unet:dataset/nifti/case_#/imaging.nii.gz:garbage "
-        "3d-unet:dataset/nifti/case_#/imaging.nii.gz:empty 3d-unet:dataset/nifti/case_#/imaging.nii.gz:delete "
-        "dlrm:dataset/SYNTHETIC.json:delete dlrm:dataset/day_#_dense.npy:dtype "
-        "dlrm:dataset/day_#_labels.npy:dtype dlrm:dataset/day_#_labels.npy:shape "
-        "dlrm:dataset/dist_quantile.txt:truncate dlrm:model/dense.pt:dtype rnnt:dataset/SYNTHETIC.json:delete "
-        "rnnt:dataset/dev-clean-wav/#/#/#-#-#.wav:truncate "
-        "rnnt:dataset/dev-clean-wav/#/#/#-#-long.wav:truncate "
-        "rnnt:dataset/dev-clean-wav/#/#/#-#-long.wav:garbage "
-        "rnnt:dataset/dev-clean-wav/#/#/#-#-long.wav:empty rnnt:dataset/dev-clean-wav/#/#/#-#-long.wav:delete "
-        "rnnt:model/rnnt.pt:dtype",
-    "baseline before the issue-24 fixes: the error does not name the file (owner: the model folders, bad-input task)":
-        "resnet:dataset/val_map.txt:truncate gpt-j:model/tokenizer.json:truncate "
-        "gpt-j:model/tokenizer.json:garbage gpt-j:model/tokenizer.json:empty "
-        "gpt-j:model/tokenizer.json:delete gpt-j:model/tokenizer_config.json:truncate "
-        "gpt-j:model/tokenizer_config.json:garbage gpt-j:model/tokenizer_config.json:empty "
-        "stablediffusion:dataset/captions/captions.tsv:truncate "
-        "stablediffusion:dataset/tools/clip/merges.txt:delete "
-        "stablediffusion:dataset/tools/clip/special_tokens_map.json:truncate "
-        "stablediffusion:dataset/tools/clip/special_tokens_map.json:garbage "
-        "stablediffusion:dataset/tools/clip/special_tokens_map.json:empty "
-        "stablediffusion:dataset/tools/clip/tokenizer_config.json:truncate "
-        "stablediffusion:dataset/tools/clip/tokenizer_config.json:garbage "
-        "stablediffusion:dataset/tools/clip/tokenizer_config.json:empty "
-        "stablediffusion:dataset/tools/clip/vocab.json:delete "
-        "stablediffusion:model/tokenizer/merges.txt:delete stablediffusion:model/tokenizer/vocab.json:delete "
-        "stablediffusion:model/tokenizer_#/merges.txt:delete "
-        "stablediffusion:model/tokenizer_#/vocab.json:delete "
-        "stablediffusion:model/unet/diffusion_pytorch_model.safetensors:delete "
-        "stablediffusion:model/vae/diffusion_pytorch_model.safetensors:delete "
-        "llama2:model/tokenizer.json:delete llama2:model/tokenizer_config.json:delete "
-        "mixtral:model/tokenizer.json:delete mixtral:model/tokenizer_config.json:delete "
-        "3d-unet:model/model_config.json:delete rnnt:model/rnnt.pt:delete",
-    "baseline before the issue-24 fixes: a traceback instead of one error line (owner: the model folders, bad-input task)":
-        "bert:model/model.safetensors:truncate bert:model/model.safetensors:garbage "
-        "bert:model/model.safetensors:empty bert:model/vocab.txt:garbage bert:model/vocab.txt:empty "
-        "gpt-j:model/model.safetensors:truncate gpt-j:model/model.safetensors:garbage "
-        "gpt-j:model/model.safetensors:empty stablediffusion:dataset/tools/clip/merges.txt:truncate "
-        "stablediffusion:dataset/tools/clip/merges.txt:garbage "
-        "stablediffusion:dataset/tools/clip/model.safetensors:truncate "
-        "stablediffusion:dataset/tools/clip/model.safetensors:garbage "
-        "stablediffusion:dataset/tools/clip/model.safetensors:empty "
-        "stablediffusion:dataset/tools/clip/vocab.json:truncate "
-        "stablediffusion:dataset/tools/clip/vocab.json:garbage "
-        "stablediffusion:dataset/tools/clip/vocab.json:empty stablediffusion:dataset/tools/val#.npz:truncate "
-        "stablediffusion:dataset/tools/val#.npz:empty stablediffusion:model/text_encoder/config.json:delete "
-        "stablediffusion:model/text_encoder/model.safetensors:truncate "
-        "stablediffusion:model/text_encoder/model.safetensors:garbage "
-        "stablediffusion:model/text_encoder/model.safetensors:empty "
-        "stablediffusion:model/text_encoder_#/config.json:delete "
-        "stablediffusion:model/text_encoder_#/model.safetensors:truncate "
-        "stablediffusion:model/text_encoder_#/model.safetensors:garbage "
-        "stablediffusion:model/text_encoder_#/model.safetensors:empty "
-        "stablediffusion:model/tokenizer/tokenizer_config.json:delete "
-        "stablediffusion:model/tokenizer_#/tokenizer_config.json:delete "
-        "llama2:model/model.safetensors:truncate llama2:model/model.safetensors:garbage "
-        "llama2:model/model.safetensors:empty mixtral:model/model.safetensors:truncate "
-        "mixtral:model/model.safetensors:garbage mixtral:model/model.safetensors:empty "
-        "dlrm:dataset/day_#_dense.npy:empty dlrm:dataset/day_#_labels.npy:empty "
-        "dlrm:dataset/day_#_sparse_multi_hot.npz:truncate dlrm:dataset/day_#_sparse_multi_hot.npz:garbage "
-        "dlrm:dataset/day_#_sparse_multi_hot.npz:empty dlrm:model/config.json:garbage "
-        "dlrm:model/embeddings/t_cat_#.npy:empty rnnt:model/rnnt.pt:shape",
+    "the only checkpoint file deleted leaves an empty dir: the core's checkpoint identity "
+    "(evalkit/identity.py) names the dir, not the file the model expects (owner: identity/fingerprint, "
+    "engineer C)":
+        "rnnt:model/rnnt.pt:delete",
+    "val_map.txt cut in half ends at a line break here: a valid, shorter index of 4 images. The core's range "
+    "check then refuses --n_count 8 naming the dataset dir, not the index file it counted (owner: the core, "
+    "plan.resolve / the Dataset interface of evalkit/benchmark.py: a dataset could name its index file)":
+        "resnet:dataset/val_map.txt:truncate",
 }
 
 
@@ -426,8 +349,8 @@ def model_set(case, synthetic, server, tmp_path_factory, request) -> ModelSet:
                         f"(the layout cache is cleared): {sorted(set(got) ^ set(want))[:5]}")
         ms = ModelSet(model, n, pristine, work, server)
         ms.clean_log = base / "clean"
-        cp = ms.run(ms.clean_log)
-        assert cp.returncode == 0 and "RESULT: PASS" in cp.stdout, (cp.returncode, cp.stdout, cp.stderr)
+        cp = ms.run(ms.clean_log, "--no_check")  # test_contract.py proves the set PASSes; this is the run dir
+        assert cp.returncode == 0 and list(ms.clean_log.rglob("partition.json")), (cp.returncode, cp.stderr)
         _SETS[model] = ms
     return _SETS[model]
 
@@ -498,11 +421,11 @@ def test_corrupted_file_is_refused_in_one_line(case, model_set):
     before_run, before_set = snapshot(ms.clean_log), snapshot(ms.work, skip=rel)
     corrupt(ms.work / rel, how, seed=zlib_seed(case))
     log = ms.fresh_log()
+    allowed = _match(ALLOWED, model, rel, how)
     try:
-        cp = ms.run(log)
+        cp = ms.run(log, *(("--no_check",) if allowed else ()))
     finally:
         ms.restore(rel)
-    allowed = _match(ALLOWED, model, rel, how)
     tail = " | ".join([(cp.stderr.strip().splitlines() or [""])[-1]]
                       + [line for line in cp.stdout.splitlines() if line.startswith("RESULT")])
     assert "Traceback" not in cp.stderr, f"a traceback ({how} {rel}): {tail}"

@@ -24,11 +24,34 @@ DATASET_FILE = "dev-v1.1.json"
 def load_tokenizer(model_path: Path):
     from transformers import BertTokenizerFast
 
+    from language.hf_files import check_dir
+
     vocab = Path(model_path) / "vocab.txt"
     if not vocab.is_file():
         raise KitError(f"{vocab} not found; the BERT checkpoint dir must hold its vocab.txt.")
+    check_dir(Path(model_path), "the BERT checkpoint")  # every file sound (weights headers too) before any is read
+    check_vocab(Path(model_path))
     # The reference tokenizer: uncased wordpieces of the checkpoint's vocab (do_lower_case=True).
     return BertTokenizerFast.from_pretrained(str(model_path), do_lower_case=True)
+
+
+def check_vocab(model_path: Path) -> None:
+    """vocab.txt holds one wordpiece a line, exactly config.json's vocab_size of them (a truncated or
+    foreign vocabulary would tokenise the questions differently without any error)."""
+    import json
+
+    vocab, cfg = Path(model_path) / "vocab.txt", Path(model_path) / "config.json"
+    try:
+        size = json.loads(cfg.read_text(encoding="utf-8"))["vocab_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # the config's own problems are the model loader's to name
+    lines = vocab.read_text(encoding="utf-8").split("\n")
+    n = len(lines) - (lines[-1] == "")
+    if n != size:
+        raise KitError(f"{vocab} holds {n} wordpieces, {cfg} says vocab_size {size}: the vocabulary is truncated "
+                       f"or not this checkpoint's; restore the published vocab.txt.")
+    if "[UNK]" not in lines:
+        raise KitError(f"{vocab} has no [UNK] wordpiece; it is not a BERT vocabulary.")
 
 
 _cache: dict = {}
@@ -90,7 +113,10 @@ class Bert(Benchmark):
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
         from transformers import BertForQuestionAnswering
 
+        from language.hf_files import check_dir
+
         mp = hf_checkpoint_dir(model_path, "BertForQuestionAnswering (config.json, weights, vocab.txt)")
+        check_dir(mp, "the BERT checkpoint")
         try:
             model = BertForQuestionAnswering.from_pretrained(str(mp), dtype=self.torch_dtype(data_type))
         except (OSError, ValueError, RuntimeError) as e:

@@ -51,9 +51,13 @@ def read_captions(root: Path) -> list[str]:
                        f"{' '.join(CAPTION_COLUMNS)}).")
     try:
         with open(f, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh, delimiter="\t"))
+            text = fh.read()
+        rows = list(csv.reader(text.splitlines(keepends=True), delimiter="\t"))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise KitError(f"cannot read {f}: {e}; re-download it.") from None
+    if text and not text.endswith("\n"):  # every row ends with one: a file cut short does not
+        raise KitError(f"{f} does not end with a line break: it is truncated (a dropped row shifts every later "
+                       f"index); re-download it.")
     if not rows or "caption" not in rows[0]:
         raise KitError(f"{f} has no header with a 'caption' column; expected {' '.join(CAPTION_COLUMNS)}.")
     col = rows[0].index("caption")
@@ -80,7 +84,9 @@ def load_latents(root: Path) -> np.ndarray:
     t = load_torch(f, "SDXL latents")
     if not isinstance(t, torch.Tensor) or t.ndim != 4 or t.shape[0] != 1 or t.shape[1] != 4:
         raise KitError(f"{f} is not a (1, 4, H, W) latent tensor (got {getattr(t, 'shape', type(t).__name__)}).")
-    return t.float().numpy()
+    if t.dtype != torch.float32:  # the reference's latent is float32: another dtype is another latent
+        raise KitError(f"{f} holds {str(t.dtype).replace('torch.', '')}; the reference latent is float32.")
+    return t.numpy()
 
 
 def pipeline_dirs(model_path: Path) -> tuple[Path, Path]:
@@ -96,10 +102,69 @@ def pipeline_dirs(model_path: Path) -> tuple[Path, Path]:
                    f"{mp / 'checkpoint_pipe'}; download stable-diffusion-xl-base-1.0 in diffusers format.")
 
 
+def check_pipeline(model_path: Path) -> None:
+    """Before any component is read: every file of the pipeline dir is sound (language/hf_files.py:
+    not empty, JSON parses, safetensors whole) and each component model_index.json lists has its
+    config and weights (tokenizers: their files; the scheduler: its config). KitError naming the file."""
+    from language.hf_files import check_dir, check_tokenizer_dir
+
+    pipe_dir, sched_dir = pipeline_dirs(model_path)
+    what = "the SDXL checkpoint"
+    check_dir(pipe_dir, what, recursive=True)
+    if sched_dir != pipe_dir:
+        check_dir(sched_dir, what, recursive=True)
+    index = json.loads((pipe_dir / "model_index.json").read_text(encoding="utf-8"))
+    for name, spec in index.items():
+        if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or None in spec:
+            continue
+        library, cls = spec
+        d = (sched_dir if name == "scheduler" else pipe_dir) / name
+        if "Tokenizer" in cls:
+            check_tokenizer_dir(d, f"{what} ({name})")
+            continue
+        config = "scheduler_config.json" if name == "scheduler" else "config.json"
+        weights = [] if name == "scheduler" else (
+            ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"] if library == "transformers"
+            else ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
+                  "diffusion_pytorch_model.bin"])
+        for need in [[config]] + ([weights] if weights else []):
+            if not any((d / f).is_file() for f in need):
+                raise KitError(f"{what}: {d / need[0]} is missing ({pipe_dir / 'model_index.json'} lists the "
+                               f"{name} component); restore the published file.")
+
+
+def check_scoring_tools(root: Path) -> None:
+    """What `check` needs to score, checked when the dataset opens, not after the whole run: the FID
+    statistics (read: mean and covariance), the FID Inception weights (a whole torch file) and the
+    CLIP scorer's dir (files sound, config, weights and tokenizer present)."""
+    from language.hf_files import check_dir, check_tokenizer_dir
+
+    from .fid import INCEPTION_FILE, read_statistics, torch_file_problem
+
+    root = Path(root)
+    read_statistics(root / STATISTICS)
+    inception = root / INCEPTION / INCEPTION_FILE
+    problem = torch_file_problem(inception)
+    if problem is not None:
+        raise KitError(f"FID Inception weights {inception} {problem}; put pytorch-fid's {INCEPTION_FILE} there "
+                       f"(the kit never downloads it).")
+    clip = root / CLIP_DIR
+    what = "the CLIP scorer (ViT-B/32, transformers format)"
+    if not clip.is_dir():
+        raise KitError(f"{what}: {clip} does not exist; put openai/clip-vit-base-patch32 there (the kit never "
+                       f"downloads it).")
+    check_dir(clip, what)
+    for need in ("config.json", "model.safetensors"):
+        if not (clip / need).is_file() and not (need == "model.safetensors" and (clip / "pytorch_model.bin").is_file()):
+            raise KitError(f"{what}: {clip / need} is missing; restore the published file.")
+    check_tokenizer_dir(clip, what)
+
+
 def load_tokenizers(model_path: Path):
     from transformers import CLIPTokenizer
 
     pipe_dir, _ = pipeline_dirs(model_path)
+    check_pipeline(model_path)
     return tuple(load_or_explain("SDXL tokenizer", pipe_dir / sub, CLIPTokenizer.from_pretrained, pipe_dir / sub)
                  for sub in ("tokenizer", "tokenizer_2"))
 
@@ -116,6 +181,7 @@ class CocoCaptions(Dataset):
         self.captions = read_captions(self.root)
         self.size = len(self.captions)
         self.latents = load_latents(self.root)
+        check_scoring_tools(self.root)  # scoring needs them after the run: missing ones fail now
         self.tok, self.tok_2 = load_tokenizers(model_path)
 
     def load(self, index: int) -> dict:

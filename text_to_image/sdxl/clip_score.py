@@ -58,7 +58,7 @@ class ClipScorer:
         try:
             self.tok = CLIPTokenizer.from_pretrained(model_dir)
             self.model = CLIPModel.from_pretrained(model_dir, dtype=torch.float32).eval().to(device)
-        except (OSError, ValueError, TypeError) as e:
+        except Exception as e:  # noqa: BLE001 - the Rust tokenizers raise bare Exception for a bad file
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise KitError(f"cannot load the CLIP model from {model_dir} ({first}); it must be a transformers "
                            f"CLIPModel dir with its tokenizer.") from None

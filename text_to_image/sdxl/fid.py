@@ -17,6 +17,7 @@ float64), so scoring 5,000 images never holds more than one batch of activations
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,40 @@ def build_inception(div: int = 1):
     return FIDInceptionV3()
 
 
+def torch_file_problem(path: Path) -> str | None:
+    """What is wrong with a torch checkpoint file, cheaply, or None. The zip format (torch >= 1.6)
+    is checked by its directory at the end (every member inside the file): a truncated or foreign
+    file fails that. The legacy format is read in full by the core's safe loader."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "not found"
+    if size == 0:
+        return "is empty"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                for info in z.infolist():
+                    if info.header_offset + info.compress_size > size:
+                        return f"is truncated (member {info.filename} runs past its end)"
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            return f"is not a readable torch file ({e})"
+        return None
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\x80\x02":
+            return "is not a torch checkpoint (neither its zip format nor the legacy pickle one)"
+    from evalkit.safeload import load_torch  # the core's one reader of pickles and checkpoints
+
+    try:
+        load_torch(path, "FID Inception weights")
+    except KitError as e:
+        return f"cannot be read ({e})"
+    return None
+
+
 def load_inception(path: Path, device: str = "cpu"):
     """The FID Inception from its published state dict file; KitError naming the file."""
     from evalkit.safeload import load_torch  # the core's one reader of pickles and checkpoints
@@ -289,11 +324,15 @@ def read_statistics(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise KitError(f"FID statistics {path} not found; put the reference val2014.npz (mu, sigma) there.")
     try:
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             mu, sigma = f["mu"][:], f["sigma"][:]
-    except (OSError, KeyError, ValueError) as e:
-        raise KitError(f"cannot read FID statistics {path} ({type(e).__name__}: {e}); it must be an .npz "
-                       f"with arrays 'mu' and 'sigma'.") from None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        what = "it is empty" if path.stat().st_size == 0 else f"{type(e).__name__}: {first}"
+        raise KitError(f"cannot read FID statistics {path} ({what}); it must be an .npz with arrays 'mu' and "
+                       f"'sigma'.") from None
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise KitError(f"{path}: mu {mu.shape} / sigma {sigma.shape} are not a mean vector and its covariance")
+    if not (np.issubdtype(mu.dtype, np.floating) and np.issubdtype(sigma.dtype, np.floating)):
+        raise KitError(f"{path}: mu {mu.dtype} / sigma {sigma.dtype} are not floating point statistics")
     return mu.astype(np.float64), sigma.astype(np.float64)

@@ -40,9 +40,13 @@ def _read_val_map(root: Path) -> tuple[list[str], np.ndarray]:
         raise KitError(f"{vm} not found; the ImageNet dataset directory must contain val_map.txt "
                        f"('<image path> <label>' per line) next to the images.")
     try:
-        lines = vm.read_text().splitlines()
+        text = vm.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise KitError(f"cannot read {vm}: {e}; check the file.") from None
+    if text and not text.endswith("\n"):  # a file cut short keeps a valid-looking last line (label cut)
+        raise KitError(f"{vm} does not end with a line break: it is truncated; re-download val_map.txt (if the "
+                       f"file is whole, add the final line break).")
+    lines = text.splitlines()
     while lines and not lines[-1].strip():  # trailing blank lines only; a blank line inside shifts indices
         lines.pop()
     names: list[str] = []

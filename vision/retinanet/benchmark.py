@@ -18,6 +18,7 @@ import numpy as np
 
 from evalkit.benchmark import Benchmark
 from evalkit.errors import KitError
+from vision import synthetic_needs_config
 
 from . import openimages as oi
 
@@ -78,6 +79,7 @@ class RetinaNetBenchmark(Benchmark):
     # --- data -----------------------------------------------------------------------------
     def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None) -> oi.OpenImages:
         """`options`: the run's model options; preprocess=uint8 makes the dataset load uint8 samples."""
+        synthetic_needs_config(Path(path), model_path, MODEL_CONFIG)
         return oi.OpenImages(Path(path), input_size(model_path), _preprocess(options or {}))
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:

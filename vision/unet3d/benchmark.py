@@ -16,6 +16,7 @@ import numpy as np
 
 from evalkit.benchmark import Benchmark
 from evalkit.errors import KitError
+from vision import synthetic_needs_config
 
 from . import kits
 
@@ -94,6 +95,7 @@ class UNet3DBenchmark(Benchmark):
         from .model import covered
 
         ds = kits.KiTS19(Path(path))
+        synthetic_needs_config(Path(path), model_path, MODEL_CONFIG)
         roi = roi_of(model_path)
         for c in ds.cases:  # the reference's preprocessing pads every volume so that windows tile it
             shape = kits.volume_shape(ds.aux[c])
