@@ -57,7 +57,8 @@ def layout_difference(size: int) -> tuple[float, float]:
     return (float((out[0][0] - out[1][0]).abs().max()), float((out[0][1] - out[1][1]).abs().max()))
 
 
-def images_per_s(size: int, n: int, dtype: str, channels_last: bool, preprocess: str) -> float:
+def _mode(size: int, n: int, dtype: str, channels_last: bool, preprocess: str):
+    """(net, options, samples) of one mode: the full-size net with random weights, n + 1 images."""
     torch.manual_seed(0)
     net = rm.RetinaNet().eval()
     with torch.no_grad():  # the reference's head init: prior 0.01, so a random net detects little
@@ -70,11 +71,28 @@ def images_per_s(size: int, n: int, dtype: str, channels_last: bool, preprocess:
     samples = [(i, rng.integers(0, 256, (3, size, size), dtype=np.uint8)) for i in range(n + 1)]
     if preprocess == "float32":  # the default samples: already /255 in float32
         samples = [(i, x.astype(np.float32) / np.float32(255)) for i, x in samples]
-    BENCHMARK.postprocess(BENCHMARK.forward(net, BENCHMARK.make_batch(samples[:1], "cpu", dtype, opts)), 1)  # warm-up
-    t0 = time.perf_counter()
-    for s in samples[1:]:
+    return net, opts, samples
+
+
+def images_per_s(size: int, n: int, modes: list[tuple]) -> list[float]:
+    """Median images/s of each mode; the modes take turns image by image, so a busy shared machine
+    slows them alike."""
+    built = [_mode(size, n, *m) for m in modes]
+    times = [[] for _ in modes]
+
+    def one(k, s):
+        net, opts, _ = built[k]
+        dtype = modes[k][0]
         BENCHMARK.postprocess(BENCHMARK.forward(net, BENCHMARK.make_batch([s], "cpu", dtype, opts)), 1)
-    return n / (time.perf_counter() - t0)
+
+    for k, (_, _, samples) in enumerate(built):
+        one(k, samples[0])  # warm-up
+    for i in range(1, n + 1):
+        for k, (_, _, samples) in enumerate(built):
+            t = time.perf_counter()
+            one(k, samples[i])
+            times[k].append(time.perf_counter() - t)
+    return [1.0 / float(np.median(t)) for t in times]
 
 
 def _pictures(root: Path) -> list[Path]:
@@ -223,9 +241,9 @@ def main() -> int:
                  ("fp32, channels_last", "fp32", True, "float32"),
                  ("fp32, NCHW, preprocess=uint8", "fp32", False, "uint8"),
                  ("bf16, channels_last, uint8", "bf16", True, "uint8")]
-        rows = [(name, images_per_s(a.size, a.n, *m)) for name, *m in modes]
-        print(f"\nRetinaNet (full size, random weights) {a.size}x{a.size}, batch 1, {a.n} images each; "
-              f"make_batch + forward + post-processing")
+        rows = list(zip([m[0] for m in modes], images_per_s(a.size, a.n, [m[1:] for m in modes])))
+        print(f"\nRetinaNet (full size, random weights) {a.size}x{a.size}, batch 1, median of {a.n} images each, "
+              f"modes in turn; make_batch + forward + post-processing")
         print(f"{'mode':<40}{'images/s':>10}{'vs default':>12}")
         for name, v in rows:
             print(f"{name:<40}{v:>10.3f}{v / rows[0][1]:>11.2f}x")
