@@ -289,7 +289,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
 
 
 def _greedy(b: torch.Tensor, s: torch.Tensor, lab: torch.Tensor, iou: float, by_class: bool,
-            order: torch.Tensor | None = None) -> "np.ndarray":
+            order: torch.Tensor | None = None) -> np.ndarray:
     """Kept-mask of torchvision's CPU nms kernel: boxes visited by a stable descending score sort,
     each kept box drops every later box with IoU > iou; by_class: only boxes of its own class (one
     small IoU matrix per class instead of an n x n one)."""
@@ -321,7 +321,7 @@ def _greedy(b: torch.Tensor, s: torch.Tensor, lab: torch.Tensor, iou: float, by_
     return mask
 
 
-def _iou_rows(b: "np.ndarray") -> "np.ndarray":
+def _iou_rows(b: np.ndarray) -> np.ndarray:
     """float32 pairwise IoU, the arithmetic of torchvision's CPU kernel (no +1): row i is the kept
     (better) box, inter / (area_i + area_j - inter), areas as (x2 - x1) * (y2 - y1)."""
     x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
