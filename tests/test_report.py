@@ -373,7 +373,8 @@ def test_check_error_is_recorded_and_cleared(logs, tmp_path):
     err = json.loads((off / "accuracy-error" / CHECK_ERROR).read_text())
     assert "qsl_idx" in err["error"] and "\n" not in err["error"] and err["time"] > 0
     run_dir = shutil.copytree(off / "accuracy-error", tmp_path / "resnet" / "Offline" / "r")
-    shutil.copy(off / "accuracy-pass" / MERGED, run_dir / MERGED)
+    for name in (MERGED, "gather.json"):  # gathered again, from the good partitions
+        shutil.copy(off / "accuracy-pass" / name, run_dir / name)
     assert check(run_dir)["verdict"] == "PASS"
     assert not (run_dir / CHECK_ERROR).exists()
     row = report.summary_row(report.collect_runs(tmp_path)[0])
