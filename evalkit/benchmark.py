@@ -20,6 +20,7 @@ class Dataset(abc.ABC):
     """A validated, opened dataset. Indices are global (0..size-1)."""
 
     size: int = 0
+    index_file: Path | None = None  # the file that lists the samples (val_map.txt), named when n_count exceeds size
 
     @abc.abstractmethod
     def load(self, index: int) -> Any:
@@ -78,9 +79,10 @@ class Benchmark(abc.ABC):
 
     # --- data ---------------------------------------------------------------
     @abc.abstractmethod
-    def open_dataset(self, path: Path, model_path: Path | None = None) -> Dataset:
+    def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None) -> Dataset:
         """Open the published on-disk layout at `path`; KitError if it is not there.
-        `model_path` is for datasets whose features depend on the checkpoint (a tokenizer)."""
+        `model_path` is for datasets whose features depend on the checkpoint (a tokenizer), `options`
+        (the run's resolved model options) for those whose samples do (RetinaNet's preprocess)."""
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
         """Facts about the dataset that change results and are not file contents (an input size read

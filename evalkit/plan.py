@@ -171,11 +171,12 @@ def resolve(req: RunSpec, world_size: int | None = None, now: float | None = Non
     if world_size is not None and s.n_devices != K:
         raise KitError(f"--n_devices {s.n_devices} does not apply under torchrun: every rank runs one "
                        f"partition on --devices_per_partition devices; set torchrun's --nproc-per-node instead")
-    dataset = bench.open_dataset(dataset_path, model_path)
+    dataset = bench.open_dataset(dataset_path, model_path, options)
     n_count = dataset.size if s.n_count is None else s.n_count
     if not 1 <= n_count <= dataset.size:
+        listed = f", listed in {dataset.index_file}" if dataset.index_file else ""
         raise KitError(f"--n_count {n_count} is outside [1, {dataset.size}] "
-                       f"(dataset {dataset_path} has {dataset.size} samples)")
+                       f"(dataset {dataset_path} has {dataset.size} samples{listed})")
     launched = world_size if world_size is not None else s.n_devices // K
     n_partitions = s.n_partitions or launched
     if n_partitions > n_count:

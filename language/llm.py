@@ -308,7 +308,7 @@ class TokenPromptLLM(Benchmark):
         raise NotImplementedError
 
     # --- data -----------------------------------------------------------------
-    def open_dataset(self, path: Path, model_path: Path | None = None) -> PromptTable:
+    def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None) -> PromptTable:
         return PromptTable(Path(path), self.pickle_name, self.columns, self.stop_of)
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:

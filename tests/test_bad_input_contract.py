@@ -99,16 +99,7 @@ ALLOWED: dict[str, str] = {
 }
 
 # Cases still open: reason and owner -> cases (same globs); xfail(strict=True) each.
-XFAIL: dict[str, str] = {
-    "the only checkpoint file deleted leaves an empty dir: the core's checkpoint identity "
-    "(evalkit/identity.py) names the dir, not the file the model expects (owner: identity/fingerprint, "
-    "engineer C)":
-        "rnnt:model/rnnt.pt:delete",
-    "val_map.txt cut in half ends at a line break here: a valid, shorter index of 4 images. The core's range "
-    "check then refuses --n_count 8 naming the dataset dir, not the index file it counted (owner: the core, "
-    "plan.resolve / the Dataset interface of evalkit/benchmark.py: a dataset could name its index file)":
-        "resnet:dataset/val_map.txt:truncate",
-}
+XFAIL: dict[str, str] = {}
 
 
 # --- the layout, known at collection ----------------------------------------------------------

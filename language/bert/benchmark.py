@@ -96,7 +96,7 @@ class Bert(Benchmark):
     cuda_batch_size = 128         # one H100/H200: batch 8 halves the GPU's rate (issue 12's figures)
     synthetic_n = 24
 
-    def open_dataset(self, path: Path, model_path: Path | None = None) -> SquadFeatures:
+    def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None) -> SquadFeatures:
         f = Path(path) / DATASET_FILE
         if not f.is_file():
             raise KitError(f"{f} not found; the BERT dataset dir must hold the SQuAD v1.1 {DATASET_FILE}.")

@@ -138,7 +138,7 @@ class GPTJ(Benchmark):
     options = dict(GEN_DEFAULTS, **RUN_DEFAULTS)
 
     # --- data -----------------------------------------------------------------
-    def open_dataset(self, path: Path, model_path: Path | None = None) -> CNNDailyMail:
+    def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None) -> CNNDailyMail:
         return CNNDailyMail(Path(path))
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:

@@ -126,7 +126,7 @@ class DLRMv2(Benchmark):
     options = {"mmap_rows": 1_000_000}
 
     # --- data -----------------------------------------------------------------
-    def open_dataset(self, path: Path, model_path: Path | None = None) -> CriteoSamples:
+    def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None) -> CriteoSamples:
         return CriteoSamples(Path(path), model_path)
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:

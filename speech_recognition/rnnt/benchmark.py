@@ -199,13 +199,14 @@ class RNNTBenchmark(Benchmark):
     data_types = ("fp32",)        # the reference runs fp32; LSTMs in half precision are not validated
     synthetic_n = 12
 
-    def open_dataset(self, path: Path, model_path: Path | None = None) -> LibriSpeech:
+    def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None) -> LibriSpeech:
         return LibriSpeech(Path(path))
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
         f = Path(dataset_path) / MANIFEST
         if not f.is_file():
             raise KitError(f"{f} not found; the RNN-T dataset dir must hold {MANIFEST}")
+        checkpoint_file(model_path)  # KitError naming the file the model expects, before any hashing
         return {}  # the manifest and every WAV: by content, in the core
 
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:

@@ -230,7 +230,7 @@ class StableDiffusionXL(Benchmark):
     options = {"guidance_scale": 8.0, "num_inference_steps": 20}
 
     # --- data -----------------------------------------------------------------
-    def open_dataset(self, path: Path, model_path: Path | None = None) -> CocoCaptions:
+    def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None) -> CocoCaptions:
         return CocoCaptions(Path(path), self.accuracy_model_path(path, model_path))
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:

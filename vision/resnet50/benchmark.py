@@ -77,6 +77,7 @@ class ImageNetDataset(Dataset):
         self.root = Path(root)
         self.names, self.labels = _read_val_map(self.root)
         self.size = len(self.names)
+        self.index_file = self.root / VAL_MAP
 
     def path(self, index: int) -> Path:
         if not 0 <= index < self.size:
@@ -152,7 +153,7 @@ class ResNet50(Benchmark):
     options = {"channels_last": True}   # NHWC memory format: faster convolutions on CPU and GPU
 
     # --- data -----------------------------------------------------------------
-    def open_dataset(self, path: Path, model_path: Path | None = None) -> ImageNetDataset:
+    def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None) -> ImageNetDataset:
         return ImageNetDataset(Path(path))
 
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:

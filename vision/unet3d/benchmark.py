@@ -91,7 +91,7 @@ class UNet3DBenchmark(Benchmark):
     options = {"sw_batch_size": 1}
 
     # --- data -----------------------------------------------------------------------------
-    def open_dataset(self, path: Path, model_path: Path | None = None) -> kits.KiTS19:
+    def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None) -> kits.KiTS19:
         from .model import covered
 
         ds = kits.KiTS19(Path(path))
