@@ -123,8 +123,8 @@ def test_performance_run_knows_how_many_samples_loadgen_issues(resnet_synth, tmp
 
 def test_model_options_are_the_models_own():
     resnet, bert = registry.get("resnet"), registry.get("bert")
-    assert resolve_options(resnet, {}) == {"channels_last": True}
-    assert resolve_options(resnet, {"channels_last": "false"}) == {"channels_last": False}
+    assert resolve_options(resnet, {}) == {"channels_last": False}  # the reference's layout by default
+    assert resolve_options(resnet, {"channels_last": "true"}) == {"channels_last": True}
     assert resolve_options(bert, {}) == {}
     with pytest.raises(KitError, match="channels_last is not an option of bert"):
         resolve_options(bert, {"channels_last": False})
