@@ -120,9 +120,11 @@ def pickle_problem(path: Path, min_bytes: int) -> str | None:
     if size == 0:
         return "is empty"
     if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5 or last != b".":
-        return "is not a whole pickle (no protocol header or no STOP at its end: truncated or corrupt)"
+        return ("is not a whole pickle (no protocol header or no STOP at its end: truncated or corrupt); "
+                "refusing to unpickle it")
     if size < min_bytes:
-        return f"holds {size} bytes, less than its float32 image's {min_bytes} (truncated)"
+        return (f"holds {size} bytes, less than its float32 image's {min_bytes}: truncated or not a preprocessed "
+                f"case; refusing to unpickle it")
     return None
 
 
