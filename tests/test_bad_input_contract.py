@@ -346,13 +346,16 @@ class ModelSet:
         shutil.copy2(self.pristine / rel, dst)
 
 
-_SETS: dict[str, ModelSet] = {}
+_SETS: dict[str, ModelSet | str] = {}  # model -> its working copy, or why it could not be made
 
 
 @pytest.fixture
 def model_set(case, synthetic, server, tmp_path_factory, request) -> ModelSet:
     model = case[0]
+    if isinstance(_SETS.get(model), str):
+        pytest.fail(_SETS[model])  # its other cases fail at once, not after another clean run each
     if model not in _SETS:
+        _SETS[model] = f"{model}: the working copy or its clean run failed in an earlier case"
         n = _set_n(model)
         pristine = synthetic(model, n)
         base = tmp_path_factory.mktemp(f"bad_input_{model}")
@@ -361,8 +364,9 @@ def model_set(case, synthetic, server, tmp_path_factory, request) -> ModelSet:
         got, want = _files(work), layouts(request.config)[model]
         if got != want:
             request.config.cache.set(f"bad_input/layout/{model}", None)
-            pytest.fail(f"{model}: the synthetic set's files changed since collection; rerun "
-                        f"(the layout cache is cleared): {sorted(set(got) ^ set(want))[:5]}")
+            _SETS[model] = (f"{model}: the synthetic set's files changed since collection; rerun (the layout "
+                            f"cache is cleared): {sorted(set(got) ^ set(want))[:5]}")
+            pytest.fail(_SETS[model])
         ms = ModelSet(model, n, pristine, work, server)
         ms.clean_log = base / "clean"
         # test_contract.py proves the set PASSes; this run makes the pre-existing run dir, and the server
