@@ -167,3 +167,19 @@ def test_manifest_path_leaving_the_dataset_is_refused(tmp_path, fname):
     with pytest.raises(KitError, match=rf"{MANIFEST} entry 1: .*{fname.split('/')[-1]}") as e:
         read_manifest(tmp_path)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("how", ["truncate", "garbage", "empty"])
+def test_bad_wav_is_found_before_the_model_loads(synth, tmp_path, how):
+    """check_available (the core calls it before the model loads) reads each WAV's header: a cut,
+    foreign or empty file is refused there, naming the file and its qsl_idx."""
+    import shutil
+    out, _ = synth
+    ds = shutil.copytree(out / "dataset", tmp_path / "ds")
+    victim = read_manifest(ds)[1]["wav"]
+    data = victim.read_bytes()
+    victim.write_bytes({"truncate": data[:len(data) // 2], "garbage": b"\x17" * len(data), "empty": b""}[how])
+    d = BENCHMARK.open_dataset(ds)
+    d.check_available(2, 4)
+    with pytest.raises(KitError, match=rf"{victim.name} \(qsl_idx 1\) (is truncated|is not a RIFF|is empty)"):
+        d.check_available(0, 4)
