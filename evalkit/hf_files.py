@@ -12,7 +12,8 @@ safetensors header, a JSON file, a text file's encoding) and name the first bad 
 - a tokenizer dir holds tokenizer_config.json and the files of one tokenizer kind
   (tokenizer.json, vocab.json + merges.txt, vocab.txt or a SentencePiece model).
 
-Used by the LLMs (language/) and SDXL (text_to_image/sdxl), for checkpoints and SDXL's CLIP scorer.
+Used by the LLMs (language/) and SDXL (text_to_image/sdxl), for checkpoints and SDXL's CLIP scorer: a core
+helper, so no model folder imports another's.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import struct
 from pathlib import Path
 
 from evalkit.errors import KitError
+from evalkit.util import file_ends
 
 MAX_HEADER = 100 << 20  # a safetensors header larger than this is not one
 TOKENIZER_KINDS = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("vocab.txt",), ("tokenizer.model",),
@@ -56,14 +58,9 @@ def safetensors_problem(path: Path) -> str | None:
 
 def file_problem(path: Path) -> str | None:
     """What is wrong with one file of a checkpoint dir, from its kind (suffix), or None."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return "is missing"
-    except OSError as e:
-        return f"is unreadable ({e.strerror})"
-    if size == 0:
-        return "is empty"
+    ends = file_ends(path)
+    if isinstance(ends, str):
+        return ends
     suffix = path.suffix
     if suffix == ".safetensors":
         return safetensors_problem(path)

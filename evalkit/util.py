@@ -130,3 +130,21 @@ def load_or_explain(what: str, path: Path, load, *args, **kwargs):
         reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise KitError(f"cannot load the {what} from {p}{f' ({files})' if files else ''}: "
                        f"{type(e).__name__}: {reason}; the files are corrupt or not the published format") from None
+
+
+def file_ends(path: Path, head: int = 0, tail: int = 0) -> "tuple[int, bytes, bytes] | str":
+    """(size, first `head` bytes, last `tail` bytes) of a file, or what is wrong with it: "is missing",
+    "is empty", "is unreadable (...)". The cheap first look of every dataset/checkpoint file check."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "is empty"
+        with open(path, "rb") as fh:
+            first = fh.read(head)
+            fh.seek(max(0, size - tail))
+            last = fh.read(tail) if tail else b""
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as e:
+        return f"is unreadable ({e.strerror})"
+    return size, first, last

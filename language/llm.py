@@ -47,7 +47,7 @@ def load_causal_lm(cls, model_path: Path, device: str, dtype, what: str):
     (one device: the same path with a one-device map); SDPA attention; KitError on failure."""
     from transformers import AutoConfig
 
-    from language.hf_files import check_dir
+    from evalkit.hf_files import check_dir
 
     mp = hf_checkpoint_dir(model_path, what)
     check_dir(mp, f"the {what} checkpoint")  # config, generation config, weights headers: the bad file named
@@ -124,7 +124,7 @@ def load_tokenizer(model_path: Path, what: str, padding_side: str = "left"):
     from transformers import AutoTokenizer
 
     from evalkit.util import load_or_explain
-    from language.hf_files import check_tokenizer_dir
+    from evalkit.hf_files import check_tokenizer_dir
 
     check_tokenizer_dir(Path(model_path), f"the {what} tokenizer")  # names the bad file; the loader would not
     tok = load_or_explain(f"{what} tokenizer", Path(model_path), AutoTokenizer.from_pretrained, str(model_path))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from evalkit.util import file_ends
+
 JPEG_SOI = b"\xff\xd8\xff"
 JPEG_EOI = b"\xff\xd9"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -18,18 +20,10 @@ TAIL = 1024  # trailing padding tolerated after the end marker without a full de
 
 def image_problem(path: Path) -> str | None:
     """What is wrong with the image file at `path` ("is missing", "is empty", ...), or None."""
-    try:
-        size = Path(path).stat().st_size
-        if size == 0:
-            return "is empty"
-        with open(path, "rb") as fh:
-            head = fh.read(len(PNG_SIGNATURE))
-            fh.seek(max(0, size - TAIL))
-            tail = fh.read()
-    except FileNotFoundError:
-        return "is missing"
-    except OSError as e:
-        return f"is unreadable ({e.strerror})"
+    ends = file_ends(path, len(PNG_SIGNATURE), TAIL)
+    if isinstance(ends, str):
+        return ends
+    size, head, tail = ends
     if head.startswith(JPEG_SOI):
         end = JPEG_EOI
     elif head == PNG_SIGNATURE:

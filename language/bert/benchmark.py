@@ -24,7 +24,7 @@ DATASET_FILE = "dev-v1.1.json"
 def load_tokenizer(model_path: Path):
     from transformers import BertTokenizerFast
 
-    from language.hf_files import check_dir
+    from evalkit.hf_files import check_dir
 
     vocab = Path(model_path) / "vocab.txt"
     if not vocab.is_file():
@@ -113,7 +113,7 @@ class Bert(Benchmark):
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
         from transformers import BertForQuestionAnswering
 
-        from language.hf_files import check_dir
+        from evalkit.hf_files import check_dir
 
         mp = hf_checkpoint_dir(model_path, "BertForQuestionAnswering (config.json, weights, vocab.txt)")
         check_dir(mp, "the BERT checkpoint")

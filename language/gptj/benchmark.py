@@ -160,7 +160,7 @@ class GPTJ(Benchmark):
             raise KitError(f"--option generator={generator!r} for gpt-j: use one of {', '.join(GENERATORS)}")
         if budget < 0:
             raise KitError(f"--option token_budget={budget} for gpt-j: KV-cache slots per batch, > 0 (0: auto)")
-        from language.hf_files import check_dir
+        from evalkit.hf_files import check_dir
 
         mp = hf_checkpoint_dir(model_path, "GPT-J (config.json, weights, tokenizer files)")
         check_dir(mp, "the GPT-J checkpoint")  # config, generation config, weights headers: the bad file named

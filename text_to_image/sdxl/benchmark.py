@@ -106,7 +106,7 @@ def check_pipeline(model_path: Path) -> None:
     """Before any component is read: every file of the pipeline dir is sound (language/hf_files.py:
     not empty, JSON parses, safetensors whole) and each component model_index.json lists has its
     config and weights (tokenizers: their files; the scheduler: its config). KitError naming the file."""
-    from language.hf_files import check_dir, check_tokenizer_dir
+    from evalkit.hf_files import check_dir, check_tokenizer_dir
 
     pipe_dir, sched_dir = pipeline_dirs(model_path)
     what = "the SDXL checkpoint"
@@ -137,7 +137,7 @@ def check_scoring_tools(root: Path) -> None:
     """What `check` needs to score, checked when the dataset opens, not after the whole run: the FID
     statistics (read: mean and covariance), the FID Inception weights (a whole torch file) and the
     CLIP scorer's dir (files sound, config, weights and tokenizer present)."""
-    from language.hf_files import check_dir, check_tokenizer_dir
+    from evalkit.hf_files import check_dir, check_tokenizer_dir
 
     from .fid import INCEPTION_FILE, read_statistics, torch_file_problem
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from evalkit.errors import KitError
+from evalkit.util import file_ends
 
 INDEX = "preprocessed_files.pkl"
 _CASE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -107,18 +108,10 @@ class KiTS19:
 def pickle_problem(path: Path, min_bytes: int) -> str | None:
     """A preprocessed case from its size and both ends (never unpickled here): a pickle starts with
     PROTO (0x80, protocol 2..5) and ends with STOP ('.'), and holds at least its image's bytes."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            head = fh.read(2)
-            fh.seek(max(0, size - 1))
-            last = fh.read(1)
-    except FileNotFoundError:
-        return "is missing"
-    except OSError as e:
-        return f"is unreadable ({e.strerror})"
-    if size == 0:
-        return "is empty"
+    ends = file_ends(path, 2, 1)
+    if isinstance(ends, str):
+        return ends
+    size, head, last = ends
     if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5 or last != b".":
         return ("is not a whole pickle (no protocol header or no STOP at its end: truncated or corrupt); "
                 "refusing to unpickle it")
@@ -141,14 +134,10 @@ def nifti_problem(path: Path) -> str | None:
 
     import nibabel as nib
 
-    try:
-        size = os.path.getsize(path)
-    except FileNotFoundError:
-        return "is missing"
-    except OSError as e:
-        return f"is unreadable ({e.strerror})"
-    if size == 0:
-        return "is empty"
+    ends = file_ends(path)
+    if isinstance(ends, str):
+        return ends
+    size = ends[0]
     try:
         img = nib.load(str(path))
         want = int(img.dataobj.offset) + int(np.prod(img.shape)) * img.header.get_data_dtype().itemsize
