@@ -249,8 +249,13 @@ def test_status_shows_a_killed_worker_as_failed_at_once_with_its_resume_command(
                                 cwd=ROOT, env=kit_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         pid = None
         try:
-            pid = wait_for(lambda log=log: running(log, 1) and any((log / "0" / f).exists() for f in (
-                "owner.json", "progress.json", "partition.json")) and worker_of(log, 1), what="partition 1 running")
+            got = wait_for(lambda log=log: (running(log, 1) and any((log / "0" / f).exists() for f in (
+                "owner.json", "progress.json", "partition.json")) and worker_of(log, 1))
+                or ((log / "1" / "partition.json").exists() or proc.poll() is not None) and "done",
+                what="partition 1 running (or done)")
+            if got == "done":
+                continue  # finished before it was caught running (a loaded machine): try again
+            pid = got
             os.kill(pid, signal.SIGSTOP)
             if not running(log, 1):
                 continue  # it finished first
