@@ -9,7 +9,6 @@ data only. The synthetic sets write both.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -77,15 +76,6 @@ def _read_parquet(f: Path):
     except Exception as e:  # parquet readers raise many types; any of them means a bad file
         raise KitError(f"cannot read {f} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                        f"re-download it.") from None
-
-
-def table_fingerprint(root: Path, pickle_name: str) -> dict:
-    f = table_file(root, pickle_name)
-    h = hashlib.sha256()
-    with open(f, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return {f"{f.name}_sha256": h.hexdigest()}
 
 
 def write_table(df, root: Path, pickle_name: str) -> None:

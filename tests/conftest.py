@@ -1,6 +1,7 @@
 """Shared fixtures: the real CLI in subprocesses, synthetic data made once per session."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -95,6 +96,24 @@ def sh(cmd, cwd, timeout=1200, **env) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", cmd], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
 
 
+def worker_of(log: Path, p: int) -> int | None:
+    """PID of the launcher's worker for partition p of log, or None (from the processes' command lines)."""
+    import json
+
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            args = (d / "cmdline").read_bytes().decode().split("\0")[:-1]
+        except OSError:
+            continue
+        if "_worker" in args:
+            spec = json.loads(args[-1])
+            if spec["log_path"] == str(log) and spec["partition_offset"] == p:
+                return int(d.name)
+    return None
+
+
 def worker_pid(log: Path, p: int, timeout: float = 300) -> int:
     """PID of the launcher's worker running partition p into log, once it has answered a sample."""
     import json
@@ -102,27 +121,16 @@ def worker_pid(log: Path, p: int, timeout: float = 300) -> int:
 
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for d in Path("/proc").iterdir():
-            if not d.name.isdigit():
-                continue
-            try:
-                args = (d / "cmdline").read_bytes().decode().split("\0")[:-1]
-            except OSError:
-                continue
-            if "_worker" not in args:
-                continue
-            spec = json.loads(args[-1])
-            if spec["log_path"] != str(log) or spec["partition_offset"] != p:
-                continue
+        pid = worker_of(log, p)
+        if pid is not None:
             try:
                 prog = json.loads((log / str(p) / "progress.json").read_text())
             except (OSError, ValueError):
-                continue
-            if prog["done"] > 0 and prog["status"] == "running":
-                return int(d.name)
+                prog = {}
+            if prog.get("done", 0) > 0 and prog.get("status") == "running":
+                return pid
         time.sleep(0.05)
     raise AssertionError(f"no running worker for partition {p} of {log}")
-
 
 def rewrite_merged(run_dir: Path, fn) -> None:
     """Rewrite run_dir's merged log with every entry (sorted by qsl_idx) passed through fn, and record the
@@ -144,3 +152,19 @@ def rewrite_merged(run_dir: Path, fn) -> None:
     info["merged"] = {"sha256": file_sha256(run_dir / MERGED), "size": (run_dir / MERGED).stat().st_size,
                       "entries": len(es)}
     (run_dir / GATHER_INFO).write_text(json.dumps(info))
+
+
+@contextlib.contextmanager
+def modules_installed(mods: dict):
+    """sys.modules with `mods` (name -> module) added for the block, as it was afterwards: how a test
+    pickles objects under another project's module names (the reference's checkpoints)."""
+    saved = {m: sys.modules.get(m) for m in mods}
+    sys.modules.update(mods)
+    try:
+        yield
+    finally:
+        for m, old in saved.items():
+            if old is None:
+                del sys.modules[m]
+            else:
+                sys.modules[m] = old

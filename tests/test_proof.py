@@ -35,6 +35,17 @@ def run(dataset: Path, log: Path, *extra, model: Path):
                    "--threads", 1, *extra)
 
 
+def without_partition_1(log: Path, tmp_path: Path) -> Path:
+    """A copy of the gathered run with partition 1 and the gather outputs removed: partitions 0 and 2
+    to gather with a partition 1 run elsewhere."""
+    mixed = tmp_path / "mixed"
+    shutil.copytree(log, mixed)
+    shutil.rmtree(mixed / "1")
+    for f in ("gather.json", MERGED):
+        (mixed / f).unlink()
+    return mixed
+
+
 def test_check_refuses_a_merged_log_with_an_entry_deleted(dlrm, tmp_path):
     """Audit 1a: one entry deleted from the merged log gave RESULT: PASS, queries=11."""
     _, log = dlrm
@@ -97,12 +108,7 @@ def test_a_partition_run_on_other_data_of_the_same_size_does_not_merge(dlrm, tmp
     assert (data / name).stat().st_size == (synth / "dataset" / name).stat().st_size
     cp = run(data, tmp_path / "other", "--n_partitions", 3, "--partition_offset", 1, model=synth / "model")
     assert cp.returncode == 0, cp.stdout + cp.stderr
-    mixed = tmp_path / "mixed"
-    shutil.copytree(log, mixed)
-    shutil.rmtree(mixed / "1")
-    for f in ("gather.json", MERGED):
-        (mixed / f).unlink()
-    err = one_line_error(evalkit("gather", mixed, tmp_path / "other"))
+    err = one_line_error(evalkit("gather", without_partition_1(log, tmp_path), tmp_path / "other"))
     assert "partition 1" in err and f"dataset file {name}" in err, err
     # and a checked run scored against the edited copy is refused too: the labels are part of the data
     err = one_line_error(evalkit("check", log, "--dataset", data))
@@ -115,12 +121,7 @@ def test_dlrm_batch_size_is_in_its_identity(dlrm, tmp_path):
     cp = run(synth / "dataset", tmp_path / "b1", "--n_partitions", 3, "--partition_offset", 1, "--batch_size", 1,
              model=synth / "model")
     assert cp.returncode == 0, cp.stdout + cp.stderr
-    mixed = tmp_path / "mixed"
-    shutil.copytree(log, mixed)
-    shutil.rmtree(mixed / "1")
-    for f in ("gather.json", MERGED):
-        (mixed / f).unlink()
-    err = one_line_error(evalkit("gather", mixed, tmp_path / "b1"))
+    err = one_line_error(evalkit("gather", without_partition_1(log, tmp_path), tmp_path / "b1"))
     assert "partition 1" in err and "batch_size" in err, err
 
 

@@ -17,6 +17,8 @@ from evalkit.errors import KitError  # noqa: E402
 from vision.retinanet import model as rm  # noqa: E402
 from vision.retinanet import openimages as oi  # noqa: E402
 from vision.retinanet.benchmark import _TINY, BENCHMARK  # noqa: E402
+
+from conftest import modules_installed  # noqa: E402
 from vision.retinanet.checkpoint import load_state_dict  # noqa: E402
 
 
@@ -381,19 +383,11 @@ def test_checkpoint_forms(tmp_path):
     for cls, (mod, name) in ref.items():
         subs[cls] = type(name, (cls,), {"__module__": mod, "__qualname__": name})
         setattr(mods[mod], name, subs[cls])
-    saved = {m: sys.modules.get(m) for m in mods}
-    sys.modules.update(mods)
-    try:
+    with modules_installed(mods):
         for m in net.modules():
             m.__class__ = subs.get(type(m), type(m))
         del net.spec  # the kit's own description of the net: the reference's model has none
         torch.save(net, tmp_path / "whole.pth")
-    finally:
-        for m, old in saved.items():
-            if old is None:
-                del sys.modules[m]
-            else:
-                sys.modules[m] = old
     for name in ("bare.pth", "train.pth", "whole.pth"):
         got = load_state_dict(tmp_path / name)
         assert sorted(got) == sorted(sd), name

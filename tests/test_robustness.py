@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, evalkit, kit_env, one_line_error
+from conftest import ROOT, evalkit, kit_env, one_line_error, worker_of
 
 N = 4  # utterances: partitions of 2 + 2 when split in two
 
@@ -213,22 +213,6 @@ def wait_for(pred, timeout=120.0, what="condition"):
             return got
         time.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def worker_of(log: Path, p: int) -> int | None:
-    """PID of the launcher's worker for partition p."""
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            args = (d / "cmdline").read_bytes().decode().split("\0")[:-1]
-        except OSError:
-            continue
-        if "_worker" in args:
-            spec = json.loads(args[-1])
-            if spec["log_path"] == str(log) and spec["partition_offset"] == p:
-                return int(d.name)
-    return None
 
 
 def running(log: Path, p: int) -> bool:

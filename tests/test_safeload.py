@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, evalkit, kit_env, one_line_error
+from conftest import ROOT, evalkit, kit_env, modules_installed, one_line_error
 from evalkit import registry, safeload
 from evalkit.errors import KitError
 
@@ -449,20 +449,12 @@ def test_a_listed_model_with_odd_contents_is_one_line(tmp_path):
     pkg, mod = types.ModuleType("model"), types.ModuleType("model.retinanet")
     cls = type("RetinaNet", (), {"__module__": "model.retinanet", "__qualname__": "RetinaNet"})
     mod.RetinaNet = cls
-    saved = {m: sys.modules.get(m) for m in ("model", "model.retinanet")}
-    sys.modules.update({"model": pkg, "model.retinanet": mod})
-    try:
+    with modules_installed({"model": pkg, "model.retinanet": mod}):
         for i, contents in enumerate(({"_parameters": {"w": "not a tensor"}}, {"_modules": ["x"]},
                                       {"_buffers": {"b": cls()}})):
             net = cls()
             net.__dict__.update(contents)
             torch.save(net, tmp_path / f"odd{i}.pth")
-    finally:
-        for m, old in saved.items():
-            if old is None:
-                del sys.modules[m]
-            else:
-                sys.modules[m] = old
     for i in range(3):
         with pytest.raises(KitError, match=re.escape(f"odd{i}.pth is not a RetinaNet model")) as e:
             checkpoint.load_state_dict(tmp_path / f"odd{i}.pth")
@@ -494,19 +486,11 @@ def _save_as_reference(net, f: Path) -> Path:
             mod, name = _REFERENCE_NAMES[kit.__name__]
             subs[kit] = type(name, (kit,), {"__module__": mod, "__qualname__": name})
             setattr(mods[mod], name, subs[kit])
-    saved = {m: sys.modules.get(m) for m in mods}
-    sys.modules.update(mods)
-    try:
+    with modules_installed(mods):
         for m in net.modules():
             m.__class__ = subs.get(type(m), type(m))
         net.__dict__.pop("spec", None)  # the kit's own description: the reference's model has none
         torch.save(net, f)
-    finally:
-        for m, old in saved.items():
-            if old is None:
-                del sys.modules[m]
-            else:
-                sys.modules[m] = old
     return f
 
 
