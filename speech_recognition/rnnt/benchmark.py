@@ -250,16 +250,17 @@ class RNNTBenchmark(Benchmark):
     def score(self, pairs: Iterable[tuple[int, np.ndarray]], dataset_path: Path, n_count: int,
               model_path: Path | None = None) -> dict:
         utts = read_manifest(Path(dataset_path))
-        errors = words = 0
+        hyps: list[str] = []
+        refs: list[str] = []
         for q, arr in pairs:
             if q >= len(utts):
                 raise KitError(f"qsl_idx {q} has no utterance in {Path(dataset_path) / MANIFEST} ({len(utts)} kept)")
             if arr.size and (arr.min() < 0 or arr.max() >= len(text.LABELS)):
                 raise KitError(f"qsl_idx {q}: the payload holds {int(arr.min())}..{int(arr.max())}, not character "
                                f"indices 0..{len(text.LABELS) - 1}; check the payload dtype (int64)")
-            e, w = text.word_errors(text.to_text(arr), utts[q]["transcript"])
-            errors += e
-            words += w
+            hyps.append(text.to_text(arr))
+            refs.append(utts[q]["transcript"])
+        errors, words = text.word_errors_total(hyps, refs)
         if not words:
             raise KitError("the scored utterances have no reference words; WER is undefined")
         wer = errors / words

