@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("synth", help="write a synthetic dataset + checkpoint in the published formats")
     p.add_argument("model")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--n", type=int, help="samples (default: the model's synthetic_n, as DATA=synthetic under make)")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("run", help="run partitions under LoadGen; gather and check when all are done")
     _add_run_args(p)
@@ -195,7 +195,8 @@ def _dispatch(a) -> int:
         return 0
     if a.cmd == "synth":
         from .synth import describe, synthesize
-        print(describe(synthesize(a.model, a.out, a.n, a.seed)))
+        n = registry.get(a.model).synthetic_n if a.n is None else a.n  # make's default (scripts/lib/common.sh)
+        print(describe(synthesize(a.model, a.out, n, a.seed)))
         return 0
     if a.cmd == "_worker":
         from .launcher import run_worker

@@ -25,6 +25,25 @@ from .util import ROOT, config_hash
 SCENARIOS = ("Offline", "SingleStream", "MultiStream", "Server")
 MODES = {"accuracy": "AccuracyOnly", "performance": "PerformanceOnly"}
 DATA_SOURCES = ("real", "synthetic")
+_SS, _MS, _SV, _OFF = SCENARIOS[1], SCENARIOS[2], SCENARIOS[3], SCENARIOS[0]
+# The scenarios MLPerf defines for a model: the union, over the submission checker's datacenter and edge
+# "required-scenarios" lists (and the optional ones) of v4.0 to v6.1 (facts sheet §2.2), by checker name.
+# A model whose checker names are not listed here may run any scenario.
+MLPERF_SCENARIOS: dict[str, tuple[str, ...]] = {
+    "resnet": (_OFF, _SS, _MS, _SV), "retinanet": (_OFF, _SS, _MS, _SV),
+    "bert-99": (_OFF, _SS, _SV), "bert-99.9": (_OFF, _SS, _SV),
+    "dlrm-v2-99": (_OFF, _SV), "dlrm-v2-99.9": (_OFF, _SV),
+    "3d-unet-99": (_OFF, _SS), "3d-unet-99.9": (_OFF, _SS),
+    "gptj-99": (_OFF, _SS, _SV), "gptj-99.9": (_OFF, _SS, _SV),
+    "llama2-70b-99": (_OFF, _SV), "llama2-70b-99.9": (_OFF, _SV),
+    "mixtral-8x7b": (_OFF, _SV), "stable-diffusion-xl": (_OFF, _SS, _SV), "rnnt": (_OFF, _SS, _SV),
+}
+
+
+def model_scenarios(bench: Benchmark) -> tuple[str, ...]:
+    """The scenarios MLPerf defines for the model (every one of SCENARIOS when the table lacks it)."""
+    listed = [MLPERF_SCENARIOS[c] for c in bench.checker_names.values() if c in MLPERF_SCENARIOS]
+    return tuple(x for x in SCENARIOS if not listed or any(x in ls for ls in listed))
 
 
 @dataclass(frozen=True)
@@ -132,6 +151,9 @@ def resolve(req: RunSpec, world_size: int | None = None, now: float | None = Non
     s = req
     if s.scenario not in SCENARIOS:
         raise KitError(f"--scenario {s.scenario} is not one of {', '.join(SCENARIOS)}")
+    if s.scenario not in model_scenarios(bench):
+        raise KitError(f"--scenario {s.scenario} (SCENARIO) is not an MLPerf scenario of {bench.name}: the submission "
+                       f"checker defines {', '.join(model_scenarios(bench))} for it")
     if s.mode not in MODES:
         raise KitError(f"--mode {s.mode} is not one of {', '.join(MODES)}")
     if s.data not in DATA_SOURCES:
