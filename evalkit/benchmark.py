@@ -45,9 +45,12 @@ class TextIO(abc.ABC):
         generation settings as HF generate() names them (num_beams, max_new_tokens, ...)."""
 
     @abc.abstractmethod
-    def payload(self, text: str, token_ids: list[int] | None) -> np.ndarray:
+    def payload(self, text: str, token_ids: list[int] | None, finish_reason: str | None = None,
+                item: Any = None) -> np.ndarray:
         """The server's completion -> one element of what postprocess takes: its token ids when
-        the server returned them, else `text` tokenised with the checkpoint's tokenizer."""
+        the server returned them, else `text` tokenised with the checkpoint's tokenizer.
+        finish_reason: the API's ("stop": EOS or a stop string ended it; "length": max_tokens);
+        item: the make_batch element the request was made from."""
 
 
 class Benchmark(abc.ABC):
@@ -58,6 +61,8 @@ class Benchmark(abc.ABC):
     default_accuracy_target: str = "99"
     # --- dataset facts ------------------------------------------------------
     dataset_size: int = 0             # full validation set size (checker "dataset-size")
+    # accuracy target -> its own full set size where it differs (llama3.1-8b "edge": 5,000 samples)
+    target_sizes: dict[str, int] = {}
     performance_sample_count: int = 0
     payload_dtype: str = "float32"    # numpy dtype of each response payload
     payload_size: int | None = None   # elements per payload when fixed (resnet 1, bert 768); the core checks it
@@ -164,6 +169,14 @@ class Benchmark(abc.ABC):
         0..n_count-1, payload a whole number of payload_dtype (and payload_size elements when
         set), first occurrence kept, log not empty. `model_path` is the run's checkpoint (its
         tokenizer decodes token payloads). Model-specific checks (token ids < vocab) stay here."""
+
+    def score_subset(self, pairs: Iterable[tuple[int, np.ndarray]], dataset_path: Path, indices: Sequence[int],
+                     n_count: int, model_path: Path | None = None) -> dict:
+        """Metrics over the samples `indices` of 0..n_count-1 only (an explore probe, evalkit/probe.py).
+        The default is score() itself, right for a model whose metric aggregates the pairs it is given;
+        a model whose score also counts the samples it was not given (BERT: an unanswered question
+        scores 0) overrides it. tests/test_explore.py holds every model to it on its synthetic set."""
+        return self.score(pairs, dataset_path, n_count, model_path)
 
     def accuracy_model_path(self, dataset_path: Path, model_path: Path | None = None) -> Path:
         """Checkpoint dir whose tokenizer the dataset/accuracy need: the run's `model_path` when

@@ -68,6 +68,9 @@ def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | Non
     merged = run_dir / MERGED
     info = verify(run_dir)  # the merged log and its partitions are what gather vouched for
     bench = registry.get(info["model"])
+    if info["config"].get("probe"):
+        raise KitError(f"run {run_dir} is a probe of {info['config']['probe']['n']} samples (evalkit explore): a probe "
+                       f"is never checked against the targets as a PASS; run the full set for that")
     dataset = Path(dataset or info["dataset"])
     _same_dataset(run_dir, dataset, info["config"])
     model_path = Path(model_path or info["model_path"])
@@ -88,7 +91,7 @@ def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | Non
         t0 = time.time()
         metrics = score_log(bench, merged, dataset, n_count, model_path)
         score_s = time.time() - t0
-        dataset_size = int(synth["n"]) if synth else bench.dataset_size
+        dataset_size = int(synth["n"]) if synth else bench.target_sizes.get(target, bench.dataset_size)
         scale = {m: n_count / dataset_size for m in mt.metrics()} if n_count < dataset_size else {}
         override = {k: float(v) for k, v in synth["reference"].items()} if synth else None
         verdict = targets.evaluate(mt, metrics, scale=scale, reference_override=override)

@@ -16,7 +16,7 @@ from . import registry, targets
 from .errors import KitError
 from .util import ROOT, write_error
 
-# `status`: some partition is failed, stalled or missing and needs a resume (errors.py lists the others:
+# `status`: some partition is failed, preempted, stalled or missing and needs a resume (errors.py lists the others:
 # 0 PASS, 1 a scored FAIL, 2 an error, 3 owned by another launch, 75 preempted)
 NEEDS_RESUME = 4
 
@@ -53,10 +53,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="how the model runs: pytorch, pytorch-compile, openai or an installed plug-in "
                         "(entry-point group evalkit.backends)")
     p.add_argument("--server_url", help="backend openai: the server's base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--server_urls", help="backend openai: servers, comma-separated; partition p is served by "
+                   "url[p %% n] (docs/serving.md)")
     p.add_argument("--backend_option", action="append", default=[], metavar="KEY=VALUE",
                    help="the backend's own option, e.g. server_api=transformers, compile_mode=max-autotune")
     p.add_argument("--accuracy_target", help="99 or 99.9 (default: the model's first)")
     p.add_argument("--no_check", action="store_true", help="do not gather/check even when all partitions are done")
+    p.add_argument("--probe", type=int, default=0,
+                   help="score only N samples spread over the n_count (evalkit explore's probe; never a PASS)")
     p.add_argument("--init_timeout", type=float, default=300,
                    help="torchrun: seconds to reach the rendezvous and see every rank join")
     p.add_argument("--dist_timeout", type=float, default=300,
@@ -77,9 +81,10 @@ def _request(a):
                    n_devices=a.n_devices, devices_per_partition=a.devices_per_partition, scenario=a.scenario, mode=a.mode, data_type=a.data_type,
                    device=a.device, batch_size=a.batch_size, threads=a.threads, user_conf=a.user_conf,
                    perf={k: v for k, v in perf.items() if v is not None}, options=options,
-                   backend=a.backend, accuracy_target=a.accuracy_target,
+                   backend=a.backend, accuracy_target=a.accuracy_target, probe=a.probe,
                    backend_options={**_key_values(a.backend_option, "--backend_option"),
-                                    **({"server_url": a.server_url} if a.server_url else {})})
+                                    **({"server_url": a.server_url} if a.server_url else {}),
+                                    **({"server_urls": a.server_urls} if a.server_urls else {})})
 
 
 def _key_values(items: list[str], flag: str) -> dict:
@@ -104,7 +109,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv=None) -> int:
-    ap = _Parser(prog="python -m evalkit", description="MLPerf Inference accuracy-evaluation kit")
+    # bin/evalkit sets EVALKIT_ENV: its users typed bin/evalkit, the usage line says so
+    prog = f"{ROOT / 'bin' / 'evalkit'}" if os.environ.get("EVALKIT_ENV") else "python -m evalkit"
+    ap = _Parser(prog=prog, description="MLPerf Inference accuracy-evaluation kit")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     sub.add_parser("targets", help="print the MLPerf accuracy targets table")
     sub.add_parser("models", help="list the models of this kit")
@@ -156,9 +163,10 @@ def main(argv=None) -> int:
     q.add_argument("run_dir", type=Path)
     q.add_argument("--allow_synthetic", action="store_true")
     q.add_argument("--allow_partial", action="store_true")
-    p = sub.add_parser("status", help="per partition and in total: done/total, rate, ETA, stalled/failed/missing, "
+    p = sub.add_parser("status", help="per partition and in total: done/total, rate, ETA, stalled/preempted/failed/missing, "
                                       "and the command that resumes them")
-    p.add_argument("run_dirs", nargs="+", type=Path, help="the run dir (several: one per node, no shared filesystem)")
+    p.add_argument("run_dirs", nargs="*", type=Path, help="the run dir (several: one per node, no shared filesystem; "
+                                                          "default: the latest run under logs/)")
     p.add_argument("--stall_minutes", type=float, default=10.0,
                    help="a running partition whose progress.json is older than this counts as stalled")
     p = sub.add_parser("compare", help="metric-by-metric difference of a run vs a reference run (accuracy.json)")
@@ -212,6 +220,9 @@ def _dispatch(a) -> int:
             return distributed.run(req, a.no_check, a.init_timeout, a.dist_timeout)
         plan = resolve(req)
         run_local(plan)
+        if plan.spec.probe and plan.spec.mode == "accuracy" and not a.no_check:
+            from .probe import finish_probe
+            return finish_probe(plan)
         return finish_run(plan, a.no_check)
     if a.cmd == "gather":
         from .gather import gather
@@ -251,14 +262,18 @@ def _dispatch(a) -> int:
             data.publish_log(a.model, a.run_dir, a.allow_synthetic, a.allow_partial)
         return 0
     if a.cmd == "status":
-        from .status import collect, format_status, vouched
+        from .status import collect, format_status, latest_run, vouched
+        if not a.run_dirs:
+            a.run_dirs = [latest_run(ROOT / "logs")]
+            print(f"status of the latest run under {ROOT / 'logs'}: {a.run_dirs[0]}", file=sys.stderr)
         st = collect(a.run_dirs, a.stall_minutes)
         print(format_status(st, a.run_dirs))
         problem = vouched(a.run_dirs)  # "complete" is not enough: a replaced partition or an edited merged log
         if problem:
             raise KitError(problem)
         # 4 when some partition needs a resume, so that scripts can act on it (1 means a scored FAIL only)
-        return NEEDS_RESUME if any(x.state in ("failed", "stalled", "missing") for x in st.parts.values()) else 0
+        from .rundir import NEEDS_RESUME as RESUMABLE
+        return NEEDS_RESUME if any(x.state in RESUMABLE for x in st.parts.values()) else 0
     if a.cmd == "compare":
         from .data import compare
         print(compare(a.run_dir, a.ref_dir))

@@ -23,6 +23,7 @@ from .accuracy_log import Writer, entry_at, iter_entries
 from .errors import KitError
 from .identity import IDENTITY, config_difference, read_identity
 from .partition import partition_range
+from .probe import config_indices
 from .rundir import ACCURACY_LOG, GATHER_INFO, MERGED
 from .util import KIT_CLI, atomic_write_json, sha256_file, write_error
 from .identity import file_sha256
@@ -122,6 +123,7 @@ def _merge(run_dirs: list[Path], out_dir: Path | None = None, force: bool = Fals
         raise KitError(f"{merged} already exists; it is never overwritten: remove it, use --force "
                        f"(the old file is kept as a .bak) or gather into another --out dir")
     n_count = int(ref["n_count"])
+    probe_ids = config_indices(ref["config"])  # a probe run: position i is the set's qsl_idx probe_ids[i]
     itemsize = np.dtype(ref["payload_dtype"]).itemsize
     seen = np.zeros(n_count, dtype=bool)
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{MERGED}.", suffix=".tmp")
@@ -179,7 +181,7 @@ def _merge(run_dirs: list[Path], out_dir: Path | None = None, force: bool = Fals
                 with open(log, "rb") as raw:
                     for local, off in order:
                         e = entry_at(raw, off, f"partition {p}: {log}")
-                        out = {"seq_id": w.n, "qsl_idx": start + local}
+                        out = {"seq_id": w.n, "qsl_idx": start + local if probe_ids is None else probe_ids[start + local]}
                         out.update((k, v) for k, v in e.items() if k not in ("seq_id", "qsl_idx"))
                         w.write(out)
                 count = len(order)

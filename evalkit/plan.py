@@ -71,6 +71,8 @@ class RunSpec:
     backend_options: dict = field(default_factory=dict)  # the backend's own (server_url, ...); not hashed
     data: str = "real"                     # default dataset/model paths: real (DVC) or synthetic
     accuracy_target: str | None = None     # None: the model's default
+    probe: int = 0                         # >0: score only this many samples spread over n_count (evalkit/probe.py)
+    probe_of: int = 0                      # the n_count the probe is spread over (filled by resolve)
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -199,6 +201,14 @@ def resolve(req: RunSpec, world_size: int | None = None, now: float | None = Non
         listed = f", listed in {dataset.index_file}" if dataset.index_file else ""
         raise KitError(f"--n_count {n_count} is outside [1, {dataset.size}] "
                        f"(dataset {dataset_path} has {dataset.size} samples{listed})")
+    probe_of = 0
+    if s.probe:  # the run is over K samples spread over the n_count a full run scores (evalkit/probe.py)
+        from .probe import ProbeView, probe_indices
+        probe_of = s.probe_of or n_count
+        if not 1 <= probe_of <= dataset.size or not 1 <= s.probe <= probe_of:
+            raise KitError(f"--probe {s.probe} is outside [1, {probe_of}] (the samples the full run scores)")
+        dataset = ProbeView(dataset, probe_indices(probe_of, s.probe))
+        n_count = s.probe
     launched = world_size if world_size is not None else s.n_devices // K
     n_partitions = s.n_partitions or launched
     if n_partitions > n_count:
@@ -207,6 +217,9 @@ def resolve(req: RunSpec, world_size: int | None = None, now: float | None = Non
         what = "torchrun world size" if world_size is not None else "partitions launched (--n_devices / K)"
         raise KitError(f"--partition_offset {s.partition_offset} + {what} {launched} "
                        f"exceeds --n_partitions {n_partitions}")
+    backend_cls = backends.resolve(s.backend)
+    for p in range(s.partition_offset, s.partition_offset + launched):  # SERVER_URLS etc., before any work
+        backend_cls.for_partition(s.backend_options, p)
     if not model_path.exists():
         raise KitError(f"model checkpoint {model_path} does not exist; build the env "
                        f"(scripts/build_{bench.name}_env.sh) or pass --model_path")
@@ -215,12 +228,16 @@ def resolve(req: RunSpec, world_size: int | None = None, now: float | None = Non
         ROOT / "logs" / bench.name / s.scenario / f"{s.mode}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}")
     spec = dataclasses.replace(
         s, dataset=dataset_path, model_path=model_path, log_path=log_path, n_count=n_count,
-        n_partitions=n_partitions, options=options,
+        n_partitions=n_partitions, options=options, probe_of=probe_of,
         batch_size=s.batch_size or (bench.cuda_batch_size if listed[0].startswith("cuda") and bench.cuda_batch_size
                                     else bench.default_batch_size),
         accuracy_target=target)
     config = mf.run_config(bench, spec)
+    if s.probe:
+        config = dict(config, probe={"n": s.probe, "of": probe_of})
     work = bench.sample_work(dataset_path)
+    if work is not None and s.probe:
+        work = [work[i] for i in dataset.indices]
     if work is not None:  # cut by work; the cuts are part of the run's identity
         bounds = work_bounds(n_count, n_partitions, work)
         config = dict(config, partition_by="work", partition_bounds=bounds)

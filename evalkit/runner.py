@@ -303,7 +303,7 @@ class _Preemption:
             self.cache.close()  # fsync: every answered sample survives
         what = "nothing answered yet"
         if self.progress is not None:
-            what = f"{self.progress.done} of {self.progress.total} samples answered" + (
+            what = f"{self.progress.shown} of {self.progress.total} samples answered" + (
                 " and kept in the response cache" if self.cache is not None else "")
             self.progress.finish("preempted", f"preempted by {name}: {what}")
         if self.claim is not None:
@@ -335,6 +335,10 @@ def run_partition(plan: Plan, p: int, resume: str | None = None) -> str:
         claim = pre.claim = Claim(part_dir, p).acquire()  # nothing in the dir is touched before this
         try:
             return _run_owned(plan, p, part_dir, start, stop, pre)
+        except KitError as e:  # e.g. the model refused while loading: progress.json says why, not "running"
+            if pre.progress is not None and pre.progress.final is None:
+                _mark(pre, str(e))
+            raise
         except OSError as e:  # a full disk, or one remounted read-only under the run
             full = write_error(e, part_dir)
             if full is None:
@@ -396,15 +400,23 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
               f"min_duration of mlperf.conf + user.conf; a short smoke run: MIN_DURATION=1000 MIN_QUERY_COUNT=64)",
               file=sys.stderr)
 
+    size = stop - start
+    # Before the model loads: status shows the partition loading (phase), and a resumed one keeps its count.
+    # Performance runs: LoadGen's horizon (a lower bound outside Offline; Progress never shows > 100 %).
+    progress = pre.progress = Progress(part_dir, p, size if spec.mode == "accuracy" else horizon["samples"],
+                        meta={k: config[k] for k in ("model", "scenario", "mode", "data_type", "synthetic",
+                                                     "n_count", "n_partitions")}
+                        | {"device": spec.device, "host": socket.gethostname()},
+                        min_duration_s=0.0 if spec.mode == "accuracy" else horizon["min_duration_s"],
+                        resumed=len(cache) if cache is not None else 0)
     if spec.threads:
         import torch
         torch.set_num_threads(spec.threads)
     t0 = time.time()
-    backend = backends.create(spec.backend, spec.backend_options)
+    backend = backends.create(spec.backend, spec.backend_options, partition=p)  # SERVER_URLS: p's server
     backend.load(bench, Path(spec.model_path), spec.device, spec.data_type, spec.options)
     t_load = time.time() - t0
 
-    size = stop - start
     store = SampleStore(bench, spec.device, spec.data_type, spec.options)
     load_error: list[BaseException] = []
     warm = {"done": not hasattr(backend, "warmup")}
@@ -439,12 +451,6 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
     def unload(indices):
         store.unload(indices)
 
-    # Performance runs: LoadGen's horizon (a lower bound outside Offline; Progress never shows > 100 %).
-    progress = pre.progress = Progress(part_dir, p, size if spec.mode == "accuracy" else horizon["samples"],
-                        meta={k: config[k] for k in ("model", "scenario", "mode", "data_type", "synthetic",
-                                                     "n_count", "n_partitions")}
-                        | {"device": spec.device, "host": socket.gethostname()},
-                        min_duration_s=0.0 if spec.mode == "accuracy" else horizon["min_duration_s"])
     sut_impl = pre.sut = _SUT(bench, backend, store, spec, progress, lg, start, cache, size)
     sut = lg.ConstructSUT(sut_impl.issue, sut_impl.flush)
     qsl = lg.ConstructQSL(size, min(size, bench.performance_sample_count or size), load, unload)
@@ -456,6 +462,7 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
     log_settings = lg.LogSettings()
     log_settings.log_output = out
     log_settings.enable_trace = False
+    progress.begin()
     t1 = time.time()
     try:
         lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
@@ -492,10 +499,28 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
                        "samples_per_s": round((progress.done - progress.cached) / t_run, 4) if t_run > 0 else None,
                        "samples_computed": progress.done - progress.cached, "samples_cached": progress.cached,
                        "started": t0, "finished": time.time(), "warmup_s": warm.get("seconds")},
-                      backend.describe(), {"sample_store": store.where or "host objects"})
+                      backend.describe(), {"sample_store": store.where or "host objects",
+                                           "peak_memory": peak_memory(spec.device)})
     if cache is not None:
         cache.delete()  # the LoadGen log now holds every response; keeping SDXL-size payloads only costs disk
     return "done"
+
+
+def peak_memory(device: str) -> dict:
+    """This process's peak memory so far: host peak RSS (VmHWM) and, on CUDA, torch's
+    max_memory_allocated over the worker's devices (bytes; what is not measurable is left out)."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                out["host_rss_bytes"] = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    cuda = [d for d in device.split(",") if d.startswith("cuda")]
+    if cuda:
+        import torch
+        out["cuda_max_allocated_bytes"] = max(int(torch.cuda.max_memory_allocated(d)) for d in cuda)
+    return out
 
 
 def _closed(log: Path) -> bool:

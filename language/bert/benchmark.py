@@ -151,8 +151,9 @@ class Bert(Benchmark):
 
     # --- accuracy -------------------------------------------------------------
     def predictions(self, pairs: Iterable[tuple[int, np.ndarray]], dataset_path: Path, n_count: int,
-                    model_path: Path | None = None):
-        """(examples in range, {qas_id: n-best list}) from clean (qsl_idx, payload) pairs."""
+                    model_path: Path | None = None, subset: Sequence[int] | None = None):
+        """(examples in range, {qas_id: n-best list}) from clean (qsl_idx, payload) pairs.
+        subset: the features scored (an explore probe); default: all of 0..n_count-1."""
         examples, feats = squad_features(Path(dataset_path), self.accuracy_model_path(Path(dataset_path), model_path))
         n = min(n_count, len(feats))
         logits: dict[int, np.ndarray] = {}
@@ -165,7 +166,7 @@ class Bert(Benchmark):
         for i in sorted(logits):  # feature order, as the reference walks an example's features
             by_example.setdefault(feats[i].example_index, []).append((feats[i], logits[i]))
         # A partial run scores the questions whose first feature is in range (the rest are not asked).
-        in_range = sorted({feats[i].example_index for i in range(n)})
+        in_range = sorted({feats[i].example_index for i in (range(n) if subset is None else subset)})
         preds = {examples[e].qas_id: squad.nbest(examples[e], by_example[e])
                  for e in in_range if e in by_example}
         return [examples[e] for e in in_range], preds
@@ -173,6 +174,11 @@ class Bert(Benchmark):
     def score(self, pairs: Iterable[tuple[int, np.ndarray]], dataset_path: Path, n_count: int,
               model_path: Path | None = None) -> dict:
         examples, nb = self.predictions(pairs, dataset_path, n_count, model_path)
+        r = squad.squad_v11(examples, {k: v[0][0] for k, v in nb.items()})
+        return {"F1": r["f1"], "exact_match": r["exact_match"], "questions": len(examples)}
+
+    def score_subset(self, pairs, dataset_path: Path, indices, n_count: int, model_path: Path | None = None) -> dict:
+        examples, nb = self.predictions(pairs, dataset_path, n_count, model_path, subset=indices)
         r = squad.squad_v11(examples, {k: v[0][0] for k, v in nb.items()})
         return {"F1": r["f1"], "exact_match": r["exact_match"], "questions": len(examples)}
 
