@@ -212,13 +212,15 @@ def _dispatch(a) -> int:
         return 0
     if a.cmd == "run":
         from .distributed import torchrun_env
-        from .launcher import finish_run, run_local
+        from .launcher import adopt_unfinished, finish_run, run_local
         from .plan import resolve
         req = _request(a)
         if torchrun_env() is not None:
             from . import distributed
             return distributed.run(req, a.no_check, a.init_timeout, a.dist_timeout)
         plan = resolve(req)
+        if req.log_path is None:  # the same command after Ctrl-C resumes its run, not a new one
+            plan = adopt_unfinished(plan)
         run_local(plan)
         if plan.spec.probe and plan.spec.mode == "accuracy" and not a.no_check:
             from .probe import finish_probe

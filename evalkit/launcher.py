@@ -54,11 +54,18 @@ def worker_devices(spec: RunSpec, first: int = 0) -> list[tuple[str, int]]:
     return [(",".join(f"{kind}:{first + i * K + j}" for j in range(K)), spec.threads) for i in range(workers)]
 
 
+ATTEMPT = "--- evalkit: attempt started "  # worker.log: each launch appends one attempt after this line
+
+
 def _last_line(path: Path) -> str:
+    """The last attempt's error line (else its last line): a resumed partition's log also holds the
+    earlier attempts (worker.log is appended to), whose errors no longer hold."""
     try:
         lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
     except OSError:
         return ""
+    starts = [i for i, x in enumerate(lines) if x.startswith(ATTEMPT)]
+    lines = lines[starts[-1] + 1:] if starts else lines
     errs = [x for x in lines if x.startswith("error:")]
     return (errs or lines or [""])[-1].strip()
 
@@ -99,6 +106,47 @@ def _raise_stop(signum, frame):
     raise _Stop(signal.Signals(signum).name)
 
 
+FINISHED = ("accuracy.json", "performance.json", "check_error.json")  # a run whose check (or perf) ran
+
+
+def unfinished_run(plan: Plan) -> tuple[Path, rundir.RunState] | None:
+    """The newest run dir of this very config (config hash) under logs/<model>/<scenario>/ that a launch
+    left unfinished (Ctrl-C, preemption, a failed worker) and nobody runs now, with its state; None when
+    there is none. Runs given a LOG_PATH elsewhere are not looked for."""
+    spec = plan.spec
+    base = Path(spec.log_path).parent  # the default run dirs sit side by side: logs/<model>/<scenario>/
+    found = []
+    for d in base.glob(f"{spec.mode}-*") if base.is_dir() else ():
+        try:
+            if not d.is_dir() or any((d / f).exists() for f in FINISHED) or \
+                    rundir.read_run_info(d).get("config_hash") != plan.config_hash:
+                continue
+            st = rundir.collect([d], only=plan.partitions)
+        except KitError:  # a corrupt file: not a run to resume silently
+            continue
+        if any(x.state in ("running", "stalled") for x in st.parts.values()) or \
+                not any(x.state in ("preempted", "failed", "missing") for x in st.parts.values()):
+            continue  # another launch runs it (or hangs in it): never two writers; or ours are all done
+        found.append((d.stat().st_mtime, d, st))
+    if not found:
+        return None
+    _, d, st = max(found, key=lambda t: t[0])
+    return d, st
+
+
+def adopt_unfinished(plan: Plan) -> Plan:
+    """`evalkit run` without --log_path (LOG_PATH): resume the unfinished run of the same config instead
+    of starting over in a new timestamped dir (its response caches would be ignored), and say so."""
+    got = unfinished_run(plan)
+    if got is None:
+        return plan
+    d, st = got
+    kept = ", ".join(f"p{x.p} {x.state} {x.done}/{x.total}" for x in st.parts.values())
+    print(f"resuming the unfinished run {d} of the same config ({kept}); for a new run give it its own "
+          f"LOG_PATH (--log_path)", file=sys.stderr)
+    return dataclasses.replace(plan, spec=dataclasses.replace(plan.spec, log_path=d))
+
+
 def preflight(plan: Plan) -> None:
     """Before this launch writes anything into the run dir: the dir holds no other run's
     partitions, and no partition of this launch is owned by a live process."""
@@ -115,6 +163,7 @@ def run_local(plan: Plan, isolate: bool = False) -> list[int]:
     spec = plan.spec
     parts = plan.partitions
     preflight(plan)
+    created = not isolate and not Path(spec.log_path).exists()  # a refusal removes what this launch made
     Path(spec.log_path).mkdir(parents=True, exist_ok=True)
     if not isolate:  # under torchrun rank 0 records the torchrun command instead
         rundir.record_launch(spec.log_path, parts, spec.n_partitions, resume_command(spec), plan.config_hash,
@@ -127,8 +176,12 @@ def run_local(plan: Plan, isolate: bool = False) -> list[int]:
             run_partition(plan, parts[0], resume=resume_command(spec))
         except PartitionOwned:
             raise  # another launch's partition: its progress is not ours to mark
+        except Preempted:
+            raise
         except KitError as e:  # e.g. refused before its progress file existed: status shows why
             mark_failed(Path(spec.log_path) / str(parts[0]), str(e))
+            if created:
+                discard_refused(Path(spec.log_path), parts)
             raise
         return parts
     procs = {}
@@ -141,6 +194,8 @@ def run_local(plan: Plan, isolate: bool = False) -> list[int]:
             part_dir = Path(spec.log_path) / str(p)
             part_dir.mkdir(parents=True, exist_ok=True)
             log = open(part_dir / rundir.WORKER_LOG, "a")
+            log.write(f"{ATTEMPT}{time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
+            log.flush()
             cmd = [sys.executable, "-m", "evalkit", "_worker", wspec.to_json()]
             procs[p] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
         _watch(spec, parts, procs)
@@ -166,6 +221,8 @@ def run_local(plan: Plan, isolate: bool = False) -> list[int]:
         raise Preempted(f"stopped by {stopped}: {kept} (answered samples are kept in each partition's "
                         f"response cache); resume with: {resume_command(spec)}")
     owned = [p for p, (pr, _) in procs.items() if pr.returncode == PartitionOwned.exit_code]
+    refusals = {p: _last_line(Path(spec.log_path) / str(p) / rundir.WORKER_LOG) for p, (pr, _) in procs.items()
+                if pr.returncode not in (0, PartitionOwned.exit_code)}
     failed = [(p, pr.returncode) for p, (pr, _) in procs.items() if pr.returncode not in (0, PartitionOwned.exit_code)]
     for p, rc in failed:  # a worker killed by a signal could not write "failed" itself
         mark_failed(Path(spec.log_path) / str(p), _exit_text(rc))
@@ -175,6 +232,20 @@ def run_local(plan: Plan, isolate: bool = False) -> list[int]:
     if owned:
         raise PartitionOwned("; ".join(_last_line(Path(spec.log_path) / str(p) / "worker.log").removeprefix("error: ")
                                        for p in owned))
+    if failed and all(rc == Preempted.exit_code for _, rc in failed):
+        # the workers were stopped (Ctrl-C reaching the whole process group, a scheduler's SIGTERM to each
+        # of them) while this launcher was not: a preemption to resume, not a failure
+        st = rundir.collect([Path(spec.log_path)], only=parts)
+        kept = ", ".join(f"p{x.p} {x.state} {x.done}/{x.total}" for x in st.parts.values())
+        raise Preempted(f"workers stopped by a signal: {kept} (answered samples are kept in each partition's "
+                        f"response cache); resume with: {resume_command(spec)}")
+    if failed and created and all(rc == 2 for _, rc in failed) and discard_refused(Path(spec.log_path), parts):
+        # every worker refused (one error line each) before answering a sample: nothing to resume
+        by_why: dict[str, list[int]] = {}
+        for p, why in refusals.items():
+            by_why.setdefault(why.removeprefix("error: "), []).append(p)
+        raise KitError("; ".join(f"partition{'s' if len(ps) > 1 else ''} {', '.join(map(str, ps))}: {why}"
+                                 for why, ps in by_why.items()))
     if failed:
         detail = "; ".join(f"partition {p} ({_exit_text(rc)}): {_last_line(Path(spec.log_path) / str(p) / 'worker.log')} "
                            f"[log {Path(spec.log_path) / str(p) / 'worker.log'}]" for p, rc in failed)
@@ -185,6 +256,28 @@ def run_local(plan: Plan, isolate: bool = False) -> list[int]:
     return parts
 
 
+def discard_refused(run_dir: Path, parts: list[int]) -> bool:
+    """A run dir this launch created, whose partitions all stopped before answering a sample (a refusal:
+    a backend that cannot serve the model, a sample file missing): remove it, so that status and the
+    report do not list a failed run whose resume only repeats the error. Returns whether it went;
+    a dir holding anything else (another launch's partition, a traceback) stays."""
+    for p in parts:
+        d = run_dir / str(p)
+        if rundir.read_manifest(d) is not None:
+            return False
+        log = d / rundir.WORKER_LOG
+        crashed = log.exists() and "Traceback" in log.read_text(errors="replace")  # a bug: its log stays
+        if crashed or int((rundir.read_progress(d) or {}).get("done", 0)) > 0:
+            return False
+    ours = {str(p) for p in parts} | {rundir.RUN_INFO}
+    if any(x.name not in ours for x in run_dir.iterdir()) or \
+            any(set(x["partitions"]) - set(parts) for x in rundir.read_run_info(run_dir).get("launches", {}).values()):
+        return False
+    import shutil
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
 def _main_thread() -> bool:
     import threading
     return threading.current_thread() is threading.main_thread()
@@ -193,17 +286,19 @@ def _main_thread() -> bool:
 def _watch(spec, parts, procs) -> None:
     """The live line until every worker exited."""
     tty = sys.stderr.isatty()
-    last_decile = -1
+    last = None
     while any(pr.poll() is None for pr, _ in procs.values()):
         time.sleep(0.5)
         st = rundir.collect([Path(spec.log_path)], only=parts)  # what `evalkit status` reads
         done, total = st.done, st.total
         if total:
             text = run_status.progress_line(st, f"{len(parts)} partitions")
+            # logs and pipes: a line per 10 %, and whenever a partition starts computing, finishes or stops
+            now = (int(10 * done / total), [(x.state, x.phase) for x in st.parts.values()])
             if tty:
                 sys.stderr.write("\r" + text)
-            elif int(10 * done / total) != last_decile:
-                last_decile = int(10 * done / total)
+            elif now != last:
+                last = now
                 sys.stderr.write(text + "\n")
     if tty:
         sys.stderr.write("\n")

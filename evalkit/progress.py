@@ -38,7 +38,7 @@ class Progress:
     """Thread-safe counter; redraws at most every `interval` seconds."""
 
     def __init__(self, part_dir: Path, partition: int, total: int, interval: float = 1.0, stream=None,
-                 meta: dict | None = None, min_duration_s: float = 0.0):
+                 meta: dict | None = None, min_duration_s: float = 0.0, resumed: int = 0):
         self.path = Path(part_dir) / PROGRESS_FILE
         self.partition = partition
         self.meta = meta or {}  # model, scenario, mode, ...: lets the report show a run that has no manifest yet
@@ -46,11 +46,16 @@ class Progress:
         self.min_duration_s = min_duration_s  # performance runs: LoadGen runs at least this long
         self.done = 0
         self.cached = 0  # answered from the response cache (evalkit/cache.py), part of done
+        # samples an earlier attempt answered (the response cache): shown as done from the start, so a
+        # resumed partition never counts backwards while its model loads; LoadGen re-issues them as cached
+        self.resumed = resumed
         self.error: str | None = None
         self.interval = interval
         self.stream = stream if stream is not None else sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.started = time.time()
+        self.final: str | None = None     # finish()'s status
+        self.issued: float | None = None  # begin(): LoadGen started; the rate counts from here, not the model load
         self._last = 0.0
         self._last_pct_printed = -1
         self._lock = threading.Lock()
@@ -59,11 +64,21 @@ class Progress:
     @property
     def rate(self) -> float:
         # computed samples only: cached ones come back at once and would fake the ETA
-        el = time.time() - self.started
+        el = time.time() - (self.issued or self.started)
         return (self.done - self.cached) / el if el > 0 else 0.0
 
+    @property
+    def shown(self) -> int:
+        return max(self.done, self.resumed)
+
+    def begin(self) -> None:
+        """The model is loaded and LoadGen starts: the rate is measured from now."""
+        with self._lock:
+            self.issued = time.time()
+            self.write("running")
+
     def eta(self, rate: float) -> float | None:
-        eta = eta_seconds(self.done, self.total, rate)
+        eta = eta_seconds(self.shown, self.total, rate)
         if eta is not None and self.min_duration_s:
             eta = max(eta, self.min_duration_s - (time.time() - self.started))
         return eta
@@ -71,11 +86,14 @@ class Progress:
     def write(self, status: str) -> None:
         rate = self.rate
         eta = self.eta(rate) if status == "running" else None
-        atomic_write_json(self.path, {"partition": self.partition, "done": self.done, "total": self.total,
+        # loading: the model, then the samples and the first batch; status and the launcher say so
+        phase = "loading" if status == "running" and self.done == self.cached and self.shown < self.total else None
+        atomic_write_json(self.path, {"partition": self.partition, "done": self.shown, "total": self.total,
                                       "rate": round(rate, 4), "eta_s": None if eta is None else round(eta, 1),
                                       "started": self.started, "updated": time.time(), "status": status,
                                       "cached": self.cached, "computed": self.done - self.cached,
-                                      "error": self.error, **self.meta})
+                                      "error": self.error, "phase": phase, "resumed": self.resumed,
+                                      **self.meta})
 
     def add(self, n: int, cached: bool = False) -> None:
         with self._lock:
@@ -89,14 +107,14 @@ class Progress:
             self._last = now
             self.write("running")
             rate = self.rate
-            text = line(f"partition {self.partition}", self.done, self.total, rate, self.eta(rate))
+            text = line(f"partition {self.partition}", self.shown, self.total, rate, self.eta(rate))
             if self.tty:
                 self.stream.write("\r" + text)
                 if 0 < self.total <= self.done:
                     self.stream.write("\n")
             else:
                 # Logs and pipes get a line per 10 % instead of a redraw storm.
-                pct = int(10 * self.done / self.total) if self.total > 0 else int(now - self.started) // 10
+                pct = int(10 * self.shown / self.total) if self.total > 0 else int(now - self.started) // 10
                 if pct != self._last_pct_printed:
                     self._last_pct_printed = pct
                     self.stream.write(text + "\n")
@@ -105,6 +123,7 @@ class Progress:
     def finish(self, status: str, error: str | None = None) -> None:
         with self._lock:
             self.error = error
+            self.final = status
             self.write(status)
 
 

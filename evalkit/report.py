@@ -171,7 +171,8 @@ def load_run(run_dirs: Path | list[Path], log_dir: Path, verified: dict[str, dic
     parts.sort(key=lambda r: r["partition"])
     states = {r["state"] for r in parts}
     state = ("complete" if states == {"complete"} else "failed" if "failed" in states
-             else "in progress" if "running" in states else "incomplete")
+             else "in progress" if "running" in states else "interrupted" if "preempted" in states
+             else "incomplete")
     if perf is None and meta.get("mode") == "performance" and state == "complete":
         if len(dirs) == 1:
             perf = run_performance(run_dir)  # e.g. partitions copied in from other nodes

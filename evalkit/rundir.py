@@ -8,8 +8,9 @@
     <run>/merged_mlperf_log_accuracy.json, gather.json, accuracy.{txt,json}, performance.json
 
 This is the one module that lists partition dirs and decides a partition's state
-(complete, running, stalled, failed, missing). gather, perf, status, report and the
-launcher all ask it, so they cannot disagree.
+(complete, running, stalled, preempted, failed, missing). gather, perf, status, report and
+the launcher all ask it, so they cannot disagree. A preempted partition (SIGTERM, Ctrl-C) kept
+its answered samples and waits for a resume; a failed one stopped on an error.
 """
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ LOADGEN_FILES = (ACCURACY_LOG, SUMMARY, DETAIL, "mlperf_log_trace.json")
 MERGED = "merged_mlperf_log_accuracy.json"
 GATHER_INFO = "gather.json"
 STALL_MINUTES = 10.0
-STATES = ("complete", "running", "stalled", "failed", "missing")
+STATES = ("complete", "running", "stalled", "preempted", "failed", "missing")
+NEEDS_RESUME = ("stalled", "preempted", "failed", "missing")  # states a resume picks up
 # which copy of a partition counts when several run dirs hold one
-_RANK = {"complete": 4, "running": 3, "stalled": 2, "failed": 1, "missing": 0}
+_RANK = {"complete": 5, "running": 4, "stalled": 3, "preempted": 2, "failed": 1, "missing": 0}
 
 
 def read_json(f: Path) -> dict:
@@ -163,7 +165,7 @@ class RunState:
     @property
     def eta(self) -> float | None:
         """Partitions run side by side: the run ends with its slowest one; unknown while one needs a resume."""
-        if any(x.state in ("stalled", "failed", "missing") for x in self.parts.values()):
+        if any(x.state in NEEDS_RESUME for x in self.parts.values()):
             return None
         running = [x.eta for x in self.parts.values() if x.state == "running"]
         if not running:
@@ -202,13 +204,14 @@ def partition_state(d: Path, p: int, now: float, stall_s: float, meta: dict) -> 
     for k in _META:
         if pr.get(k) is not None:
             meta.setdefault(k, pr[k])
-    state = "failed" if pr.get("status") in ("failed", "preempted") else "running"  # "complete" w/o manifest: finishing
+    # "complete" without a manifest: finishing
+    state = {"failed": "failed", "preempted": "preempted"}.get(pr.get("status"), "running")
     updated = pr.get("updated")
     if state == "running" and (updated is None or now - float(updated) > stall_s):
         state = "stalled"
     done = int(pr.get("done", 0))
     owner, error = None, pr.get("error")
-    gone = _gone(d, pr) if state != "failed" else None
+    gone = _gone(d, pr) if state == "running" else None
     if gone:  # its worker died on this host (SIGKILL, OOM) without a word: no need to wait for the stall limit
         state, error = "failed", gone
     if state == "running":
@@ -218,7 +221,8 @@ def partition_state(d: Path, p: int, now: float, stall_s: float, meta: dict) -> 
     return Part(p, state, done, int(pr.get("total", 0)), float(pr.get("rate") or 0.0),
                 int(pr.get("cached", 0)), updated, pr.get("started"), error, d.parent,
                 pr.get("device"), pr.get("host"), owner,
-                phase="loading" if state == "running" and done == 0 and not pr.get("rate") else None)
+                phase=(pr["phase"] if "phase" in pr else "loading" if done == 0 and not pr.get("rate") else None)
+                if state == "running" else None)
 
 
 def _gone(d: Path, pr: dict | None) -> str | None:

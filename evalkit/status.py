@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .progress import fmt_eta
-from .rundir import RUN_INFO, _RANK, Part, RunState, collect  # noqa: F401 (collect: status's API)
+from .rundir import NEEDS_RESUME, RUN_INFO, _RANK, Part, RunState, collect  # noqa: F401 (collect: status's API)
 
 
 def progress_line(st: RunState, label: str) -> str:
@@ -19,14 +19,19 @@ def progress_line(st: RunState, label: str) -> str:
     if st.total > 0 and st.done >= st.total:  # nothing running: a rate of 0 would read as a stall
         head = f"{label}: {st.done}/{st.total} (100.0%) complete"
     elif st.total > 0:
-        speed = f"{st.rate:.2f} samples/s" if st.rate > 0 else "-- samples/s"  # loading: no rate yet
+        loading = [f"p{x.p}" for x in st.parts.values() if x.state == "running" and x.phase == "loading"]
+        # no running partition has answered yet: say what it waits for, not a rate of "--"
+        speed = (f"{st.rate:.2f} samples/s" if st.rate > 0 else
+                 f"no rate yet ({', '.join(loading)} loading the model or its first batch)" if loading else
+                 "no rate yet")
         head = f"{label}: {st.done}/{st.total} ({100.0 * st.done / st.total:5.1f}%) {speed} ETA {fmt_eta(st.eta)}"
     else:
         head = f"{label}: {st.done} samples"
     tail = []
     for x in st.parts.values():
         n = f"{x.done}/{x.total}" if x.total > 0 else f"{x.done}"
-        tail.append(f"p{x.p} {n} " + (f"ETA {fmt_eta(x.eta)}" if x.state == "running" else x.state))
+        tail.append(f"p{x.p} {n} " + ("loading" if x.state == "running" and x.phase == "loading" else
+                                      f"ETA {fmt_eta(x.eta)}" if x.state == "running" else x.state))
     return head + "".join(f" | {t}" for t in tail)
 
 
@@ -51,13 +56,13 @@ def partition_row(x: Part, now: float) -> str:
         return row + f"  {x.rate:.2f} samples/s  ETA {fmt_eta(x.eta)}  updated {_ago(x.updated, now)}{who}"
     if x.state == "stalled":
         return row + f"  no update since {_ago(x.updated, now)} (worker gone or hung)"
-    if x.state == "failed":
+    if x.state in ("failed", "preempted"):
         return row + (f"  {x.error}" if x.error else "")
     return row + "  not started in these run dirs"
 
 
 def resume_lines(st: RunState) -> list[str]:
-    todo = st.by_state("failed") + st.by_state("stalled") + st.by_state("missing")
+    todo = [p for s in NEEDS_RESUME for p in st.by_state(s)]
     if not todo:
         return []
     out, left = [], set(todo)
@@ -87,6 +92,26 @@ def format_status(st: RunState, run_dirs: list[Path], now: float | None = None) 
     lines.append(progress_line(st, "total").split(" | ")[0] + f"  [{counts}]")
     lines += resume_lines(st)
     return "\n".join(lines)
+
+
+def latest_run(log_dir: Path) -> Path:
+    """The run dir under log_dir (logs/internal's verified logs aside) whose run.json, or partition
+    files, changed last: what `evalkit status` with no argument shows."""
+    from .rundir import is_run_dir, partition_dirs
+
+    log_dir = Path(log_dir)
+    found, stack = [], [log_dir] if log_dir.is_dir() else []
+    while stack:
+        d = stack.pop()
+        if is_run_dir(d):
+            marks = [d / RUN_INFO] + [f for _, x in partition_dirs(d) for f in x.iterdir() if f.is_file()]
+            found.append((max((f.stat().st_mtime for f in marks if f.exists()), default=d.stat().st_mtime), d))
+            continue
+        stack.extend(x for x in d.iterdir() if x.is_dir() and not (d == log_dir and x.name == "internal"))
+    if not found:
+        from .errors import KitError
+        raise KitError(f"no run under {log_dir} yet; name the run dir: evalkit status RUN_DIR")
+    return max(found)[1]
 
 
 def vouched(run_dirs: list[Path]) -> str | None:
