@@ -37,7 +37,7 @@ def format_table(result: dict) -> str:
         # a partial run's sum-type metric: reference and bound both scaled to its n_count
         ref = _fmt(r["reference"]) + (" (scaled)" if r["scaled"] else "")
         tgt = (">= " if r["kind"] == "min" else "<= ") + _fmt(r["target"])
-        body.append((r["metric"], _fmt(r["value"]), ref, pct, tgt, "PASS" if r["pass"] else "FAIL"))
+        body.append((targets.label(r["metric"]), _fmt(r["value"]), ref, pct, tgt, "PASS" if r["pass"] else "FAIL"))
     widths = [max(len(str(x[i])) for x in [hdr] + body) for i in range(len(hdr))]
     fmt = "  ".join("{:<%d}" % w for w in widths)
     sep = "  ".join("-" * w for w in widths)

@@ -22,6 +22,7 @@ from . import rundir
 from .errors import KitError
 from .perf import PERFORMANCE, SUMMARY, combine, fmt_value, parse_summary, run_performance
 from .progress import fmt_eta
+from .targets import label
 from .util import atomic_write_text
 
 VERIFIED_DIR = "internal"  # logs/internal/<model>/accuracy.json: verified reference logs
@@ -267,7 +268,7 @@ def summary_row(run: dict) -> dict:
         "run": run["id"], "config": f"{run['model']} {run['scenario']} {run['mode']} {run['data_type']}",
         # a run is one mode: PASS/FAIL for accuracy, VALID/INVALID for performance; ERROR: its check raised
         "result": result, "flags": " ".join(flags(run)) or "-",
-        "accuracy": "\n".join(f"{r['metric']} = {_num(r['value'])}" for r in rows) or "-",
+        "accuracy": "\n".join(f"{label(r['metric'])} = {_num(r['value'])}" for r in rows) or "-",
         "% of ref": "\n".join(pct) or "-",
         "accuracy target": "\n".join(_target(r, acc) for r in rows) or "-",
         "verified (delta)": "\n".join(verified) if set(verified) - {"-"} else "-",
@@ -414,8 +415,8 @@ def accuracy_plot(runs: list[dict]) -> str:
                 continue
             ok = r["pass"] if "pass" in r else acc["verdict"] == "PASS"
             ratio = r.get("ratio", float(acc["accuracy_target"]) / 100)
-            bars.append({"label": f"{run['id']} {run['data_type']} {r['metric']}", "value": r["pct_of_reference"],
-                         "short": f"{_short(run['id'])} {run['data_type']} {r['metric']}",
+            bars.append({"label": f"{run['id']} {run['data_type']} {label(r['metric'])}", "value": r["pct_of_reference"],
+                         "short": f"{_short(run['id'])} {run['data_type']} {label(r['metric'])}",
                          "colour": "#2e7d32" if ok else "#c62828", "target": 100 * ratio, "group": run["id"],
                          "note": f"{r['pct_of_reference']:.2f}% {'PASS' if ok else 'FAIL'} "
                                  f"({'>=' if r.get('kind', 'min') == 'min' else '<='} {100 * ratio:.4g}%)"})

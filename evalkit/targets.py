@@ -120,6 +120,16 @@ ACC_PATTERN: dict[str, str] = {
 }
 
 
+# What a person reads for a checker metric whose name says otherwise: RNN-T's checker metric "WER" (v4.0)
+# is the 'accuracy=' figure, 100 - WER%, not the word error rate. Files the checker reads keep its names.
+METRIC_LABELS = {"WER": "ACCURACY (100-WER%)"}
+
+
+def label(metric: str) -> str:
+    """The metric's name in tables and reports (METRIC_LABELS; else the checker's own)."""
+    return METRIC_LABELS.get(metric, metric)
+
+
 def get(checker_name: str) -> ModelTargets:
     try:
         return TARGETS[checker_name]
@@ -182,11 +192,11 @@ def evaluate(targets: ModelTargets, metrics: dict, scale: dict | None = None,
 
 
 def format_table() -> str:
-    lines = [f"{'checker model':<22} {'metric':<18} {'rule':<5} {'reference':>12} {'x':>6} {'bound':>14}  source"]
+    lines = [f"{'checker model':<22} {'metric':<20} {'rule':<5} {'reference':>12} {'x':>6} {'bound':>14}  source"]
     for name, mt in TARGETS.items():
         for b in mt.bounds:
             rule = ">=" if b.kind == "min" else "<="
-            lines.append(f"{name:<22} {b.metric:<18} {rule:<5} {b.reference:>12g} {b.ratio:>6g} {b.value:>14.6f}  {mt.source}")
+            lines.append(f"{name:<22} {label(b.metric):<20} {rule:<5} {b.reference:>12g} {b.ratio:>6g} {b.value:>14.6f}  {mt.source}")
         if mt.note:
             lines.append(f"{'':<22} note: {mt.note}")
     return "\n".join(lines)
