@@ -124,6 +124,29 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("run", help="run partitions under LoadGen; gather and check when all are done")
     _add_run_args(p)
+    p = sub.add_parser("explore", help="batch size x data type x backend sweep: short performance runs and a "
+                                       "probe accuracy per point, the best point and its full-set command")
+    p.add_argument("model")
+    p.add_argument("--batch_sizes", required=True, help="e.g. 1,8,32")
+    p.add_argument("--data_types", default="fp32", help="e.g. fp32,bf16")
+    p.add_argument("--backends", default="pytorch", help="e.g. pytorch,pytorch-compile")
+    p.add_argument("--quantizers", help="quantizer plug-ins (not available yet)")
+    p.add_argument("--probe", type=int, default=256, help="probe samples, spread over the set (default 256)")
+    p.add_argument("--scenario", default="Offline", help="a performance run in this scenario too (besides Offline)")
+    p.add_argument("--sweep_dir", type=Path, help="default logs/<model>/explore/<timestamp>; rerun it to resume")
+    p.add_argument("--data", choices=("real", "synthetic"), default="real")
+    p.add_argument("--dataset", type=Path)
+    p.add_argument("--model_path", type=Path)
+    p.add_argument("--n_count", type=int, help="the samples the full run scores (default: all)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--accuracy_target", help="99 or 99.9 (default: the model's first)")
+    p.add_argument("--mem_limit", default=os.environ.get("EXPLORE_MEM_LIMIT"),
+                   help="cap each point's processes (RLIMIT_AS), e.g. 2G (default $EXPLORE_MEM_LIMIT)")
+    p.add_argument("--min_duration", type=int, default=1000, help="ms per performance run (default 1000)")
+    p.add_argument("--min_query_count", type=int, default=0, help="default: 2 x the largest batch size")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--backend_option", action="append", default=[], metavar="KEY=VALUE")
     p = sub.add_parser("_worker")  # internal: one partition in a worker process
     p.add_argument("spec_json")
     p = sub.add_parser("gather", help="merge partition logs of one or more run dirs")
@@ -226,6 +249,21 @@ def _dispatch(a) -> int:
             from .probe import finish_probe
             return finish_probe(plan)
         return finish_run(plan, a.no_check)
+    if a.cmd == "explore":
+        from . import explore as ex
+        sweep = ex.Sweep(
+            model=a.model, batch_sizes=ex.parse_list(a.batch_sizes, "BATCH_SIZES", int),
+            data_types=ex.parse_list(a.data_types, "DATA_TYPES"), backends=ex.parse_list(a.backends, "BACKENDS"),
+            quantizers=ex.parse_list(a.quantizers, "QUANTIZERS"), probe=a.probe, scenario=a.scenario,
+            sweep_dir=a.sweep_dir, data=a.data, dataset=a.dataset, model_path=a.model_path, n_count=a.n_count,
+            device=a.device, accuracy_target=a.accuracy_target, mem_limit=ex.parse_size(a.mem_limit),
+            min_duration=a.min_duration, min_query_count=a.min_query_count, threads=a.threads,
+            extra={"options": _key_values(a.option, "--option"),
+                   "backend_options": _key_values(a.backend_option, "--backend_option")})
+        result = ex.explore(sweep)
+        print(ex.format_table(result))
+        print(f"sweep dir: {result['sweep_dir']} (explore.json, explore.csv; `make report` draws it)")
+        return 0
     if a.cmd == "gather":
         from .gather import gather
         merged = gather(a.run_dirs, a.out, a.force)
