@@ -41,6 +41,9 @@ help: ## this list
 	@echo "make log_<model> | log_all      pull the team's verified log(s) into logs/internal/<model>/"
 	@echo "make publish_log_<model> RUN=run_dir [ALLOW_SYNTHETIC=1] [ALLOW_PARTIAL=1]   publish a PASSing run"
 	@echo "make compare_<model> RUN=run_dir   metric-by-metric difference vs logs/internal/<model>"
+	@echo "make explore_<model> BATCH_SIZES=1,8,32 DATA_TYPES=fp32,bf16 BACKENDS=pytorch,pytorch-compile [PROBE=256]"
+	@echo "                 [QUANTIZERS=..] [LOG_PATH=sweep_dir] [EXPLORE_MEM_LIMIT=2G]   sweep: short performance runs +"
+	@echo "                 probe accuracy per point, best point and its full-set command (docs/explore.md)"
 	@echo "variables: SCENARIO N_COUNT N_DEVICES N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE"
 	@echo "           BATCH_SIZE DATA=real|synthetic LOG_PATH MODE ACCURACY_TARGET USER_CONF ENV_MANAGER"
 	@echo "           LAUNCHER=local|torchrun NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT DRY_RUN=1"
@@ -135,3 +138,15 @@ publish_log_%:
 compare_%:
 	[ -n "$(RUN)" ] || { echo "error: make $@ needs RUN=<run dir>" >&2; exit 2; }
 	source scripts/lib/common.sh && evalkit $* compare "$(RUN)" logs/internal/$*
+
+# Batch size x data type x backend sweep (docs/explore.md); all logic in evalkit/explore.py.
+explore_%:
+	[ -n "$(BATCH_SIZES)" ] || { echo "error: make $@ needs BATCH_SIZES=1,8,32 (and DATA_TYPES=fp32,bf16 BACKENDS=pytorch,pytorch-compile)" >&2; exit 2; }
+	scripts/build_$*_env.sh
+	source scripts/lib/common.sh && evalkit $* explore $* --data "$${DATA:-real}" --batch_sizes "$(BATCH_SIZES)" \
+	  $(if $(DATA_TYPES),--data_types "$(DATA_TYPES)") $(if $(BACKENDS),--backends "$(BACKENDS)") \
+	  $(if $(QUANTIZERS),--quantizers "$(QUANTIZERS)") $(if $(PROBE),--probe "$(PROBE)") \
+	  $(if $(SCENARIO),--scenario "$(SCENARIO)") $(if $(DEVICE),--device "$(DEVICE)") $(if $(N_COUNT),--n_count "$(N_COUNT)") \
+	  $(if $(ACCURACY_TARGET),--accuracy_target "$(ACCURACY_TARGET)") $(if $(LOG_PATH),--sweep_dir "$(LOG_PATH)") \
+	  $(if $(EXPLORE_MEM_LIMIT),--mem_limit "$(EXPLORE_MEM_LIMIT)") $(if $(MIN_DURATION),--min_duration "$(MIN_DURATION)") \
+	  $(if $(MIN_QUERY_COUNT),--min_query_count "$(MIN_QUERY_COUNT)")
