@@ -166,7 +166,7 @@ def check(s: Sweep) -> None:
         if old != s.settings():
             diff = [k for k in s.settings() if s.settings()[k] != (old or {}).get(k)]
             raise KitError(f"sweep dir {s.sweep_dir} was made with other settings ({', '.join(diff)}); "
-                           f"resume it with the same ones or use another EXPLORE_DIR / --sweep_dir")
+                           f"resume it with the same ones or sweep into another LOG_PATH / --sweep_dir")
 
 
 def _run_args(s: Sweep, pt: dict, mode: str, scenario: str, log: Path) -> list[str]:

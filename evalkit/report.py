@@ -25,6 +25,8 @@ from .progress import fmt_eta
 from .targets import label
 from .util import atomic_write_text
 
+EXPLORE_JSON = "explore.json"  # evalkit/explore.py's sweep result
+
 VERIFIED_DIR = "internal"  # logs/internal/<model>/accuracy.json: verified reference logs
 STRAGGLER = 1.25           # a partition this many times the median wall time is flagged
 CHECK_ERROR = "check_error.json"  # written by `evalkit check` when scoring raised; removed by a later success
@@ -50,6 +52,8 @@ def find_runs(log_dir: Path) -> list[Path]:
         if rundir.is_run_dir(d):
             found.append(d)
             continue  # a run's partition dirs are not runs
+        if d != log_dir and (d / EXPLORE_JSON).is_file():
+            continue  # a sweep's point runs are shown in its own section (explore_section)
         stack.extend(x for x in d.iterdir() if x.is_dir() and not (d == log_dir and x.name == VERIFIED_DIR))
     return sorted(found)
 
@@ -444,6 +448,165 @@ def wall_plot(run: dict) -> str:
     return svg_bars(bars, 0, max(walls), marks, "wall time per partition (s)")
 
 
+# ------------------------------------------------------------------ sweeps (evalkit explore)
+
+def find_sweeps(log_dir: Path) -> list[dict]:
+    """Every explore.json under log_dir (evalkit/explore.py), oldest first."""
+    found = []
+    for f in sorted(Path(log_dir).rglob(EXPLORE_JSON)):
+        sw = _read_json(f)
+        if sw and sw.get("kind") == "evalkit explore":
+            found.append(dict(sw, file=str(f)))
+    return sorted(found, key=lambda sw: sw.get("started", 0))
+
+
+SERIES_COLOURS = ("#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a", "#00838f", "#ad1457", "#5d4037", "#455a64")
+
+
+def _sweep_title(sw: dict) -> str:
+    return (f"Sweep: {sw['model']} ({len(sw['points'])} points, probe of {sw['settings']['probe']} samples)"
+            + (" SYNTHETIC" if sw.get("synthetic") else ""))
+
+
+def _mib(mem: dict, key: str) -> str:
+    return f"{mem[key] / 2 ** 20:.0f}" if mem and key in mem else "-"
+
+
+def explore_rows(sw: dict) -> list[dict]:
+    """One row per point: throughput per scenario, the probe (never PASS), peak memory, the reason a point failed."""
+    scen = sw["settings"]["scenarios"]
+    rows = []
+    for r in sw["points"]:
+        row = {"point": r["id"], "backend": r["backend"], "data type": r["data_type"], "batch": str(r["batch_size"])}
+        for x in scen:
+            t = (r.get("throughput") or {}).get(x) or {}
+            row[x] = fmt_value(t) if t.get("value") is not None else "-"
+        pr = r.get("probe") or {}
+        ms = pr.get("metrics") or {}
+        row["probe accuracy"] = "\n".join(f"{m} {v['value']:.4g} ({'>=' if v['kind'] == 'min' else '<='} {v['target']:.4g})"
+                                          for m, v in ms.items()) or "-"
+        row["probe"] = pr.get("label", "-")
+        mem = r.get("peak_memory") or {}
+        row["peak host RSS MiB"] = _mib(mem, "host_rss_bytes")
+        row["peak CUDA MiB"] = _mib(mem, "cuda_max_allocated_bytes")
+        status = r["status"] + (f" ({r['kind']})" if r["status"] == "failed" else "")
+        row["status"] = status + (": " + r["reason"] if r.get("reason") else "") + (" (best)" if r["id"] == sw.get("best") else "")
+        rows.append(row)
+    return rows
+
+
+def _best_text(sw: dict) -> str:
+    if not sw.get("best"):
+        return "No point has its probe within the target: no full-set command to suggest."
+    c = sw["command"]
+    return (f"Best by Offline throughput among points whose probe is within the target: {sw['best']} "
+            f"(a probe is never a PASS: only the full-set check is). Full set: "
+            + " or ".join(f"`{x}`" for x in (c.get("make"), c.get("cli")) if x))
+
+
+def svg_lines(series: list[dict], xs: list, title: str, ylabel: str) -> str:
+    """A line chart as inline SVG: xs are categories (batch sizes) evenly spaced, each series
+    {label, colour, points: {x: y}} a polyline with dots; a missing y (a failed point) breaks
+    the line and is marked with an x on the axis. Legend in its own rows below the plot."""
+    e = html.escape
+    ys = [y for s in series for y in s["points"].values() if y is not None]
+    lo, hi, step = nice_axis(0.0, max(ys) if ys else 1.0, 6)
+    lw, pw, ph, top = 64, 420, 220, 30
+    xpos = lambda i: lw + 20 + (pw - 40) * (i / max(1, len(xs) - 1) if len(xs) > 1 else 0.5)  # noqa: E731
+    ypos = lambda v: top + ph - ph * (v - lo) / (hi - lo)  # noqa: E731
+    legend_y = top + ph + 44
+    width = max(lw + pw + 10, 30 + max((CHAR_W * len(s["label"]) + 30 for s in series), default=0))
+    h = legend_y + 18 * len(series) + 6
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{h}" viewBox="0 0 {width:.0f} {h}" '
+           f'role="img" aria-label="{e(title)}"><text x="4" y="16" class="t">{e(title)}</text>']
+    n_ticks = round((hi - lo) / step)
+    for i in range(n_ticks + 1):
+        v = lo + i * step
+        out.append(f'<line x1="{lw}" x2="{lw + pw}" y1="{ypos(v):.1f}" y2="{ypos(v):.1f}" stroke="#eee"/>'
+                   f'<text x="{lw - 4}" y="{ypos(v) + 4:.1f}" text-anchor="end" class="tick">{fmt_tick(v, step)}</text>')
+    for i, x in enumerate(xs):
+        out.append(f'<text x="{xpos(i):.1f}" y="{top + ph + 16}" text-anchor="middle" class="tick">{e(str(x))}</text>')
+    out.append(f'<text x="{lw + pw / 2:.0f}" y="{top + ph + 32}" text-anchor="middle">batch size</text>'
+               f'<text x="12" y="{top + ph / 2:.0f}" text-anchor="middle" transform="rotate(-90 12 {top + ph / 2:.0f})">'
+               f'{e(ylabel)}</text><line x1="{lw}" x2="{lw}" y1="{top}" y2="{top + ph}" stroke="#999"/>'
+               f'<line x1="{lw}" x2="{lw + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#999"/>')
+    for k, s in enumerate(series):
+        c = s["colour"]
+        run: list[str] = []
+        segs = []
+        for i, x in enumerate(xs):
+            y = s["points"].get(x)
+            if y is None:
+                if x in s["points"]:  # a failed point of this series: an x on the axis
+                    out.append(f'<text x="{xpos(i):.1f}" y="{top + ph - 2}" text-anchor="middle" fill="{c}">'
+                               f'<title>{e(s["label"])} batch {x}: failed</title>x</text>')
+                if run:
+                    segs.append(run)
+                run = []
+                continue
+            run.append(f"{xpos(i):.1f},{ypos(y):.1f}")
+            out.append(f'<circle cx="{xpos(i):.1f}" cy="{ypos(y):.1f}" r="3.5" fill="{c}"><title>{e(s["label"])} '
+                       f'batch {x}: {y:.4g}</title></circle>')
+        segs.append(run)
+        for seg in segs:
+            if len(seg) > 1:
+                out.append(f'<polyline points="{" ".join(seg)}" fill="none" stroke="{c}" stroke-width="2"/>')
+        ly = legend_y + 18 * k
+        out.append(f'<line x1="30" x2="52" y1="{ly - 4}" y2="{ly - 4}" stroke="{c}" stroke-width="3"/>'
+                   f'<text x="58" y="{ly}">{e(s["label"])}</text>')
+    return "".join(out) + "</svg>"
+
+
+def explore_plots(sw: dict) -> str:
+    """Throughput against batch size, one line per data type/backend; probe accuracy per point
+    against its target (% of reference, dashed tick: the target; grey: the point failed)."""
+    pts = sw["points"]
+    xs = sorted({r["batch_size"] for r in pts})
+    keys = []
+    for r in pts:
+        k = (r["data_type"], r["backend"], r.get("quantizer"))
+        if k not in keys:
+            keys.append(k)
+    series = []
+    for i, k in enumerate(keys):
+        mine = [r for r in pts if (r["data_type"], r["backend"], r.get("quantizer")) == k]
+        series.append({"label": " ".join(x for x in k if x), "colour": SERIES_COLOURS[i % len(SERIES_COLOURS)],
+                       "points": {r["batch_size"]: ((r.get("throughput") or {}).get("Offline") or {}).get("value")
+                                  for r in mine}})
+    out = ["<div>" + svg_lines(series, xs, f"{sw['model']}: Offline throughput against batch size (x: the point failed)",
+                               "samples/s") + "</div>"]
+    bars = []
+    for r in pts:
+        ms = (r.get("probe") or {}).get("metrics") or {}
+        label_ = r["id"]
+        if not ms:
+            bars.append({"label": label_, "value": 0.0, "colour": "#9e9e9e", "group": (r["data_type"], r["backend"]),
+                         "note": f"{r['status']}" + (f" ({r['kind']})" if r.get("kind") else "")})
+            continue
+        m, v = next(iter(ms.items()))
+        pct = v.get("pct_of_reference")
+        ratio_pct = 100 * v["target"] / v["value"] * pct / 100 if pct and v["value"] else None
+        ok = v["within"]
+        bars.append({"label": label_, "value": pct or 0.0, "colour": "#2e7d32" if ok else "#c62828",
+                     "target": ratio_pct, "group": (r["data_type"], r["backend"]),
+                     "note": f"{m} {pct:.2f}% {'probe within target' if ok else 'probe below target'}"
+                             if pct is not None else f"{m} {v['value']:.4g}"})
+    vals = [b["value"] for b in bars] + [b["target"] for b in bars if b.get("target") is not None]
+    out.append("<div>" + svg_bars(bars, 0.0, max(vals + [100.0]), (),
+                                  "probe accuracy as % of reference per point (dashed tick: the target; a probe is "
+                                  "never a PASS)") + "</div>")
+    return "".join(out)
+
+
+def explore_section(sw: dict) -> str:
+    e = html.escape
+    return (f'<section id="sweep-{e(_anchor(sw["file"]))}"><h2>{e(_sweep_title(sw))}</h2>'
+            f"<p>Sweep dir <code>{e(sw.get('sweep_dir', str(Path(sw['file']).parent)))}</code>: per point a short "
+            f"LoadGen performance run ({e(', '.join(sw['settings']['scenarios']))}) and an accuracy run on the same "
+            f"{e(str(sw['settings']['probe']))} probe samples spread over the set. {e(_best_text(sw))}</p>"
+            + _html_table(explore_rows(sw), "results") + explore_plots(sw) + "</section>")
+
+
 # ------------------------------------------------------------------ pages
 
 # The page must read at 1280 px whatever the number of runs: the results table takes the page's
@@ -523,7 +686,7 @@ def _md_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_html(runs: list[dict], log_dir: Path) -> str:
+def render_html(runs: list[dict], log_dir: Path, sweeps: list[dict] = ()) -> str:
     e = html.escape
     errors = [(r, error_line(r)) for r in runs if r["check_error"] is not None]
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\">"
@@ -537,7 +700,9 @@ def render_html(runs: list[dict], log_dir: Path) -> str:
     if errors:
         parts.append("<ul>" + "".join(f'<li class="err"><a href="#{e(_anchor(r["id"]))}">{e(r["id"])}</a>: {e(msg)}</li>'
                                       for r, msg in errors) + "</ul>")
-    parts += ["<h2>Accuracy as % of reference</h2>", accuracy_plot(runs), "<h2>Runs</h2>"]
+    parts += ["<h2>Accuracy as % of reference</h2>", accuracy_plot(runs)]
+    parts += [explore_section(sw) for sw in sweeps]
+    parts.append("<h2>Runs</h2>")
     for run in runs:
         dirs = ", ".join(f"<code>{e(d)}</code>" for d in run["dirs"])
         parts.append(f'<section id="{e(_anchor(run["id"]))}"><h3>{e(run["id"])} {_flag_spans(flags(run))}</h3>'
@@ -554,9 +719,11 @@ def render_html(runs: list[dict], log_dir: Path) -> str:
     return "".join(parts)
 
 
-def render_markdown(runs: list[dict], log_dir: Path) -> str:
+def render_markdown(runs: list[dict], log_dir: Path, sweeps: list[dict] = ()) -> str:
     out = [f"# MLPerf Inference accuracy and performance\n\nruns under `{log_dir}`: {len(runs)}\n",
            "## Results\n", _md_table([summary_row(r) for r in runs])]
+    for sw in sweeps:
+        out += [f"## {_sweep_title(sw)}\n", _md_table(explore_rows(sw)), _best_text(sw) + "\n"]
     errors = [f"- {r['id']}: {error_line(r)}" for r in runs if r["check_error"] is not None]
     if errors:
         out.append("\n".join(errors) + "\n")
@@ -577,12 +744,13 @@ def render_markdown(runs: list[dict], log_dir: Path) -> str:
 def write_report(log_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path]:
     log_dir = Path(log_dir)
     runs = collect_runs(log_dir)
-    if not runs:
+    sweeps = find_sweeps(log_dir)
+    if not runs and not sweeps:
         raise KitError(f"log dir {log_dir} holds no runs (no partition manifests, progress.json, "
                        f"accuracy.json or performance.json)")
     out_dir = Path(out_dir or log_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_f, md_f = out_dir / "report.html", out_dir / "report.md"
-    atomic_write_text(html_f, render_html(runs, log_dir))
-    atomic_write_text(md_f, render_markdown(runs, log_dir))
+    atomic_write_text(html_f, render_html(runs, log_dir, sweeps))
+    atomic_write_text(md_f, render_markdown(runs, log_dir, sweeps))
     return html_f, md_f
