@@ -198,7 +198,7 @@ def test_html_renders_in_chromium_without_errors(report, tmp_path):
     assert "<script" not in page and not re.search(r"(src|href)=\"https?:", page), "must be self-contained"
     assert page.count("<svg") == 1 + len(EXPECT)  # accuracy plot + a wall-time plot per run
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "chromium is not installed; `make test` installs it (see README, Developers)"
+    assert chromium, "chromium is not installed; `make test` installs it (see docs/developers.md)"
     png = tmp_path / "report.png"
 
     def chrome(*args):
@@ -256,7 +256,7 @@ def test_page_reads_at_1280px_with_many_runs(report, tmp_path):
     """Issue 18 #13: no horizontal scrollbar at 1280 px; every run's result and flags in view.
     Issue 18 #16: no two text labels of a plot overlap; axis ends are round."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "chromium is not installed; `make test` installs it (see README, Developers)"
+    assert chromium, "chromium is not installed; `make test` installs it (see docs/developers.md)"
     m = measure(chromium, report[0], tmp_path, 1280)
     assert m["vw"] == 1280 and m["rows"] == len(EXPECT) >= 8
     assert m["scrollWidth"] <= 1280, f"page is {m['scrollWidth']} px wide at 1280"

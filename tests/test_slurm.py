@@ -52,7 +52,8 @@ def errors(text: str) -> list[str]:
 
 
 def readme_lines() -> list[str]:
-    return (ROOT / "README.md").read_text().splitlines()
+    """The Slurm section of the docs (it was the README's)."""
+    return (ROOT / "docs" / "multinode.md").read_text().splitlines()
 
 
 # ----------------------------------------------------------------------- under Slurm
