@@ -388,3 +388,56 @@ def test_a_misspelled_variable_fails_when_make_refuses_it():
     if err is None:
         pytest.xfail("the Makefile does not refuse unknown command-line variables yet (issue 29 item 1)")
     assert "NCOUNT" in err, err
+
+
+def cli_flags() -> set[str]:
+    """Every --flag of every bin/evalkit subcommand (the internal _worker aside), from the parser itself."""
+    import argparse
+
+    from evalkit import cli
+    grabbed = {}
+
+    def grab(self, args=None, namespace=None):
+        grabbed["parser"] = self
+        raise SystemExit(0)
+
+    real = cli._Parser.parse_args
+    cli._Parser.parse_args = grab
+    try:
+        cli.main([])
+    except SystemExit:
+        pass
+    finally:
+        cli._Parser.parse_args = real
+    flags = set()
+
+    def walk(p):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sp in a.choices.items():
+                    if not name.startswith("_"):
+                        walk(sp)
+            else:
+                flags.update(o for o in a.option_strings if o.startswith("--") and o != "--help")
+    walk(grabbed["parser"])
+    return flags
+
+
+def test_variables_page_names_every_variable_and_flag():
+    """docs/variables.md: every command-line variable the Makefile accepts (its KIT_VARS list) and every
+    flag of every bin/evalkit subcommand."""
+    cp = subprocess.run(["make", "-pq", "-f", "Makefile"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                        env=make_env())
+    m = re.search(r"^KIT_VARS :?= (.*)$", cp.stdout, re.M)
+    if m:
+        names = m.group(1).split()
+    else:   # a Makefile without the list: the variables it exports
+        names = [v for line in re.findall(r"^export (.*)$", cp.stdout, re.M) for v in line.split()]
+    assert len(names) > 20, "cannot find the Makefile's variables"
+    page = (ROOT / "docs" / "variables.md").read_text(encoding="utf-8")
+    missing = [v for v in names if f"`{v}`" not in page]
+    assert not missing, f"make variables not in docs/variables.md: {missing}"
+    flags = cli_flags()
+    assert {"--n_count", "--log_path", "--targets_version", "--stall_minutes"} <= flags, flags
+    missing = sorted(f for f in flags if not re.search(re.escape(f) + r"(?![\w-])", page))
+    assert not missing, f"bin/evalkit flags not in docs/variables.md: {missing}"
