@@ -222,7 +222,16 @@ def check_evalkit(args: list[str]) -> str | None:
         cli._dispatch = real
     if rc not in (0, None):
         return f"evalkit {' '.join(args)}: {err.getvalue().strip()}"
+    for a in args:   # argparse takes a prefix of a flag; the docs spell flags whole
+        flag = str(a).split("=")[0]
+        if flag.startswith("--") and flag != "--" and flag not in all_flags():
+            return f"evalkit {' '.join(map(str, args))}: {flag} is not a whole flag of bin/evalkit"
     return None
+
+
+@lru_cache(maxsize=None)
+def all_flags() -> frozenset:
+    return frozenset(cli_flags())
 
 
 @lru_cache(maxsize=None)
@@ -364,6 +373,7 @@ def test_the_checker_fails_on_broken_docs(tmp_path):
         "bin/evalkit run resnet --n_count 8 --data synthetic\n"
         "bin/evalkit run resnet --ncount 8         # misspelled flag\n"
         "bin/evalkit statuss RUN                   # misspelled subcommand\n"
+        "bin/evalkit status RUN --stall_minute 5   # a prefix argparse would take\n"
         "scripts/eval_resnet.sh --n_count 8 -- --option channels_last=true\n"
         "scripts/eval_resnet.sh --n_cuont 8        # not in its --help\n"
         "scripts/eval_nope.sh                      # no such script\n"
@@ -373,8 +383,8 @@ def test_the_checker_fails_on_broken_docs(tmp_path):
     links = link_errors(page, tmp_path)
     assert len(links) == 2 and "docs/nope.md does not exist" in links[0] and "no heading #nope" in links[1], links
     errs, checked = command_errors(page, tmp_path)
-    assert checked == 10, checked   # the git line is not one of the kit's commands
-    want = ["make has no target 'resnt'", "--ncount", "invalid choice: 'statuss'", "--n_cuont is not in its --help",
+    assert checked == 11, checked   # the git line is not one of the kit's commands
+    want = ["make has no target 'resnt'", "--ncount", "invalid choice: 'statuss'", "--stall_minute is not a whole flag", "--n_cuont is not in its --help",
             "scripts/eval_nope.sh does not exist", "make has no target 'nonsense_target'"]
     assert len(errs) == len(want), "\n".join(errs)
     for w, e in zip(want, errs):
