@@ -261,6 +261,42 @@ def load_runner(cls, model_path: Path, device: str, dtype, what: str, options: d
     return LLMRunner(tok, model, split_devices(device), options)
 
 
+class TokenTextIO:
+    """BACKEND=openai for the token-prompt LLMs: the prompt travels as the dataset's token ids
+    (server_api=vllm: `prompt` as an id list, the reference's own ids) or as their text, checked to
+    encode back to exactly those ids (servers that take text: `transformers serve`, TRT-LLM); the
+    generation settings are the in-process ones (greedy, max/min new tokens, the set's cap, the stop
+    sequence as a stop string). The answer: the server's token ids (vLLM return_tokens_as_token_ids)
+    or its text encoded with the checkpoint's tokenizer, EOS appended when the server says it stopped
+    ("stop": EOS or the stop string, as the in-process generator writes it), then the benchmark's trim."""
+
+    def __init__(self, bench: "TokenPromptLLM", tok, settings: dict):
+        self.bench, self.tok, self.settings = bench, tok, settings
+
+    def request(self, p: Prompt) -> dict:
+        ids = [int(i) for i in p.ids]
+        text = self.tok.decode(ids, skip_special_tokens=False)
+        new = min([int(self.settings["max_new_tokens"]), *([p.cap] if p.cap is not None else [])])
+        gen = {"max_new_tokens": new, "min_new_tokens": min(int(self.settings.get("min_new_tokens", 0)), new),
+               "num_beams": 1, "do_sample": False, "eos_token_id": self.tok.eos_token_id,
+               "pad_token_id": self.tok.pad_token_id}
+        if p.stop:
+            gen["stop"] = [self.tok.decode(list(p.stop), skip_special_tokens=False)]
+        return {"prompt": text, "prompt_ids": ids, "generation": gen, "text_exact": self._round_trips(text, ids)}
+
+    def _round_trips(self, text: str, ids: list[int]) -> bool:
+        return self.tok(text)["input_ids"] == ids  # as a text server encodes it (its default special tokens)
+
+    def payload(self, text: str, token_ids: list[int] | None, finish_reason: str | None = None,
+                item: Prompt | None = None) -> np.ndarray:
+        eos = self.tok.eos_token_id
+        ids = list(token_ids) if token_ids is not None else self.tok(text, add_special_tokens=False)["input_ids"]
+        if finish_reason == "stop" and (not ids or ids[-1] != eos):
+            ids.append(eos)
+        row = np.asarray(ids, dtype=np.int64)
+        return self.bench.trim(row, item, eos, self.tok.pad_token_id) if item is not None else row
+
+
 class PromptTable(Dataset):
     """A dataset of pre-tokenised prompts (column `tok_input`) read with
     language/frames.py; `stop_of(row)` gives a row's stop sequence (None: EOS only)."""
@@ -340,6 +376,10 @@ class TokenPromptLLM(Benchmark):
 
     def make_batch(self, samples: Sequence[Prompt], device: str, data_type: str, options: dict) -> list[Prompt]:
         return list(samples)  # token ids; padded in forward on the model's first device
+
+    def text_io(self, model_path: Path, options: dict) -> TokenTextIO:
+        mp = hf_checkpoint_dir(model_path, self.what)
+        return TokenTextIO(self, load_tokenizer(mp, self.what), dict(self.options, **options))
 
     def forward(self, g: LLMRunner, prompts: list[Prompt]) -> list[np.ndarray]:
         rows = g.generate(prompts)

@@ -51,6 +51,13 @@ class Backend:
     def describe(self) -> dict:
         return {}
 
+    @classmethod
+    def for_partition(cls, options: dict, p: int) -> dict:
+        """This backend's options as partition `p` uses them (BACKEND=openai: the server of
+        SERVER_URLS that serves p). Called by the plan for every launched partition, before any
+        work, so a bad option fails there; the default: the options unchanged."""
+        return dict(options)
+
 
 class SampleError(KitError):
     """A failure of one sample of a batch; `position` is its place in the batch, so the runner
@@ -96,5 +103,6 @@ def resolve(name: str) -> type:
     return cls
 
 
-def create(name: str, options: dict | None = None) -> Backend:
-    return resolve(name)(options or {})
+def create(name: str, options: dict | None = None, partition: int = 0) -> Backend:
+    cls = resolve(name)
+    return cls(cls.for_partition(options or {}, partition))

@@ -2,8 +2,15 @@
 SGLang, `transformers serve`, an NPU's server). The benchmark's text_io() gives the prompt text,
 the generation settings and the payload encoding; this file only speaks HTTP.
 
-Options (--server_url / SERVER_URL, --backend_option K=V):
-  server_url   base URL, e.g. http://127.0.0.1:8000 (required)
+Options (--server_url / SERVER_URL, --server_urls / SERVER_URLS, --backend_option K=V):
+  server_url   base URL, e.g. http://127.0.0.1:8000
+  server_urls  comma-separated base URLs, one server per partition or a pool: partition p is served
+               by url[p % n] (8 nodes each running vLLM with TP=8 form one run). One of the two is
+               required. URLs are where, like a device: not in the config hash; the manifest records
+               which server answered each partition and the model ids it listed (/v1/models). What
+               the server serves is identified by the checkpoint dir (--model_path, hashed by content):
+               it must be the checkpoint the server loaded (its tokenizer encodes the prompts and
+               decodes the answers, as the reference's accuracy path does).
   server_api   how the generation settings travel:
                openai        standard fields only: greedy (temperature 0) + max_tokens; settings
                              the standard cannot express (beam search, min_new_tokens) are an error
@@ -28,10 +35,43 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from urllib.parse import urlsplit
+
 from ..errors import KitError
 from . import Backend, SampleError
 
 APIS = ("openai", "vllm", "transformers")
+
+
+def check_url(url: str, what: str) -> str:
+    """`url` without a trailing slash; KitError naming `what` unless it is http(s)://host[:port][/path]."""
+    u = str(url).strip()
+    try:
+        parts = urlsplit(u)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise KitError(f"{what} {u!r} is not a URL ({e}); e.g. http://10.0.0.5:8000") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise KitError(f"{what} {u!r} is not an http(s)://host:port URL; e.g. http://10.0.0.5:8000")
+    return u.rstrip("/")
+
+
+def server_list(options: dict) -> list[str]:
+    """The servers of a run: SERVER_URLS (comma-separated) or SERVER_URL; KitError when neither or both."""
+    many, one = options.get("server_urls"), options.get("server_url")
+    if many and one and str(one).rstrip("/") not in [u.strip().rstrip("/") for u in str(many).split(",")]:
+        raise KitError(f"SERVER_URL {one} and SERVER_URLS {many} both given (--server_url, --server_urls); "
+                       f"give one of them")
+    if many:
+        items = [u for u in str(many).split(",")]
+        if any(not u.strip() for u in items):
+            raise KitError(f"SERVER_URLS {many!r} (--server_urls) has an empty entry; list base URLs separated "
+                           f"by commas")
+        return [check_url(u, f"SERVER_URLS entry {i}") for i, u in enumerate(items)]
+    if not one:
+        raise KitError("backend openai needs the server's base URL: SERVER_URL=http://host:port (--server_url), "
+                       "or one per partition: SERVER_URLS=http://node1:8000,http://node2:8000 (--server_urls)")
+    return [check_url(one, "SERVER_URL (--server_url)")]
 
 
 class _Transient(Exception):
@@ -41,12 +81,32 @@ class _Transient(Exception):
 class OpenAIBackend(Backend):
     name = "openai"
 
+    @classmethod
+    def for_partition(cls, options: dict, p: int) -> dict:
+        """Partition p's server: url[p % n] of SERVER_URLS (or SERVER_URL); every URL checked."""
+        urls = server_list(options)
+        out = dict(options, server_url=urls[p % len(urls)])
+        if len(urls) > 1 or options.get("server_urls"):
+            out["server_urls"] = ",".join(urls)
+        for key in ("timeout", "backoff"):
+            if key in out:
+                try:
+                    if float(out[key]) <= 0:
+                        raise ValueError
+                except ValueError:
+                    raise KitError(f"--backend_option {key}={out[key]}: a number of seconds > 0") from None
+        for key in ("retries", "concurrency"):
+            if key in out and not str(out[key]).isdigit():
+                raise KitError(f"--backend_option {key}={out[key]}: a whole number")
+        if out.get("server_api", "openai") not in APIS:
+            raise KitError(f"backend openai: --backend_option server_api={out['server_api']!r} is not one of "
+                           f"{', '.join(APIS)}")
+        return out
+
     def load(self, bench, model_path: Path, device: str, data_type: str, options: dict) -> None:
         o = self.options
-        if not o.get("server_url"):
-            raise KitError("backend openai needs the server's base URL: SERVER_URL=http://host:port "
-                           "(or --server_url)")
-        self.url = str(o["server_url"]).rstrip("/") + "/v1/completions"
+        self.base = server_list(o)[0] if not o.get("server_url") else check_url(o["server_url"], "SERVER_URL")
+        self.url = self.base + "/v1/completions"
         self.api = o.get("server_api", "openai")
         if self.api not in APIS:
             raise KitError(f"backend openai: server_api {self.api!r} is not one of {', '.join(APIS)}")
@@ -57,13 +117,47 @@ class OpenAIBackend(Backend):
         # data_type/device are the server's business; the checkpoint dir gives the tokenizer.
         self.text = bench.text_io(Path(model_path), options)
         self.pool: ThreadPoolExecutor | None = None
+        self.served = self._served_models()
+        if o.get("model") and self.served and o["model"] not in self.served:
+            raise KitError(f"backend openai: --backend_option model={o['model']} is not served by {self.base} "
+                           f"(its /v1/models lists {', '.join(self.served)})")
+
+    def _served_models(self) -> list[str] | None:
+        """The model ids the server lists at /v1/models (a serving fact for the manifest); None when
+        it has no such endpoint. A server that is down fails here with the retries' message."""
+        rq = urllib.request.Request(self.base + "/v1/models")
+        for attempt in range(1, self.attempts + 1):
+            try:
+                with urllib.request.urlopen(rq, timeout=min(self.timeout, 30)) as r:
+                    data = json.loads(r.read())
+                return [str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict)]
+            except urllib.error.HTTPError:
+                return None  # no /v1/models: not every server has it
+            except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout) as e:
+                if attempt == self.attempts:
+                    raise KitError(f"backend openai: server {self.base} does not answer ({getattr(e, 'reason', e)}) "
+                                   f"after {attempt} attempts; start it, or point SERVER_URL/SERVER_URLS at a "
+                                   f"live one (answered samples stay in the response cache)") from None
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            except (ValueError, AttributeError):
+                return None
+        return None
 
     def body(self, req: dict) -> dict:
         """The /v1/completions request for one TextIO request; KitError for settings the API lacks."""
-        gen = req["generation"]
+        gen = dict(req["generation"])
+        stop = gen.pop("stop", None)  # stop strings: the API's own field on every server
         body: dict[str, Any] = {"prompt": req["prompt"], "max_tokens": int(gen["max_new_tokens"])}
+        if self.api == "vllm" and req.get("prompt_ids") is not None:
+            body["prompt"] = [int(i) for i in req["prompt_ids"]]  # the reference's token ids, no re-encoding
+        elif req.get("text_exact") is False:
+            raise KitError(f"backend openai (server_api={self.api}, {self.url}): this prompt's token ids do not "
+                           f"survive the trip through text (the server would encode other ids than the "
+                           f"reference's); use a server that takes token ids (server_api=vllm)")
         if self.options.get("model"):
             body["model"] = self.options["model"]
+        if stop:
+            body["stop"] = list(stop)
         if self.api == "transformers":
             body["generation_config"] = json.dumps(gen)
             return body
@@ -76,6 +170,8 @@ class OpenAIBackend(Backend):
         body["temperature"] = 0.0
         if self.api == "vllm":
             body.update(min_tokens=int(gen.get("min_new_tokens", 0)), logprobs=1, return_tokens_as_token_ids=True)
+            if stop:  # the in-process generator keeps the stop sequence in the answer
+                body["include_stop_str_in_output"] = True
         elif int(gen.get("min_new_tokens", 0)) > 0:
             raise KitError(f"backend openai (server_api=openai, {self.url}): min_new_tokens="
                            f"{gen['min_new_tokens']} has no field in the standard completions API; use "
@@ -120,7 +216,7 @@ class OpenAIBackend(Backend):
         except (KeyError, IndexError, TypeError):
             raise SampleError(f"backend openai: {self.url} answered without choices[0].text: "
                               f"{json.dumps(out)[:200]}", position) from None
-        return self.text.payload(text, _token_ids(choice))
+        return self.text.payload(text, _token_ids(choice), choice.get("finish_reason"), item)
 
     def run(self, inputs: Any) -> list:
         items = list(inputs)
@@ -136,7 +232,11 @@ class OpenAIBackend(Backend):
             self.pool = None
 
     def describe(self) -> dict:
-        return {"server_url": self.url, "server_api": self.api, "model": self.options.get("model")}
+        d = {"server_url": self.url, "server_api": self.api, "model": self.options.get("model"),
+             "served_models": self.served}
+        if self.options.get("server_urls"):
+            d["server_urls"] = self.options["server_urls"].split(",")
+        return d
 
 
 def _token_ids(choice: dict) -> list[int] | None:

@@ -113,7 +113,8 @@ class _TextIO(TextIO):
         return {"prompt": prompt,
                 "generation": dict(self.gen, do_sample=False, eos_token_id=eos, pad_token_id=eos)}
 
-    def payload(self, text: str, token_ids: list[int] | None) -> np.ndarray:
+    def payload(self, text: str, token_ids: list[int] | None, finish_reason: str | None = None,
+                item=None) -> np.ndarray:
         # Re-tokenised text decodes to the same text (byte-level BPE), so ROUGE and gen_len are
         # unchanged; the ids, their count (LoadGen n_tokens) and the final eos may differ.
         ids = token_ids if token_ids is not None else self.tok(text, add_special_tokens=False)["input_ids"]
