@@ -15,7 +15,7 @@ from . import squad
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _MIN_MARGIN = 0.05   # best answer's score over the runner-up: batch size / kernels cannot flip it
 _MAX_TRIES = 5      # questions per context, then a new context
-_MAX_CONTEXTS = 40
+_MAX_CONTEXTS = 40   # contexts in a row without one clear answer: then the seed is hopeless
 
 
 def _train_vocab(rng, words, model_dir: Path):
@@ -73,11 +73,10 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     torch.set_num_threads(1)  # tiny model: one thread beats contended cores
     try:
         paragraphs, payloads = [], []
-        long_done, contexts = n < 6, 0
+        long_done, misses = n < 6, 0
         while len(payloads) < n:
-            contexts += 1
-            if contexts > _MAX_CONTEXTS:
-                raise KitError(f"no synthetic SQuAD context with clear answers in {_MAX_CONTEXTS} tries "
+            if misses >= _MAX_CONTEXTS:
+                raise KitError(f"no synthetic SQuAD context with clear answers in {_MAX_CONTEXTS} tries in a row "
                                f"(seed {seed}); try another --seed.")
             # one long context (2 features per question, doc_stride exercised) then short ones
             long_ctx = not long_done
@@ -91,6 +90,7 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
                 qas.append(qa)
                 payloads += pls
             long_done = long_done or bool(qas)
+            misses = 0 if qas else misses + 1
             if qas:
                 paragraphs.append({"context": context, "qas": qas})
     finally:
