@@ -63,6 +63,8 @@ class Benchmark(abc.ABC):
     dataset_size: int = 0             # full validation set size (checker "dataset-size")
     # accuracy target -> its own full set size where it differs (llama3.1-8b "edge": 5,000 samples)
     target_sizes: dict[str, int] = {}
+    # accuracy target -> its own full set size where it differs (llama3.1-8b "edge": 5,000 samples)
+    target_sizes: dict[str, int] = {}
     performance_sample_count: int = 0
     payload_dtype: str = "float32"    # numpy dtype of each response payload
     payload_size: int | None = None   # elements per payload when fixed (resnet 1, bert 768); the core checks it

@@ -93,6 +93,18 @@ def _table() -> dict[str, ModelTargets]:
         "checker v4.0-v6.1", "two-sided: CLIP in [31.686, 31.813], FID in [23.011, 23.950]"))
     t.append(ModelTargets("rnnt", (_lower("WER", 100 - 7.452, 0.99),), "checker v4.0",
                           "value is 100 - WER% (the 'accuracy=' figure)"))
+    # v6.1 checker (tools/submission/submission_checker/constants.py, MODEL_CONFIG["v6.1"]): ROUGELSUM is
+    # bounded too, and GEN_LEN has a window: accuracy-target 0.9 x, accuracy-upper-limit 1.1 x
+    for name, (r1, r2, rl, rlsum, gen_len) in {
+            "llama3.1-8b": (38.7792, 15.9075, 24.4957, 35.793, 8167644),
+            "llama3.1-8b-edge": (39.06, 16.1147, 24.6375, 36.124, 3051113)}.items():
+        t.append(ModelTargets(
+            name, _rouge(r1, r2, rl, 0.99) + (_lower("ROUGELSUM", rlsum, 0.99),
+                                              _lower("GEN_LEN", gen_len, 0.9, scalable=True),
+                                              Bound("GEN_LEN", gen_len, 1.1, "max", True)),
+            "checker v6.1", "GEN_LEN = total characters of the post-processed predictions, within 0.9-1.1 x"))
+    t.append(ModelTargets("whisper", (_lower("ACCURACY", 100.0 - 2.0671, 0.99),), "checker v6.1",
+                          "ACCURACY = 100 - WER% (accuracy_eval.py's 'accuracy=' figure); reference 97.9329"))
     return {m.checker_name: m for m in t}
 
 
@@ -105,6 +117,7 @@ ACC_PATTERN: dict[str, str] = {
     "mAP": r".*(?:mAP=|'Total':)\s*([\d.]+)",
     "F1": r"^{[\"']exact_match[\"']\:\s*[\d\.]+,\s*[\"']f1[\"']\:\s*([\d\.]+)}",
     "WER": r"Word Error Rate\:.*, accuracy=([0-9\.]+)%",
+    "ACCURACY": r"Word Error Rate\:.*, accuracy=([0-9\.]+)%",  # v6.1's name for the same pattern (whisper)
     "DICE": r"Accuracy\:\s*mean\s*=\s*([\d\.]+).*",
     "ROUGE1": r".*'rouge1':\s+'?([\d.]+)'?.*",
     "ROUGE2": r".*'rouge2':\s+'?([\d.]+)'?.*",

@@ -96,9 +96,10 @@ def greedy_generate(model, seqs: Sequence[np.ndarray], *, pad_id: int, eos_id: i
     return out[:, ids.shape[1]:].cpu().numpy()
 
 
-def cut_after_eos(row: np.ndarray, eos: int) -> np.ndarray:
-    """The row up to and including its first EOS: what batch 1 returns (the rest is batch padding)."""
-    hit = np.flatnonzero(row == eos)
+def cut_after_eos(row: np.ndarray, eos: int | Sequence[int]) -> np.ndarray:
+    """The row up to and including its first EOS (any of them when several stop the generation):
+    what batch 1 returns (the rest is batch padding)."""
+    hit = np.flatnonzero(np.isin(row, eos))
     return row[: hit[0] + 1] if hit.size else row
 
 
@@ -196,6 +197,18 @@ RUN_DEFAULTS = {"static_cache": True, "generator": "hf", "token_budget": 0}
 GENERATORS = ("hf", "kit")
 
 
+def stop_ids(tok, model) -> int | list[int]:
+    """What ends a generation, as vLLM stops (the MLPerf LLM references' engine): the tokenizer's EOS
+    and every `eos_token_id` of the checkpoint's generation_config.json (Llama-3.1-Instruct lists
+    <|end_of_text|>, <|eom_id|>, <|eot_id|>). One id: an int (HF generate's and the trims' usual form)."""
+    ids = [int(tok.eos_token_id)]
+    cfg = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for i in ([] if cfg is None else [cfg] if isinstance(cfg, int) else cfg):
+        if int(i) not in ids:
+            ids.append(int(i))
+    return ids[0] if len(ids) == 1 else ids
+
+
 class LLMRunner:
     """What load_model returns: tokenizer, model, the partition's devices and generation settings
     (max_new_tokens, min_new_tokens + RUN_DEFAULTS: static_cache, generator, token_budget)."""
@@ -203,6 +216,7 @@ class LLMRunner:
     def __init__(self, tok, model, devices: list[str], settings: dict):
         self.tok, self.model, self.devices = tok, model, devices
         self.settings = dict(RUN_DEFAULTS, **settings)
+        self.eos = stop_ids(tok, model)
 
     def generate(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
         """Greedy answers, one id row per prompt (rows of the HF path still carry batch padding
@@ -222,7 +236,7 @@ class LLMRunner:
             hf = [i for i in hf if prompts[i].stop]
             if kit:
                 rows = generate(self.model, [prompts[i].ids.tolist() for i in kit], num_beams=1, **common,
-                                eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id,
+                                eos_token_id=self.eos, pad_token_id=self.tok.pad_token_id,
                                 token_budget=int(s["token_budget"]))
                 for i, r in zip(kit, rows):
                     out[i] = r
@@ -235,7 +249,7 @@ class LLMRunner:
                 procs = LogitsProcessorList([StopSequences([prompts[i].stop for i in hf], self.tok.eos_token_id,
                                                            prompt_len=width)])
             rows = greedy_generate(self.model, [prompts[i].ids for i in hf], pad_id=self.tok.pad_token_id,
-                                   eos_id=self.tok.eos_token_id, device=self.devices[0],
+                                   eos_id=self.eos, device=self.devices[0],
                                    static_cache=bool(s["static_cache"]), logits_processor=procs, **common)
             for i, r in zip(hf, rows):
                 out[i] = r
@@ -383,7 +397,7 @@ class TokenPromptLLM(Benchmark):
 
     def forward(self, g: LLMRunner, prompts: list[Prompt]) -> list[np.ndarray]:
         rows = g.generate(prompts)
-        return [self.trim(row, p, g.tok.eos_token_id, g.tok.pad_token_id) for row, p in zip(rows, prompts)]
+        return [self.trim(row, p, g.eos, g.tok.pad_token_id) for row, p in zip(rows, prompts)]
 
     def postprocess(self, outputs: list[np.ndarray], n: int) -> list[np.ndarray]:
         return [np.ascontiguousarray(o, dtype=np.int32) for o in outputs[:n]]
