@@ -7,6 +7,7 @@ here knows about LoadGen or partitions beyond the files a run dir holds.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -16,13 +17,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import registry
 from .errors import KitError
 from .manifest import read_synthetic
 from .util import KIT_CLI, ROOT, sha256_file
 
+# The registry (numpy, the model folders) is imported where a model is needed, so that `make remote`
+# and the checks `make data_add_<model>` does before building an env run in any python3
+# (`python3 -m evalkit.data ...`, below), with no kit env built yet.
+
 REMOTE = "mlperf-data"
 UNSET_URL = "s3://set-me-with-make-remote/mlperf-data"  # shipped in .dvc/config until `make remote`
+# URLs of the kit's own hints, pasted unchanged: not a bucket anyone means.
+PLACEHOLDER_URLS = (UNSET_URL, "s3://bucket/prefix", "s3://bucket", "/path/to/remote", "/path/to/dir")
+PLACEHOLDER_ENDPOINTS = ("http://host:port", "https://host:port")
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # AWS's rule for bucket names
 # Remote options `make remote` writes for S3: an unreachable endpoint fails in seconds; a read
 # may wait longer since one object can be a multi-GB checkpoint shard.
 S3_OPTIONS = {"connect_timeout": "3", "read_timeout": "60"}
@@ -33,6 +41,11 @@ DVC_LOG = Path(".dvc") / "tmp" / "evalkit-dvc.log"
 # What a verified log holds: the run's top-level results plus each partition's files.
 RUN_TOP_FILES = ("accuracy.json", "accuracy.txt", "gather.json", "merged_mlperf_log_accuracy.json")
 PARTITION_SKIP = ("progress.json",)  # live progress only; says nothing once the run is done
+
+
+def _bench(model: str):
+    from . import registry
+    return registry.get(model)
 
 
 def dataset_dir(model: str) -> Path:
@@ -68,16 +81,22 @@ def _in_kit(cmd: str) -> str:
 
 # --------------------------------------------------------------------------- dvc calls
 
+def tools_env() -> Path:
+    """The small env that holds dvc (envs/tools.yml), next to the model envs (ENV_DIR moves them)."""
+    return Path(os.environ.get("ENV_DIR") or ROOT / ".envs") / "tools"
+
+
 def dvc_executable() -> str:
-    """dvc from PATH, else the developer env's (.venv/bin/dvc, installed by `make dev`)."""
+    """dvc from PATH, else the tools env's (`make tools`, built by the data targets when no dvc is
+    found), else the developer env's (.venv/bin/dvc, `make dev`)."""
     found = shutil.which("dvc")
     if found:
         return found
-    local = ROOT / ".venv" / "bin" / "dvc"
-    if local.is_file() and os.access(local, os.X_OK):
-        return str(local)
-    raise KitError(f"dvc is not installed: run `{_in_kit('make dev')}` (puts it in .venv/bin, where the kit "
-                   f"finds it) or `pip install 'dvc[s3]'`, then rerun")
+    for local in (tools_env() / "bin" / "dvc", ROOT / ".venv" / "bin" / "dvc"):
+        if local.is_file() and os.access(local, os.X_OK):
+            return str(local)
+    raise KitError(f"dvc is not installed: run `{_in_kit('make tools')}` (a small env with dvc in "
+                   f"{tools_env()}, where the kit finds it) or `pip install 'dvc[s3]'`, then rerun")
 
 
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
@@ -138,10 +157,10 @@ def _explain(out: str, args: tuple[str, ...]) -> str:
                               "connection refused", "endpointconnectionerror", "name or service not known",
                               "temporary failure in name resolution", "connecttimeout")):
         return (f"cannot reach remote '{REMOTE}' ({remote_url()}); check the network and the URL/ENDPOINT "
-                f"(`{_in_kit('make remote URL=s3://bucket/prefix ENDPOINT=http://host:port')}`), then rerun")
+                f"(`{_in_kit('make remote URL=s3://YOUR-BUCKET/PREFIX ENDPOINT=http://HOST:PORT')}`), then rerun")
     if "nosuchbucket" in low or "bucket does not exist" in low or ("(404)" in low and "listobjects" in low):
         return (f"the bucket of remote '{REMOTE}' ({remote_url()}) does not exist; create it or fix the URL "
-                f"with `{_in_kit('make remote URL=s3://bucket/prefix')}`")
+                f"with `{_in_kit('make remote URL=s3://YOUR-BUCKET/PREFIX')}`")
     if any(s in low for s in ("missing cache files", "neither locally nor on remote", "checkout failed",
                               "nosuchkey", "specified key does not exist")):
         targets = " ".join(a for a in args if a.endswith(".dvc"))
@@ -153,7 +172,7 @@ def _explain(out: str, args: tuple[str, ...]) -> str:
                 f"`{_in_kit(shlex.quote(dvc_executable()) + ' checkout --force ' + targets)}` "
                 f"(or re-import it with make data_add_<model>)")
     if "does not exist" in low and "remote" in low:
-        return f"remote '{REMOTE}' is not configured; run `{_in_kit('make remote URL=s3://bucket/prefix')}`"
+        return f"remote '{REMOTE}' is not configured; run `{_in_kit('make remote URL=s3://YOUR-BUCKET/PREFIX')}`"
     errors = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("ERROR")]
     last = errors[-1] if errors else (out.strip().splitlines() or ["no output"])[-1]
     return re.sub(r"\s+", " ", last)[:300]
@@ -175,10 +194,12 @@ def _repush(targets: str) -> str:
     return "make data_add_<model> SRC=data/dataset/<model> MODEL_SRC=data/models/<model>"
 
 
+_REMOTE_HEADER = re.compile(r"""^\s*\[\s*'?remote\s+"%s"'?\s*\]\s*$""" % re.escape(REMOTE))
+
+
 def remote_url() -> str:
     """The remote's URL from .dvc/config.local, else .dvc/config (read directly: a dvc start costs
     seconds on a busy machine, and this runs on the error path of an unreachable remote too)."""
-    header = re.compile(r"""^\s*\[\s*'?remote\s+"%s"'?\s*\]\s*$""" % re.escape(REMOTE))
     for name in ("config.local", "config"):
         f = ROOT / ".dvc" / name
         if not f.is_file():
@@ -186,7 +207,7 @@ def remote_url() -> str:
         inside = False
         for line in f.read_text().splitlines():
             if line.strip().startswith("["):
-                inside = bool(header.match(line))
+                inside = bool(_REMOTE_HEADER.match(line))
             elif inside and "=" in line and line.split("=", 1)[0].strip() == "url":
                 return redact(line.split("=", 1)[1].strip())
     return "no URL"
@@ -194,22 +215,65 @@ def remote_url() -> str:
 
 def _require_remote() -> None:
     url = remote_url()
-    if url in ("no URL", UNSET_URL):
+    if url in ("no URL",) + PLACEHOLDER_URLS:
         raise KitError(f"DVC remote '{REMOTE}' points at no bucket yet; run "
-                       f"`{_in_kit('make remote URL=s3://bucket/prefix')}` (add ENDPOINT=http://host:port for an "
+                       f"`{_in_kit('make remote URL=s3://YOUR-BUCKET/PREFIX')}` (add ENDPOINT=http://HOST:PORT for an "
                        f"S3 server other than AWS; URL may also be a local or shared dir)")
 
 
+def check_remote_url(url: str, endpoint: str | None = None) -> None:
+    """A URL a person means: not empty, not the hints' placeholders, S3 options only for s3://."""
+    if not url.strip():
+        raise KitError("make remote needs URL=s3://<your-bucket>/<prefix> (or a local or shared dir)")
+    if url.rstrip("/") in PLACEHOLDER_URLS or re.search(r"[<>]", url):
+        raise KitError(f"URL={url} is the placeholder of the hint, not a bucket: put your bucket's name and "
+                       f"prefix in (or a local or shared dir) and rerun `make remote URL=...`")
+    bucket = url[len("s3://"):].split("/")[0] if url.startswith("s3://") else None
+    if bucket is not None and not S3_BUCKET.fullmatch(bucket):
+        raise KitError(f"URL={url}: '{bucket}' is not an S3 bucket name (3-63 lowercase letters, digits, dots, "
+                       f"hyphens): put your bucket's name in and rerun `make remote URL=...`")
+    if endpoint is not None:
+        if endpoint.rstrip("/").lower() in PLACEHOLDER_ENDPOINTS or re.search(r"[<>]", endpoint):
+            raise KitError(f"ENDPOINT={endpoint} is the placeholder of the hint: give your S3 server's "
+                           f"address (e.g. http://10.0.0.5:9000), or leave ENDPOINT out for AWS")
+        if not url.startswith("s3://"):
+            raise KitError(f"ENDPOINT is for S3 remotes only; {url} is not s3://")
+
+
+def _config_sections(text: str) -> list[list[str]]:
+    """.dvc/config as [header line, body lines...] blocks; block 0 is what precedes the first header."""
+    blocks: list[list[str]] = [[""]]
+    for line in text.splitlines():
+        if line.strip().startswith("[") and line.strip().endswith("]"):
+            blocks.append([line])
+        else:
+            blocks[-1].append(line)
+    return blocks
+
+
 def set_remote(url: str, endpoint: str | None = None) -> None:
-    """Point the default remote at URL; S3 remotes get the bounded timeouts."""
-    _dvc("remote", "add", "--force", "--default", REMOTE, url, what=f"setting remote '{REMOTE}'")
+    """Point the default remote at URL in .dvc/config (S3 remotes get the bounded timeouts).
+
+    Written here, not by `dvc remote add`: the file is DVC's documented INI format, and a teammate
+    who only sets the URL needs no dvc installed (`make remote` builds nothing). Comments stay."""
+    check_remote_url(url, endpoint)
+    cfg = ROOT / ".dvc" / "config"
+    blocks = _config_sections(cfg.read_text() if cfg.is_file() else "")
+    body = [f"    url = {url}"]
     if url.startswith("s3://"):
-        for k, v in S3_OPTIONS.items():
-            _dvc("remote", "modify", REMOTE, k, v, what=f"setting {k} of remote '{REMOTE}'")
+        body += [f"    {k} = {v}" for k, v in S3_OPTIONS.items()]
         if endpoint:
-            _dvc("remote", "modify", REMOTE, "endpointurl", endpoint, what=f"setting the endpoint of '{REMOTE}'")
-    elif endpoint:
-        raise KitError(f"ENDPOINT is for S3 remotes only; {url} is not s3://")
+            body.append(f"    endpointurl = {endpoint}")
+    blocks = [b for b in blocks if not _REMOTE_HEADER.match(b[0])] + [[f"['remote \"{REMOTE}\"']"] + body]
+    core = next((b for b in blocks if b[0].strip() == "[core]"), None)
+    if core is None:
+        blocks.insert(1, core := ["[core]"])
+    core[1:] = [ln for ln in core[1:] if ln.split("=", 1)[0].strip() != "remote"] + [f"    remote = {REMOTE}"]
+    lines = blocks[0][1:] + [ln for b in blocks[1:] for ln in b]
+    cfg.parent.mkdir(exist_ok=True)
+    tmp = cfg.with_name(".config.partial")
+    tmp.write_text("\n".join(ln for ln in lines) + "\n")
+    os.replace(tmp, cfg)
     say(f"remote '{REMOTE}' -> {redact(url)}; commit it with: git add .dvc/config && git commit -m 'dvc remote'")
 
 
@@ -236,7 +300,7 @@ def _pull(pointers: list[Path], what: str) -> None:
 
 def pull_model_data(model: str) -> None:
     """Dataset + checkpoint of MODEL (the build step of `make MODEL` with DATA=real)."""
-    registry.get(model)
+    _bench(model)
     ds, md = dataset_dir(model), model_dir(model)
     have = [pointer(d) for d in (ds, md) if pointer(d).is_file()]
     hint = _in_kit(f"make data_add_{model} SRC=/path/to/dataset MODEL_SRC=/path/to/checkpoint")
@@ -253,7 +317,7 @@ def pull_model_data(model: str) -> None:
 
 
 def pull_log(model: str) -> None:
-    registry.get(model)
+    _bench(model)
     p = pointer(log_dir(model))
     if not p.is_file():
         raise KitError(f"no verified log for {model} yet ({_rel(p)} is missing); publish one with "
@@ -284,10 +348,34 @@ def _install_dir(fill, dst: Path) -> None:
         shutil.rmtree(old)
 
 
-def _copy_in(src: Path, dst: Path) -> None:
-    if src.resolve() == dst.resolve():
+def _copy_in(src: Path, dst: Path, name: str | None = None) -> None:
+    """SRC (a dir) becomes DST; a file SRC becomes DST/NAME, the file the model reads in DST."""
+    if src.resolve() == (dst / name if name and src.is_file() else dst).resolve():
         return  # already laid out where the kit reads it
+    if src.is_file():
+        def fill(tmp: Path) -> None:
+            tmp.mkdir()
+            shutil.copy2(src, tmp / name)
+        _install_dir(fill, dst)
+        return
     _install_dir(lambda tmp: shutil.copytree(src, tmp, symlinks=False), dst)
+
+
+def checkpoint_name(bench) -> str | None:
+    """The file a model whose checkpoint is one file reads in its checkpoint dir (its module's
+    CHECKPOINT: resnet50.pth, rnnt.pt, ...); None where the checkpoint is a directory (HF layouts)."""
+    name = getattr(sys.modules.get(type(bench).__module__), "CHECKPOINT", None)
+    return name if isinstance(name, str) else None
+
+
+def check_model_src(model: str, model_src: Path, bench=None) -> None:
+    """MODEL_SRC is what --model_path accepts: the checkpoint dir, or the checkpoint file itself for a
+    model whose checkpoint is one file. Checked before any env is built (no registry needed)."""
+    if not model_src.exists():
+        raise KitError(f"MODEL_SRC {model_src} does not exist; point it at the {model} checkpoint")
+    if model_src.is_file() and bench is not None and checkpoint_name(bench) is None:
+        raise KitError(f"MODEL_SRC {model_src} is a file, but the {model} checkpoint is a directory in its "
+                       f"published layout; point MODEL_SRC at that directory")
 
 
 def _add_and_push(dirs: list[Path], what: str) -> None:
@@ -300,7 +388,7 @@ def _add_and_push(dirs: list[Path], what: str) -> None:
 
 def validate_source(model: str, src: Path, model_src: Path | None) -> int:
     """The loader opens SRC, every sample file is there, sample 0 loads, the checkpoint is found."""
-    bench = registry.get(model)
+    bench = _bench(model)
     if not src.is_dir():
         raise KitError(f"SRC {src} is not a directory; point SRC at the {model} dataset dir")
     ds = bench.open_dataset(src)
@@ -312,8 +400,7 @@ def validate_source(model: str, src: Path, model_src: Path | None) -> int:
     ds.check_available(0, ds.size)
     ds.load(0)
     if model_src is not None:
-        if not model_src.exists():
-            raise KitError(f"MODEL_SRC {model_src} does not exist; point it at the {model} checkpoint")
+        check_model_src(model, model_src, bench)
         bench.fingerprint(src, model_src)  # raises naming the expected checkpoint file
     return ds.size
 
@@ -326,7 +413,7 @@ def add(model: str, src: Path, model_src: Path | None = None) -> None:
     dirs = [dataset_dir(model)] + ([model_dir(model)] if model_src else [])
     _copy_in(src, dirs[0])
     if model_src:
-        _copy_in(model_src, dirs[1])
+        _copy_in(model_src, dirs[1], checkpoint_name(_bench(model)))
     say(f"{model}: {n} samples{' + checkpoint' if model_src else ''} laid out in {', '.join(map(_rel, dirs))}")
     _add_and_push(dirs, f"{model} data")
 
@@ -418,3 +505,46 @@ def compare(run: Path, ref: Path) -> str:
 
 def _num(x) -> str:
     return "-" if x is None else f"{float(x):.6g}"
+
+
+# --------------------------------------------------------------------------- before any env
+
+def _main(argv: list[str] | None = None) -> int:
+    """`python3 -m evalkit.data remote URL [--endpoint E]`, `... preflight-pull MODEL` and `... preflight-add
+    MODEL --src S [--model_src M]`: what make runs before (or instead of) building an env; stdlib only."""
+    ap = argparse.ArgumentParser(prog="python3 -m evalkit.data")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("remote")
+    q.add_argument("url")
+    q.add_argument("--endpoint")
+    q = sub.add_parser("preflight-pull")
+    q.add_argument("model")
+    q = sub.add_parser("preflight-add")
+    q.add_argument("model")
+    q.add_argument("--src", type=Path, required=True)
+    q.add_argument("--model_src", type=Path)
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "remote":
+            set_remote(a.url, a.endpoint)
+        elif a.cmd == "preflight-pull":  # a pointer whose data is not here yet: the pull needs a remote
+            if any(pointer(d).is_file() and not d.is_dir() for d in (dataset_dir(a.model), model_dir(a.model))):
+                _require_remote()
+        else:
+            if not (ROOT / "envs" / f"{a.model}.yml").is_file():
+                raise KitError(f"no model '{a.model}' (models: "
+                               f"{' '.join(sorted(f.stem for f in (ROOT / 'scripts').glob('eval_*.sh')))})"
+                               .replace("eval_", ""))
+            if not a.src.is_dir():
+                raise KitError(f"SRC {a.src} is not a directory; point SRC at the {a.model} dataset dir")
+            if a.model_src is not None:
+                check_model_src(a.model, a.model_src)
+            _require_remote()
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from collections import Counter
 from multiprocessing import get_context
@@ -53,6 +54,13 @@ def _nltk_split():
         return None
 
 
+def nltk_data_command() -> str:
+    """The command that installs punkt, run by this env's Python (the one that lacks it; the system
+    `python` may have no nltk at all), from any directory."""
+    py = shlex.quote(sys.executable)
+    return f"{py} -m nltk.downloader punkt punkt_tab"
+
+
 def sentence_splitter():
     """nltk.sent_tokenize when its punkt data is installed, else the documented fallback (warns once)."""
     global _splitter, _warned
@@ -62,7 +70,7 @@ def sentence_splitter():
         _warned = True
         print("warning: nltk punkt data not found; sentences are split with a simple regex, so rougeLsum "
               "is not comparable with the reference (rouge1/2/L are unaffected). Install it with "
-              "`python -m nltk.downloader punkt punkt_tab` for comparable rougeLsum.", file=sys.stderr)
+              f"`{nltk_data_command()}` for comparable rougeLsum.", file=sys.stderr)
     return _splitter
 
 
@@ -142,7 +150,7 @@ def lcs_indices(ref: list, can: list, masks: dict | None = None) -> list[int]:
             low = (1 << (j - 1)) - 1
             left = (j - 1) - (rows[i] & low).bit_count()
             up = j - (rows[i - 1] & (low | (1 << (j - 1)))).bit_count()
-            if left > up:
+            if left >= up:
                 j -= 1
             else:
                 i -= 1

@@ -305,7 +305,7 @@ def test_remote_not_set_and_bad_source_are_refused_before_anything_is_written(s3
     # S3-only options go), and then the import goes through
     fix = re.search(r"`(cd \S+ && make remote URL=\S+)`", err).group(1)
     store = tmp_path / "local-remote"
-    cp = user(fix.replace("s3://bucket/prefix", str(store)), tmp_path, s3, ENV_DIR=env_dir)
+    cp = user(fix.replace("s3://YOUR-BUCKET/PREFIX", str(store)), tmp_path, s3, ENV_DIR=env_dir)
     assert cp.returncode == 0, cp.stdout + cp.stderr
     cp = user(add, c, s3, ENV_DIR=env_dir)
     assert cp.returncode == 0, cp.stderr[-2000:]

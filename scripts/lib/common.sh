@@ -11,6 +11,87 @@ qjoin() { local out; printf -v out '%q ' "$@"; echo "${out% }"; }
 
 env_path() { echo "$ENV_DIR/$1"; }
 
+# closest WORD CANDIDATES...: the candidate nearest WORD (edit distance, case ignored), if it is near
+# enough to be a typo (at most a third of WORD's length, at least 1); nothing otherwise.
+closest() {
+  local word="$1"; shift
+  printf '%s\n' "$@" | awk -v w="$word" '
+    function dist(a, b,   i, j, la, lb, d, c) {
+      la = length(a); lb = length(b)
+      for (i = 0; i <= la; i++) d[i, 0] = i
+      for (j = 0; j <= lb; j++) d[0, j] = j
+      for (i = 1; i <= la; i++) for (j = 1; j <= lb; j++) {
+        c = d[i-1, j-1] + (substr(a, i, 1) != substr(b, j, 1))
+        if (d[i-1, j] + 1 < c) c = d[i-1, j] + 1
+        if (d[i, j-1] + 1 < c) c = d[i, j-1] + 1
+        d[i, j] = c
+      }
+      return d[la, lb]
+    }
+    BEGIN { best = ""; bd = 1e9; lim = int(length(w) / 3); if (lim < 1) lim = 1 }
+    NF { x = dist(tolower(w), tolower($0)); if (x < bd) { bd = x; best = $0 } }
+    END { if (bd <= lim) print best }'
+}
+
+# unknown_variable NAME VALUE 'REST OF THE MAKE LINE' KNOWN...: the one-line refusal of a command-line
+# variable the kit does not read.
+unknown_variable() {
+  local name="$1" value="$2" rest="$3"; shift 3
+  local near; near="$(closest "$name" "$@")"
+  [[ "$value" =~ ^[A-Za-z0-9_.,:/=+@%-]*$ ]] || value="$(printf %q "$value")"
+  if [ -n "$near" ]; then
+    echo "error: unknown variable $name (did you mean $near?); nothing was run"
+  else
+    echo "error: unknown variable $name: not one of the kit's (\`make help\` lists them); nothing was run." \
+         "An environment variable for the model goes before make: \`$name=$value make${rest:+ $rest}\`"
+  fi
+}
+
+# unknown_target NAME MODEL... -- TARGET...: the one-line answer to `make resnt`.
+unknown_target() {
+  local name="$1"; shift
+  local models=() targets=() near
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do models+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  targets=("$@")
+  near="$(closest "$name" "${models[@]}" "${targets[@]}")"
+  echo "error: no model or target '$name' (${near:+did you mean $near? }models: ${models[*]}; \`make help\` lists the targets)"
+}
+
+# check_model MODEL: MODEL is one of the kit's (an env spec envs/MODEL.yml and its scripts), else one line.
+check_model() {
+  [ -f "$KIT_ROOT/envs/$1.yml" ] && [ -f "$KIT_ROOT/scripts/eval_$1.sh" ] && return 0
+  local models=() f near
+  for f in "$KIT_ROOT"/scripts/eval_*.sh; do f="${f##*/eval_}"; models+=("${f%.sh}"); done
+  near="$(closest "$1" "${models[@]}")"
+  die "no model '$1' (${near:+did you mean $near? }models: ${models[*]})"
+}
+
+# heartbeat WHAT CMD...: CMD in the foreground (Ctrl-C reaches it), and a line every 30 s
+# (EVALKIT_HEARTBEAT_S) saying it is still WHAT, with the time so far: env builds and synthetic
+# sets take minutes and print nothing of their own. Returns CMD's exit code.
+heartbeat() {
+  local what="$1"; shift
+  local every="${EVALKIT_HEARTBEAT_S:-30}" start="$SECONDS" rc=0 hb
+  (
+    n=0 s=""
+    trap '[ -z "$s" ] || kill "$s" 2>/dev/null; exit 0' TERM
+    while :; do
+      sleep "$every" </dev/null >/dev/null 2>&1 & s=$!
+      wait "$s" || exit 0
+      kill -0 "$$" 2>/dev/null || exit 0   # the script is gone: no orphan keeps talking
+      n=$(( n + every ))
+      printf '[evalkit] ... still %s (%dm%02ds)\n' "$what" $(( n / 60 )) $(( n % 60 )) >&2
+    done
+  ) &
+  hb=$!
+  "$@" || rc=$?
+  kill "$hb" 2>/dev/null || true
+  wait "$hb" 2>/dev/null || true
+  if [ $(( SECONDS - start )) -ge "$every" ]; then say "done: $what ($(( SECONDS - start )) s)"; fi
+  return "$rc"
+}
+
 # The env spec's hash: an env is rebuilt only when its spec changed (or --force).
 spec_hash() { sha256sum "$1" | cut -d' ' -f1; }
 
@@ -57,24 +138,27 @@ make_env() {
     if [ -z "$py" ]; then
       if [ -n "$want_py" ] && command -v "python$want_py" >/dev/null 2>&1; then py="python$want_py"; else py=python3; fi
     fi
-    say "building venv $target from $spec with $py"
+    say "building venv $target from $spec with $py (pip; a few minutes the first time)"
     "$py" -m venv --prompt "$(basename "$target")" "$tmp"
-    "$tmp/bin/python" -m pip install --quiet --upgrade pip
+    heartbeat "upgrading pip in $tmp" "$tmp/bin/python" -m pip install --quiet --upgrade pip
     # One pip install per step of the spec (envspec.py: `# evalkit: then` starts a new one).
-    local steps step
+    local steps step i=0 n
     steps="$(python3 "$KIT_ROOT/scripts/lib/envspec.py" pip "$spec")"
+    n="$(grep -c . <<< "$steps" || true)"
     while IFS= read -r step; do
       if [ -n "$step" ]; then
+        i=$(( i + 1 ))
+        say "pip install, step $i/$n of $(basename "$spec"): $(awk '{ print NF }' <<< "$step") packages"
         # shellcheck disable=SC2086
-        "$tmp/bin/python" -m pip install --quiet $step
+        heartbeat "installing step $i/$n of $(basename "$spec") into $target" "$tmp/bin/python" -m pip install --quiet $step
       fi
     done <<< "$steps"
   else
     say "building $mgr env $target from $spec"
     if [ "$mgr" = micromamba ]; then
-      micromamba create --yes -p "$tmp" -f "$spec"
+      heartbeat "building $target with micromamba" micromamba create --yes -p "$tmp" -f "$spec"
     else
-      "$mgr" env create -p "$tmp" -f "$spec"
+      heartbeat "building $target with $mgr" "$mgr" env create -p "$tmp" -f "$spec"
     fi
   fi
   # Console scripts (dvc, moto_server, pip) and activate name the build dir: point them at the final one.
@@ -111,7 +195,9 @@ prepare_data() {
       if [ -z "$n" ]; then
         n="$(evalkit "$model" info "$model" | "$(kit_python "$model")" -c 'import json,sys; print(json.load(sys.stdin)["synthetic_n"])')"
       fi
-      evalkit "$model" synth "$model" --out "$KIT_ROOT/data/synthetic/$model" --n "$n" --seed "${SYNTH_SEED:-0}" >/dev/null
+      say "synthetic $model set ($n samples, seed ${SYNTH_SEED:-0}) in data/synthetic/$model"
+      heartbeat "making the synthetic $model set" \
+        evalkit "$model" synth "$model" --out "$KIT_ROOT/data/synthetic/$model" --n "$n" --seed "${SYNTH_SEED:-0}" >/dev/null
       say "synthetic $model data ready in data/synthetic/$model" ;;
     real)
       pull_data "$model" ;;
@@ -122,14 +208,49 @@ prepare_data() {
 # pull_data MODEL: the model's dataset and checkpoint from DVC (no-op when present).
 # All DVC logic (pointers, dvc binary, one-line errors) lives in evalkit/data.py.
 pull_data() {
+  ensure_dvc
   evalkit "$1" data pull "$1"
+}
+
+# data_preflight ARGS...: `python3 -m evalkit.data ARGS`, the checks that need no env (stdlib only).
+data_preflight() {
+  PYTHONPATH="$KIT_ROOT${PYTHONPATH:+:$PYTHONPATH}" python3 -m evalkit.data "$@"
+}
+
+# ensure_dvc: a dvc the kit finds (evalkit/data.py dvc_executable): on PATH, in the tools env, or in
+# .venv; else the tools env (envs/tools.yml: dvc only) is built, not the 2 GB developer env.
+ensure_dvc() {
+  if command -v dvc >/dev/null 2>&1 || [ -x "$(env_path tools)/bin/dvc" ] || [ -x "$KIT_ROOT/.venv/bin/dvc" ]; then
+    return 0
+  fi
+  say "no dvc on PATH, in $(env_path tools) or .venv: building the tools env (dvc only)"
+  make_env "$KIT_ROOT/envs/tools.yml" "$(env_path tools)"
+}
+
+# system_tools WHO CMD:PKG...: each missing command's Debian package installed with apt-get (root),
+# named before it is; a user who is not root gets the one sudo command instead (exit 2).
+# CMD may list alternatives (chromium:chromium-browser:PKG).
+system_tools() {
+  local who="$1"; shift
+  local need=() spec cmds c found
+  for spec in "$@"; do
+    cmds="${spec%:*}"; found=""
+    for c in ${cmds//:/ }; do command -v "$c" >/dev/null 2>&1 && found=1; done
+    [ -n "$found" ] || need+=("${spec##*:}")
+  done
+  [ ${#need[@]} -gt 0 ] || return 0
+  [ "$(id -u)" = 0 ] || die "$who need ${need[*]}, not installed: sudo apt-get install -y ${need[*]}"
+  say "$who need ${need[*]}: installing system-wide with apt-get install -y ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 }
 
 # data_cmd MODEL ARGS...: `python -m evalkit data ARGS` in MODEL's env (built first if needed):
 # the make targets data_add_/log_/publish_log_ run here, where the model's loader works.
 data_cmd() {
   local model="$1"; shift
+  check_model "$model"
   make_env "$KIT_ROOT/envs/$model.yml" "$(env_path "$model")"
+  ensure_dvc
   evalkit "$model" data "$@"
 }
 
@@ -169,12 +290,13 @@ check_data_source() {
           "or run with DATA=synthetic"
     fi
   done
+  data_preflight preflight-pull "$model"   # data to pull needs a remote: said before the env is built
 }
 
 # Variables that shape a run: recorded in the resume command the kit prints on failure.
 RUN_VARS=(DATA SCENARIO MODE N_COUNT N_DEVICES DEVICES_PER_PARTITION N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE BATCH_SIZE
           LOG_PATH ACCURACY_TARGET USER_CONF TARGET_QPS TARGET_LATENCY MIN_DURATION MIN_QUERY_COUNT
-          LAUNCHER NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT ENV_DIR BACKEND SERVER_URL)
+          LAUNCHER NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT ENV_DIR BACKEND SERVER_URL SERVER_URLS)
 
 # eval_model MODEL [--launcher local|torchrun] [--n_count N] [--n_devices D] [--n_partitions P] [--partition_offset O] [-- extra args]
 eval_model() {
@@ -213,6 +335,7 @@ eval_model() {
   if [ -n "${BATCH_SIZE:-}" ]; then args+=(--batch_size "$BATCH_SIZE"); fi
   if [ -n "${BACKEND:-}" ]; then args+=(--backend "$BACKEND"); fi
   if [ -n "${SERVER_URL:-}" ]; then args+=(--server_url "$SERVER_URL"); fi
+  if [ -n "${SERVER_URLS:-}" ]; then args+=(--server_urls "$SERVER_URLS"); fi
   if [ -n "${LOG_PATH:-}" ]; then args+=(--log_path "$LOG_PATH"); fi
   if [ -n "${ACCURACY_TARGET:-}" ]; then args+=(--accuracy_target "$ACCURACY_TARGET"); fi
   if [ -n "${USER_CONF:-}" ]; then args+=(--user_conf "$USER_CONF"); fi
