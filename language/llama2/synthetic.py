@@ -24,8 +24,8 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
 
     from language.frames import write_table
     from language.llm import Prompt
-    from language.synthllm import (ground_truth, llama_style_tokenizer, padded_vocab, synth_dirs, tiny_causal_lm,
-                                   write_generation_cap)
+    from language.synthllm import (distinct, ground_truth, llama_style_tokenizer, padded_vocab, synth_dirs, tile,
+                                   tiny_causal_lm, write_generation_cap)
 
     ds_dir, model_dir = synth_dirs(out)
     rng = np.random.default_rng([seed, 70])
@@ -37,7 +37,8 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     tiny_causal_lm(cfg, seed, tok, model_dir, lambda t: float(any(c.isalnum() for c in t)), eos_gain=2.0)
 
     rows = []
-    for i in range(4 * n):
+    m = distinct(n)  # answers generated; beyond them the set repeats them (synthllm.distinct)
+    for i in range(4 * m):
         question = f"{sentence(rng, words)} {paragraph(rng, words, int(rng.integers(1, 6)))}"
         text = CHAT.format(system=SYSTEM, question=question)
         rows.append({"id": f"synthetic.{i}", "system_prompt": SYSTEM, "question": question, "input": text,
@@ -45,11 +46,14 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     prompts = [Prompt(np.asarray(r["tok_input"], dtype=np.int64), None, MAX_NEW) for r in rows]
     # ROUGE-2 of an answer needs two words: keep prompts whose answer has them
     kept = ground_truth(bench, model_dir, prompts,
-                        lambda t, ids, i: _words(t.decode(ids.tolist(), skip_special_tokens=True)) >= 2, n,
+                        lambda t, ids, i: _words(t.decode(ids.tolist(), skip_special_tokens=True)) >= 2, m,
                         "llama2", seed)
+    kept = tile(kept, n)
     table = []
-    for i, ids in kept:
+    for k, (i, ids) in enumerate(kept):
         r = dict(rows[i])
+        if k >= m:
+            r["id"] = f"synthetic.{i}.copy{k}"
         r["output"] = tok.decode(ids.tolist(), skip_special_tokens=True)
         r["tok_input_length"] = len(r["tok_input"])
         r["origin"] = "synthetic"

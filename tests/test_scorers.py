@@ -1,0 +1,105 @@
+"""The fast scorers give the reference libraries' numbers exactly (issue 30).
+
+Small, tie-heavy inputs: where a faster path could pick another LCS, count a tie on the wrong
+side or align words differently, these differ. Full-size equality and speed: bench/bench_scorers.py.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from language import rouge
+from recommendation.dlrm_v2.auc import roc_auc
+from speech_recognition.rnnt import text
+
+
+def test_lcs_indices_are_rouge_scores_backtrack():
+    """rougeLsum counts the union of the reference tokens of *one* LCS per sentence pair, the one
+    rouge_score's table walk reads out; a 3-letter alphabet makes many LCSs of equal length."""
+    from rouge_score import rouge_scorer
+
+    rng = random.Random(7)
+    for _ in range(1000):
+        a = [rng.choice("abc") for _ in range(rng.randint(1, 14))]
+        b = [rng.choice("abc") for _ in range(rng.randint(1, 14))]
+        assert rouge.lcs_indices(a, b) == rouge_scorer.lcs_ind(a, b), (a, b)
+    long_a = [rng.choice("abcdefgh") for _ in range(150)]  # rows wider than a machine word
+    long_b = [rng.choice("abcdefgh") for _ in range(140)]
+    assert rouge.lcs_indices(long_a, long_b) == rouge_scorer.lcs_ind(long_a, long_b)
+
+
+def _texts(rng: random.Random, n: int) -> list[str]:
+    words = ["the", "cat", "cats", "running", "runs", "ran", "dog", "A", "an", "2024", "it's", "over",
+             "jumped", "jumps", "quickly", "U.S.", "fox", "lazy", "and", "of"]
+    out = []
+    for _ in range(n):
+        sents = []
+        for _ in range(rng.randint(1, 5)):
+            s = " ".join(rng.choice(words) for _ in range(rng.randint(1, 12)))
+            sents.append(s[0].upper() + s[1:] + rng.choice([".", "!", "?", " ..."]))
+        out.append("\n".join(sents))
+    return out
+
+
+def test_rouge_pairs_equal_rouge_score_exactly():
+    """Every F-measure equal as a float to RougeScorer(use_stemmer=True).score, including empty
+    texts, punctuation-only lines and repeated words; then the pool path and the rounding."""
+    from rouge_score import rouge_scorer
+
+    rng = random.Random(3)
+    preds, refs = _texts(rng, 80), _texts(rng, 80)
+    preds += ["", "...", "The cat.\n\n!!!\nthe cat", "cat"]
+    refs += ["The cat.", "The cat.", "the cat\n...\nThe cat.", ""]
+    sc = rouge_scorer.RougeScorer(list(rouge.ROUGE_TYPES), use_stemmer=True)
+    want = np.array([[sc.score(r, p)[t].fmeasure for t in rouge.ROUGE_TYPES] for p, r in zip(preds, refs)])
+    got = np.array([rouge.score_pair(r, p) for p, r in zip(preds, refs)])
+    assert np.array_equal(got, want), np.argwhere(got != want)[:5]
+    many_p, many_r = preds * 7, refs * 7  # 588 pairs: past _MIN_PARALLEL, the worker pool
+    assert np.array_equal(rouge.per_sample(many_p, many_r, workers=2), np.tile(want, (7, 1)))
+
+
+def test_auc_equals_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    for k in range(60):
+        n = int(rng.integers(2, 400))
+        y = rng.integers(0, 2, n).astype(np.float32)
+        if y.min() == y.max():
+            y[0] = 1 - y[0]
+        # coarse scores: ties within and across the classes; float32 as accuracy-dlrm.py builds them
+        s = (rng.integers(0, 1 + k % 7, n) / 7).astype(np.float32) if k % 2 else rng.random(n).astype(np.float32)
+        want, got = roc_auc_score(y, s), roc_auc(y, s)
+        assert abs(got - want) <= 1e-15, (k, got, want)
+        assert f"{100 * got:.3f}" == f"{100 * want:.3f}"
+    assert roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.5  # all tied: half of each pair
+    with pytest.raises(ValueError, match="NaN"):
+        roc_auc([0, 1], np.array([0.1, np.nan], np.float32))
+
+
+def _reference_word_errors(h: list[str], r: list[str]) -> int:
+    """The edit distance of pytorch/metrics.py's word_error_rate, a plain table (test oracle)."""
+    prev = list(range(len(r) + 1))
+    for i, wh in enumerate(h, 1):
+        cur = [i] + [0] * len(r)
+        for j, wr in enumerate(r, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (wh != wr))
+        prev = cur
+    return prev[-1]
+
+
+def test_wer_counts_equal_the_reference_routine():
+    rng = random.Random(11)
+    vocab = ["a", "b", "c", "it's", "the"]
+    hyps, refs = [], []
+    for _ in range(300):
+        hyps.append(" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 10))))
+        refs.append(" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 10))))
+    hyps += ["  the   cat ", "", "x y"]
+    refs += ["the cat", "the cat", ""]
+    errors = sum(_reference_word_errors(h.split(), r.split()) for h, r in zip(hyps, refs))
+    words = sum(len(r.split()) for r in refs)
+    assert text.word_errors_total(hyps, refs) == (errors, words)
+    assert text.wer(hyps, refs) == errors / words
