@@ -150,7 +150,7 @@ def lcs_indices(ref: list, can: list, masks: dict | None = None) -> list[int]:
             low = (1 << (j - 1)) - 1
             left = (j - 1) - (rows[i] & low).bit_count()
             up = j - (rows[i - 1] & (low | (1 << (j - 1)))).bit_count()
-            if left >= up:
+            if left > up:
                 j -= 1
             else:
                 i -= 1
