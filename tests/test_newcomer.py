@@ -58,7 +58,9 @@ def test_ctrl_c_keeps_state_and_says_how_to_resume(resnet_synth, tmp_path):
     lines = [x for x in err.splitlines() if x.startswith("error:")]
     assert len(lines) == 1 and "SIGINT" in lines[0] and "resume with: cd " in lines[0], err
     st = evalkit("status", log)
-    assert "failed" in st.stdout and "preempted by SIGINT" in st.stdout and "resume partitions 0 with: cd " in st.stdout
+    # preempted, not failed (issue 29): a Ctrl-C keeps the state for a resume
+    assert "p0   preempted" in st.stdout and "failed" not in st.stdout, st.stdout
+    assert "preempted by SIGINT" in st.stdout and "resume partitions 0 with: cd " in st.stdout
 
 
 def test_a_scaled_row_has_a_scaled_reference():
