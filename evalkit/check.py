@@ -26,10 +26,42 @@ def _fmt(x) -> str:
     return f"{x:.6g}" if abs(x) >= 1e5 else f"{x:.4f}"
 
 
+def low_precision(model: str, data_type: str, synth: dict) -> dict | None:
+    """A synthetic run outside fp32: what its table must say at once, and the floors it is judged by
+    (targets.SYNTHETIC_LOW_PRECISION); None for fp32, where the synthetic reference is exact."""
+    if data_type == "fp32":
+        return None
+    measured = targets.synthetic_expectation(model, data_type)
+    out = {"data_type": data_type, "measured": measured is not None, "metrics": {}}
+    for k, pct in (measured or {}).items():
+        ref, shift = synth["reference"].get(k), synth.get("index_shift", {}).get(k)
+        shift_pct = 100.0 * float(shift) / float(ref) if ref and shift is not None else 0.0
+        # never below what an index shift (a pipeline bug) scores on this very set
+        out["metrics"][k] = {"expected": pct, "index_shift": round(shift_pct, 2),
+                             "floor": round(max(targets.SYNTHETIC_FLOOR * pct, shift_pct + 1.0), 2)}
+    return out
+
+
+def _low_precision_lines(low: dict) -> list[str]:
+    dt = low["data_type"]
+    head = (f"SYNTHETIC {dt}: the references are fp32 outputs of a random-weight model, whose close calls "
+            f"{dt} rounding changes without any bug")
+    if not low["measured"]:
+        return [f"{head}; no {dt} expectation is measured for this model (bench/bench_synthetic_dtypes.py): "
+                f"the fp32 target applies, so a FAIL here may be rounding, not a bug; the same set with "
+                f"DATA_TYPE=fp32 must PASS"]
+    return [f"{head}: a correct {dt} pipeline reached {x['expected']:.4g}% of {k}'s reference "
+            f"(bench/bench_synthetic_dtypes.py), an index shift {x['index_shift']:.4g}%; judged against "
+            f"{x['floor']:.4g}% (MLPerf's ratio is for real data)" for k, x in low["metrics"].items()]
+
+
 def format_table(result: dict) -> str:
     rows = result["rows"]
     head = (f"{result['model']} ({result['checker_name']}, accuracy target {result['accuracy_target']}%)"
             + (" -- SYNTHETIC data: references are the synthetic model's own outputs" if result["synthetic"] else ""))
+    low = result.get("synthetic_low_precision")
+    if low:
+        head += "\n" + "\n".join(_low_precision_lines(low))
     hdr = ("metric", "value", "reference", "% of ref", "target", "verdict")
     body = []
     for r in rows:
@@ -45,7 +77,11 @@ def format_table(result: dict) -> str:
     if result["n_count"] < result["dataset_size"]:
         lines.append(f"PARTIAL run: {result['n_count']} of {result['dataset_size']} samples "
                      f"(the checker requires the full dataset for a submission)")
-    lines.append(f"RESULT: {result['verdict']}")
+    if low:  # the line scripts grep says it too: a low-precision synthetic verdict is not MLPerf's
+        how = "against the measured floor above" if low["measured"] else "against the fp32 reference; see above"
+        lines.append(f"RESULT: {result['verdict']} (synthetic {low['data_type']}, {how})")
+    else:
+        lines.append(f"RESULT: {result['verdict']}")
     return "\n".join(lines)
 
 
@@ -94,7 +130,9 @@ def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | Non
         dataset_size = int(synth["n"]) if synth else bench.target_sizes.get(target, bench.dataset_size)
         scale = {m: n_count / dataset_size for m in mt.metrics()} if n_count < dataset_size else {}
         override = {k: float(v) for k, v in synth["reference"].items()} if synth else None
-        verdict = targets.evaluate(mt, metrics, scale=scale, reference_override=override)
+        low = low_precision(bench.name, info["config"].get("data_type", "fp32"), synth) if synth else None
+        verdict = targets.evaluate(mt, metrics, scale=scale, reference_override=override,
+                                   ratio_override=low and {k: x["floor"] / 100 for k, x in low["metrics"].items()})
         lines = bench.accuracy_lines(metrics)
         text = "\n".join(lines) + f"\nhash={sha256_file(merged)}\n"
         # Self-check: every metric the checker needs must be readable by its own regex.
@@ -115,6 +153,7 @@ def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | Non
             "n_count": n_count, "dataset_size": dataset_size, "partial": n_count < dataset_size,
             "config_hash": info["config_hash"], "config": info["config"], "score_seconds": round(score_s, 3),
             "targets_source": mt.source, "extras": extras, "merged_sha256": info["merged"]["sha256"],
+            "synthetic_low_precision": low,
         }
         atomic_write_json(run_dir / "accuracy.json", result)
     except KitError as e:

@@ -261,6 +261,13 @@ def discard_refused(run_dir: Path, parts: list[int]) -> bool:
     a backend that cannot serve the model, a sample file missing): remove it, so that status and the
     report do not list a failed run whose resume only repeats the error. Returns whether it went;
     a dir holding anything else (another launch's partition, a traceback) stays."""
+    try:
+        return _discard_refused(run_dir, parts)
+    except (KitError, OSError):  # a corrupt or unreadable file in it: the refusal's own error is what counts
+        return False
+
+
+def _discard_refused(run_dir: Path, parts: list[int]) -> bool:
     for p in parts:
         d = run_dir / str(p)
         if rundir.read_manifest(d) is not None:

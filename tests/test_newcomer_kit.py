@@ -190,3 +190,29 @@ def test_the_report_calls_a_preempted_run_interrupted(tmp_path):
     Progress(run_dir / "0", 0, 4, meta=meta, stream=io.StringIO()).finish("preempted", "preempted by SIGINT")
     run = report.collect_runs(tmp_path)[0]
     assert [p["state"] for p in run["partitions"]] == ["preempted"] and report.flags(run) == ["INTERRUPTED"]
+
+
+# ------------------------------------------------------------------ item 3: synthetic sets outside fp32
+
+def test_a_synthetic_low_precision_run_says_what_it_is_judged_against(monkeypatch):
+    from evalkit import check, targets
+
+    synth = {"reference": {"acc": 100.0}, "index_shift": {"acc": 12.5}}
+    monkeypatch.setitem(targets.SYNTHETIC_LOW_PRECISION, ("resnet", "bf16"), {"acc": 31.25})
+    low = check.low_precision("resnet", "bf16", synth)
+    floor = low["metrics"]["acc"]["floor"]
+    assert 12.5 < floor < 31.25, low  # above what an index shift scores, below what a correct run reached
+    for value, verdict in ((31.25, "PASS"), (12.5, "FAIL")):
+        v = targets.evaluate(targets.get("resnet"), {"acc": value}, reference_override=synth["reference"],
+                             ratio_override={"acc": floor / 100})
+        table = check.format_table({"model": "resnet", "checker_name": "resnet", "accuracy_target": "99",
+                                    "synthetic": True, "rows": v.rows, "n_count": 8, "dataset_size": 8,
+                                    "verdict": "PASS" if v.passed else "FAIL", "synthetic_low_precision": low})
+        assert ("PASS" if v.passed else "FAIL") == verdict, table
+        assert "SYNTHETIC bf16: the references are fp32 outputs of a random-weight model" in table.splitlines()[1]
+        assert "reached 31.25%" in table and "an index shift 12.5%" in table
+        assert table.splitlines()[-1] == f"RESULT: {verdict} (synthetic bf16, against the measured floor above)"
+    assert check.low_precision("resnet", "fp32", synth) is None  # fp32: the synthetic reference is exact
+    monkeypatch.delitem(targets.SYNTHETIC_LOW_PRECISION, ("resnet", "bf16"))
+    text = "\n".join(check._low_precision_lines(check.low_precision("resnet", "bf16", synth)))
+    assert "no bf16 expectation is measured" in text and "a FAIL here may be rounding, not a bug" in text
