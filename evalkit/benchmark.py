@@ -26,6 +26,12 @@ class Dataset(abc.ABC):
     def load(self, index: int) -> Any:
         """Return the preprocessed sample `index` (what make_batch consumes)."""
 
+    def groups(self) -> Sequence[int] | None:
+        """The scoring unit of each sample when a metric is computed over groups of samples (BERT: the
+        question of each feature, scored from all its features); None: every sample is its own unit.
+        An explore probe (evalkit/probe.py) takes whole groups."""
+        return None
+
     @abc.abstractmethod
     def check_available(self, start: int, stop: int) -> None:
         """Raise KitError naming the first missing file in [start, stop).
@@ -61,8 +67,6 @@ class Benchmark(abc.ABC):
     default_accuracy_target: str = "99"
     # --- dataset facts ------------------------------------------------------
     dataset_size: int = 0             # full validation set size (checker "dataset-size")
-    # accuracy target -> its own full set size where it differs (llama3.1-8b "edge": 5,000 samples)
-    target_sizes: dict[str, int] = {}
     # accuracy target -> its own full set size where it differs (llama3.1-8b "edge": 5,000 samples)
     target_sizes: dict[str, int] = {}
     performance_sample_count: int = 0
@@ -160,6 +164,29 @@ class Benchmark(abc.ABC):
         """Text-in/text-out backends (an OpenAI-compatible server): the LLM's prompts, generation
         settings and payload encoding. Only LLM benchmarks have one."""
         raise KitError(f"{self.name} has no text interface; text backends (openai) serve LLMs only")
+
+    # --- quantized runs (evalkit/quantize.py, evalkit/calibration.py) ---------------------
+    # The built-in quantizer CALIBRATE=true uses when QUANTIZER is not given; None: the model takes
+    # none (a plug-in may still be named). The MLPerf calibration list is data: calibration/ beside
+    # the model's benchmark.py (calibration.json + the list files).
+    default_quantizer: str | None = None
+
+    def quant_module(self, model: Any) -> Any:
+        """The torch module of load_model's result that a quantizer transforms."""
+        return model
+
+    def with_quant_module(self, model: Any, module: Any) -> Any:
+        """load_model's result with its module replaced by `module` (the quantized one)."""
+        return module
+
+    def calibration_forward(self, model: Any, inputs: Any) -> None:
+        """One calibration pass over make_batch's output (LLMs: the prompt pass, no generation)."""
+        self.forward(model, inputs)
+
+    def sample_key(self, dataset: Dataset, index: int) -> str | None:
+        """What identifies a sample across the calibration split and the evaluated set (the leak
+        check); None: the sha256 of the sample as dataset.load returns it."""
+        return None
 
     # --- accuracy -------------------------------------------------------------
     @abc.abstractmethod

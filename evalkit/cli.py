@@ -58,6 +58,17 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend_option", action="append", default=[], metavar="KEY=VALUE",
                    help="the backend's own option, e.g. server_api=transformers, compile_mode=max-autotune")
     p.add_argument("--accuracy_target", help="99 or 99.9 (default: the model's first)")
+    p.add_argument("--quantizer", default="", help="quantizer: int8-static, w8a8-smoothquant or an installed plug-in "
+                   "(entry-point group evalkit.quantizers); default with --calibrate true: the model's built-in one")
+    p.add_argument("--calibrate", choices=("true", "false", ""), default="",
+                   help="true: calibrate once on the MLPerf calibration split, then quantize; false: reuse the "
+                        "store's calibration of the same inputs")
+    p.add_argument("--n_calib", type=int, default=0, help="calibration samples (default: the MLPerf list's size)")
+    p.add_argument("--quantizer_option", action="append", default=[], metavar="KEY=VALUE",
+                   help="the quantizer's own option, e.g. alpha=0.8 (w8a8-smoothquant); in the config hash")
+    p.add_argument("--calib_dataset", type=Path, help="calibration split dir (default data/calibration/<model>)")
+    p.add_argument("--allow_calibration_overlap", action="store_true",
+                   help="accept calibration samples that are evaluated too (MLPerf lists drawn from the validation set)")
     p.add_argument("--no_check", action="store_true", help="do not gather/check even when all partitions are done")
     p.add_argument("--probe", type=int, default=0,
                    help="score only N samples spread over the n_count (evalkit explore's probe; never a PASS)")
@@ -82,6 +93,9 @@ def _request(a):
                    device=a.device, batch_size=a.batch_size, threads=a.threads, user_conf=a.user_conf,
                    perf={k: v for k, v in perf.items() if v is not None}, options=options,
                    backend=a.backend, accuracy_target=a.accuracy_target, probe=a.probe,
+                   quantizer=a.quantizer, calibrate={"true": True, "false": False}.get(a.calibrate),
+                   n_calib=a.n_calib, quantizer_options=_key_values(a.quantizer_option, "--quantizer_option"),
+                   calib_dataset=a.calib_dataset, allow_calibration_overlap=a.allow_calibration_overlap,
                    backend_options={**_key_values(a.backend_option, "--backend_option"),
                                     **({"server_url": a.server_url} if a.server_url else {}),
                                     **({"server_urls": a.server_urls} if a.server_urls else {})})
@@ -244,6 +258,8 @@ def _dispatch(a) -> int:
         plan = resolve(req)
         if req.log_path is None:  # the same command after Ctrl-C resumes its run, not a new one
             plan = adopt_unfinished(plan)
+        from .quantize import prepare
+        plan = prepare(plan)  # a quantized run calibrates once here, before any partition starts
         run_local(plan)
         if plan.spec.probe and plan.spec.mode == "accuracy" and not a.no_check:
             from .probe import finish_probe

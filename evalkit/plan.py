@@ -37,6 +37,8 @@ MLPERF_SCENARIOS: dict[str, tuple[str, ...]] = {
     "gptj-99": (_OFF, _SS, _SV), "gptj-99.9": (_OFF, _SS, _SV),
     "llama2-70b-99": (_OFF, _SV), "llama2-70b-99.9": (_OFF, _SV),
     "mixtral-8x7b": (_OFF, _SV), "stable-diffusion-xl": (_OFF, _SS, _SV), "rnnt": (_OFF, _SS, _SV),
+    # v5.1-v6.1 (HEAD tools/submission/submission_checker/constants.py; Interactive is not a LoadGen scenario here)
+    "llama3.1-8b": (_OFF, _SV), "llama3.1-8b-edge": (_OFF, _SS), "whisper": (_OFF,),
 }
 
 
@@ -71,6 +73,14 @@ class RunSpec:
     backend_options: dict = field(default_factory=dict)  # the backend's own (server_url, ...); not hashed
     data: str = "real"                     # default dataset/model paths: real (DVC) or synthetic
     accuracy_target: str | None = None     # None: the model's default
+    # quantized runs (evalkit/quantize.py): QUANTIZER, CALIBRATE, N_CALIB, --quantizer_option
+    quantizer: str = ""                    # "": the model's built-in one when calibrate is true
+    calibrate: bool | None = None          # None: true when a quantizer is named; false: the store's artifact
+    n_calib: int = 0                       # 0: the MLPerf list's size (synthetic sets: 8)
+    quantizer_options: dict = field(default_factory=dict)
+    calib_dataset: Path | None = None      # the calibration split (default data/calibration/<model>)
+    allow_calibration_overlap: bool = False  # calibration samples among the evaluated ones (ImageNet, SQuAD lists)
+    quant_artifact: str = ""               # sha256 of the calibration artifact in <log_path>/calibration (set by the kit)
     probe: int = 0                         # >0: score only this many samples spread over n_count (evalkit/probe.py)
     probe_of: int = 0                      # the n_count the probe is spread over (filled by resolve)
 
@@ -81,7 +91,7 @@ class RunSpec:
     @staticmethod
     def from_json(text: str) -> "RunSpec":
         d = json.loads(text)
-        for k in ("dataset", "model_path", "log_path", "user_conf"):
+        for k in ("dataset", "model_path", "log_path", "user_conf", "calib_dataset"):
             if d.get(k) is not None:
                 d[k] = Path(d[k])
         return RunSpec(**d)
@@ -95,6 +105,7 @@ class Plan:
     config: dict            # what must be equal across partitions (hashed)
     config_hash: str
     bounds: tuple[int, ...] = ()  # partition p is [bounds[p], bounds[p+1])
+    quant: dict | None = None     # the quantized run's request (evalkit/quantize.py plan_part), None: not quantized
 
     def range(self, p: int) -> tuple[int, int]:
         return self.bounds[p], self.bounds[p + 1]
@@ -205,10 +216,13 @@ def resolve(req: RunSpec, world_size: int | None = None, now: float | None = Non
     if s.probe:  # the run is over K samples spread over the n_count a full run scores (evalkit/probe.py)
         from .probe import ProbeView, probe_indices
         probe_of = s.probe_of or n_count
-        if not 1 <= probe_of <= dataset.size or not 1 <= s.probe <= probe_of:
-            raise KitError(f"--probe {s.probe} is outside [1, {probe_of}] (the samples the full run scores)")
-        dataset = ProbeView(dataset, probe_indices(probe_of, s.probe))
-        n_count = s.probe
+        if not 1 <= probe_of <= dataset.size:
+            raise KitError(f"--n_count {probe_of} is outside [1, {dataset.size}]")
+        try:
+            dataset = ProbeView(dataset, probe_indices(probe_of, s.probe, getattr(dataset, "groups", lambda: None)()))
+        except KitError as e:
+            raise KitError(f"--probe {s.probe}: {e}") from None
+        n_count = dataset.size
     launched = world_size if world_size is not None else s.n_devices // K
     n_partitions = s.n_partitions or launched
     if n_partitions > n_count:
@@ -233,8 +247,12 @@ def resolve(req: RunSpec, world_size: int | None = None, now: float | None = Non
                                     else bench.default_batch_size),
         accuracy_target=target)
     config = mf.run_config(bench, spec)
+    from . import quantize  # a quantized run: quantizer, options, N_CALIB and split checked here, before any model
+    quant = quantize.plan_part(bench, spec, dataset_path, model_path)
+    if quant is not None:
+        config = dict(config, quantization=quantize.hashed(quant))
     if s.probe:
-        config = dict(config, probe={"n": s.probe, "of": probe_of})
+        config = dict(config, probe={"n": s.probe, "of": probe_of, "indices": dataset.indices})
     work = bench.sample_work(dataset_path)
     if work is not None and s.probe:
         work = [work[i] for i in dataset.indices]
@@ -243,7 +261,7 @@ def resolve(req: RunSpec, world_size: int | None = None, now: float | None = Non
         config = dict(config, partition_by="work", partition_bounds=bounds)
     else:
         bounds = [partition_range(n_count, n_partitions, p)[0] for p in range(n_partitions)] + [n_count]
-    return Plan(spec, bench, dataset, config, config_hash(config), tuple(bounds))
+    return Plan(spec, bench, dataset, config, config_hash(config), tuple(bounds), quant)
 
 
 __all__ = ["RunSpec", "Plan", "resolve", "resolve_options", "SCENARIOS", "MODES"]

@@ -415,6 +415,8 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
     t0 = time.time()
     backend = backends.create(spec.backend, spec.backend_options, partition=p)  # SERVER_URLS: p's server
     backend.load(bench, Path(spec.model_path), spec.device, spec.data_type, spec.options)
+    from .quantize import apply as quantized  # the run's calibration artifact, rebuilt and proven (quantized runs)
+    backend.model, qdigest = quantized(plan, backend.model, p) if plan.config.get("quantization") else (backend.model, None)
     t_load = time.time() - t0
 
     store = SampleStore(bench, spec.device, spec.data_type, spec.options)
@@ -500,7 +502,8 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
                        "samples_computed": progress.done - progress.cached, "samples_cached": progress.cached,
                        "started": t0, "finished": time.time(), "warmup_s": warm.get("seconds")},
                       backend.describe(), {"sample_store": store.where or "host objects",
-                                           "peak_memory": peak_memory(spec.device)})
+                                           "peak_memory": peak_memory(spec.device),
+                                           **({"quantized_model_sha256": qdigest} if qdigest else {})})
     if cache is not None:
         cache.delete()  # the LoadGen log now holds every response; keeping SDXL-size payloads only costs disk
     return "done"

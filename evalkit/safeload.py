@@ -385,6 +385,22 @@ def load_torch(path: Path, what: str) -> Any:
         raise _torch_refusal(path, what, e) from None
 
 
+def load_safetensors(path: Path, what: str) -> dict:
+    """A safetensors file (a JSON header + raw tensor bytes: nothing in it is code) as {name: tensor}
+    on CPU; a bad file is one KitError line naming it."""
+    path = Path(path)
+    try:
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    except FileNotFoundError:
+        raise KitError(f"{what} {path} not found") from None
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError on a bad header
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise KitError(f"cannot read {what} {path} ({type(e).__name__}: {first}); it is not a whole "
+                       f"safetensors file") from None
+
+
 def _zip_prefix(z: zipfile.ZipFile, path: Path) -> str:
     tops = {n.split("/", 1)[0] for n in z.namelist() if n.count("/") >= 1 and n.endswith("/data.pkl")
             and n.count("/") == 1}

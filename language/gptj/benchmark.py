@@ -186,6 +186,23 @@ class GPTJ(Benchmark):
         compiled.forward = compile_fn(g.model.forward)
         return _Generator(g.tok, compiled, g.gen, g.device, g.generator, g.token_budget)
 
+    # --- quantized runs: the decoder module is quantized, calibration is the prompt pass ----------------
+    default_quantizer = "w8a8-smoothquant"
+
+    def quant_module(self, g: _Generator):
+        return g.model
+
+    def with_quant_module(self, g: _Generator, module) -> _Generator:
+        return _Generator(g.tok, module, g.gen, g.device, g.generator, g.token_budget)
+
+    def calibration_forward(self, g: _Generator, prompts: list[str]) -> None:
+        import torch
+
+        ids = g.tok(prompts, truncation=True, max_length=MAX_INPUT_TOKENS)["input_ids"]
+        with torch.inference_mode():
+            for p in ids:  # one prompt at a time: no padding enters the activation statistics
+                g.model(torch.tensor([p], device=g.device))
+
     def text_io(self, model_path: Path, options: dict) -> "_TextIO":
         return _TextIO(load_tokenizer(Path(model_path)), _gen_settings(options))
 

@@ -153,6 +153,7 @@ class ResNet50(Benchmark):
     # NCHW by default, the reference's layout (bit-identical logits on CPU in fp32); NHWC is the speed
     # option for GPUs and bf16: logits differ in the last bits (3.8e-4 max on the synthetic net, same top-1)
     options = {"channels_last": False}
+    default_quantizer = "int8-static"   # CALIBRATE=true: torchao PT2E static int8 (docs/quantization.md)
 
     # --- data -----------------------------------------------------------------
     def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None) -> ImageNetDataset:
@@ -167,6 +168,12 @@ class ResNet50(Benchmark):
             raise KitError(f"checkpoint {ckpt} not found; put the torchvision ResNet50 state dict there "
                            f"as {CHECKPOINT}.")
         return {}  # val_map.txt, the images and the checkpoint: by content, in the core
+
+    def sample_key(self, dataset: ImageNetDataset, index: int) -> str:
+        """An image by its file's sha256 (cached per machine): the leak check never decodes 50,000 JPEGs."""
+        from evalkit.identity import file_sha256
+
+        return file_sha256(dataset.path(index))
 
     # --- model ----------------------------------------------------------------
     def load_model(self, model_path: Path, device: str, data_type: str, options: dict) -> Any:
