@@ -39,6 +39,7 @@ MLPERF_SCENARIOS: dict[str, tuple[str, ...]] = {
     "mixtral-8x7b": (_OFF, _SV), "stable-diffusion-xl": (_OFF, _SS, _SV), "rnnt": (_OFF, _SS, _SV),
     # v5.1-v6.1 (HEAD tools/submission/submission_checker/constants.py; Interactive is not a LoadGen scenario here)
     "llama3.1-8b": (_OFF, _SV), "llama3.1-8b-edge": (_OFF, _SS), "whisper": (_OFF,),
+    "deepseek-r1": (_OFF, _SS, _SV),  # SingleStream: v5.1 "required-scenarios-datacenter-edge"
 }
 
 

@@ -216,3 +216,13 @@ def test_a_synthetic_low_precision_run_says_what_it_is_judged_against(monkeypatc
     monkeypatch.delitem(targets.SYNTHETIC_LOW_PRECISION, ("resnet", "bf16"))
     text = "\n".join(check._low_precision_lines(check.low_precision("resnet", "bf16", synth)))
     assert "no bf16 expectation is measured" in text and "a FAIL here may be rounding, not a bug" in text
+
+
+def test_every_registered_model_has_its_mlperf_scenarios():
+    """A new model is refused no scenario by accident: its checker names are in plan.MLPERF_SCENARIOS."""
+    from evalkit import registry
+    from evalkit.plan import MLPERF_SCENARIOS
+
+    missing = {n: c for n in registry.names() for c in registry.get(n).checker_names.values()
+               if c not in MLPERF_SCENARIOS}
+    assert not missing, f"add the submission checker's scenarios of {missing} to evalkit/plan.py MLPERF_SCENARIOS"
