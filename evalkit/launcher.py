@@ -290,10 +290,13 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+HEARTBEAT_S = 30.0  # logs and pipes: at least one progress line this often, so a slow start never looks hung
+
+
 def _watch(spec, parts, procs) -> None:
     """The live line until every worker exited."""
     tty = sys.stderr.isatty()
-    last = None
+    last, printed = None, time.time()
     while any(pr.poll() is None for pr, _ in procs.values()):
         time.sleep(0.5)
         st = rundir.collect([Path(spec.log_path)], only=parts)  # what `evalkit status` reads
@@ -304,8 +307,8 @@ def _watch(spec, parts, procs) -> None:
             now = (int(10 * done / total), [(x.state, x.phase) for x in st.parts.values()])
             if tty:
                 sys.stderr.write("\r" + text)
-            elif now != last:
-                last = now
+            elif now != last or time.time() - printed >= HEARTBEAT_S:
+                last, printed = now, time.time()
                 sys.stderr.write(text + "\n")
     if tty:
         sys.stderr.write("\n")

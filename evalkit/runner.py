@@ -412,6 +412,8 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
     if spec.threads:
         import torch
         torch.set_num_threads(spec.threads)
+    print(f"partition {p}: loading the model ({bench.name}, {spec.data_type} on {spec.device}, backend "
+          f"{spec.backend})", file=sys.stderr, flush=True)
     t0 = time.time()
     backend = backends.create(spec.backend, spec.backend_options, partition=p)  # SERVER_URLS: p's server
     backend.load(bench, Path(spec.model_path), spec.device, spec.data_type, spec.options)
