@@ -8,7 +8,7 @@ rerun, scores the same qsl indices, and a later full run scores them too.
 
 A probe run is an ordinary run (plan, launcher, partitions, resume, gather) over a view
 of the dataset whose sample i is the set's sample indices[i]; its config carries
-{"probe": {"n": K, "of": n_count}} (so it is another config hash than the full run),
+{"probe": {"n": K, "of": n_count, "indices": [...]}} (another config hash than the full run),
 gather writes the set's own qsl_idx into its merged log, and its metrics are a probe's:
 "probe within target" or "probe below target", never PASS (check refuses it).
 """
@@ -21,17 +21,32 @@ from .benchmark import Dataset
 from .errors import KitError
 
 
-def probe_indices(n_count: int, k: int) -> list[int]:
-    """K distinct qsl indices spread over 0..n_count-1: the middle of K equal strata."""
-    if not 1 <= k <= n_count:
-        raise KitError(f"probe of {k} samples is outside [1, {n_count}] (the set has {n_count} samples)")
-    return [(2 * j + 1) * n_count // (2 * k) for j in range(k)]
+def probe_indices(n_count: int, k: int, groups=None) -> list[int]:
+    """The probe's qsl indices: K units spread over 0..n_count-1, at the middle of K equal strata.
+    groups: the scoring unit of each sample (Dataset.groups(), BERT's questions) or None; then the
+    probe takes K whole units (every sample of each) among those lying wholly inside n_count."""
+    units: list[list[int]]
+    if groups is None:
+        units = None
+        total = n_count
+    else:
+        by: dict = {}
+        for i, g in enumerate(groups):
+            by.setdefault(g, []).append(i)
+        units = [v for v in by.values() if max(v) < n_count]
+        total = len(units)
+    if not 1 <= k <= total:
+        what = ("the samples the full run scores" if groups is None else
+                f"the scoring units, e.g. questions, lying wholly in the first {n_count} samples")
+        raise KitError(f"{k} is outside [1, {total}] ({what})")
+    picks = [(2 * j + 1) * total // (2 * k) for j in range(k)]
+    return picks if units is None else sorted(i for j in picks for i in units[j])
 
 
 def config_indices(config: dict) -> list[int] | None:
-    """The probe's qsl indices of a run config, or None for an ordinary run."""
+    """The probe's qsl indices of a run config (recorded there by the plan), or None for an ordinary run."""
     pr = config.get("probe")
-    return None if not pr else probe_indices(int(pr["of"]), int(pr["n"]))
+    return None if not pr else [int(i) for i in pr["indices"]]
 
 
 class ProbeView(Dataset):
@@ -83,7 +98,7 @@ def score(run_dir: Path, accuracy_target: str | None = None) -> dict:
 
     metrics = bench.score_subset(pairs(), dataset, ids, of, model_path)
     if sorted(got) != ids:
-        raise KitError(f"{merged}: its qsl indices are not the probe's {len(ids)} of {of}; rerun the probe")
+        raise KitError(f"{merged}: its qsl indices are not the probe's {len(ids)} samples of {of}; rerun the probe")
     target = accuracy_target or bench.default_accuracy_target
     if target not in bench.checker_names:
         raise KitError(f"--accuracy_target {target} is not defined for {bench.name} (choose {', '.join(bench.checker_names)})")
@@ -98,12 +113,12 @@ def score(run_dir: Path, accuracy_target: str | None = None) -> dict:
             "rows": verdict.rows, "within_target": within,
             "label": "probe within target" if within else "probe below target",
             "checker_name": mt.checker_name,
-            "accuracy_target": target, "n": len(ids), "of": of, "synthetic": bool(synth),
+            "accuracy_target": target, "n": int(config["probe"]["n"]), "samples": len(ids), "of": of, "synthetic": bool(synth),
             "merged_sha256": info["merged"]["sha256"], "config_hash": info["config_hash"]}
 
 
 def format_table(result: dict) -> str:
-    head = (f"probe of {result['n']} of {result['of']} samples ({result['checker_name']}, accuracy target "
+    head = (f"probe: {result['samples']} of {result['of']} samples ({result['checker_name']}, accuracy target "
             f"{result['accuracy_target']}%)" + (" -- SYNTHETIC data" if result["synthetic"] else ""))
     lines = [head]
     for r in result["rows"]:

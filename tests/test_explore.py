@@ -67,17 +67,27 @@ def test_probe_run_scores_its_spread_samples_and_is_never_a_pass(resnet_synth, t
     assert "never checked against the targets as a PASS" in one_line_error(evalkit("check", log))
 
 
+def test_probe_takes_whole_groups():
+    """BERT scores a question from all its features: a probe takes whole questions."""
+    groups = [0, 0, 0, 0, 1, 1, 1, 1, 2, 3, 3]
+    assert probe_indices(11, 1, groups) == [8]  # question 2: the middle of 4
+    assert probe_indices(11, 2, groups) == [4, 5, 6, 7, 9, 10]
+    assert probe_indices(10, 3, groups) == [0, 1, 2, 3, 4, 5, 6, 7, 8]  # question 3 is cut by n_count: not a unit
+    with pytest.raises(KitError, match=r"4 is outside \[1, 3\]"):
+        probe_indices(10, 4, groups)
+
+
 def test_bert_probe_scores_only_the_probed_questions(synthetic, tmp_path):
-    """BERT's score counts an unanswered question as 0: without Benchmark.score_subset the probe
-    would read 3 of 8 questions right, F1 37.5, below target."""
+    """BERT's score counts an unanswered question as 0 (the synthetic set: 2 questions of 4 features):
+    without Benchmark.score_subset the probe of one question would read F1 50, below target."""
     s = synthetic("bert", SYNTH_N)
     log = tmp_path / "bert_probe"
-    cp = evalkit("run", "bert", "--dataset", s / "dataset", "--model_path", s / "model", "--probe", 3,
+    cp = evalkit("run", "bert", "--dataset", s / "dataset", "--model_path", s / "model", "--probe", 1,
                  "--log_path", log)
     assert cp.returncode == 0, cp.stdout + cp.stderr
     result = json.loads((log / "probe.json").read_text())
     assert result["within_target"] and result["metrics"]["F1"] == pytest.approx(100.0), result
-    assert result["metrics"]["questions"] == 3 and merged_indices(log) == probe_indices(SYNTH_N, 3)
+    assert result["metrics"]["questions"] == 1 and merged_indices(log) == [4, 5, 6, 7]
 
 
 @pytest.fixture(scope="module")
