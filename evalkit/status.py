@@ -110,7 +110,8 @@ def latest_run(log_dir: Path) -> Path:
         stack.extend(x for x in d.iterdir() if x.is_dir() and not (d == log_dir and x.name == "internal"))
     if not found:
         from .errors import KitError
-        raise KitError(f"no run under {log_dir} yet; name the run dir: evalkit status RUN_DIR")
+        from .util import ROOT
+        raise KitError(f"no run under {log_dir} yet; name the run dir: {ROOT / 'bin' / 'evalkit'} status RUN_DIR")
     return max(found)[1]
 
 
