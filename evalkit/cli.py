@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch_sizes", required=True, help="e.g. 1,8,32")
     p.add_argument("--data_types", default="fp32", help="e.g. fp32,bf16")
     p.add_argument("--backends", default="pytorch", help="e.g. pytorch,pytorch-compile")
-    p.add_argument("--quantizers", help="quantizer plug-ins (not available yet)")
+    p.add_argument("--quantizers", help="quantizers (evalkit/quantize.py), e.g. none,int8-static; none: unquantized")
     p.add_argument("--probe", type=int, default=256, help="probe samples, spread over the set (default 256)")
     p.add_argument("--scenario", default="Offline", help="a performance run in this scenario too (besides Offline)")
     p.add_argument("--sweep_dir", type=Path, help="default logs/<model>/explore/<timestamp>; rerun it to resume")

@@ -111,7 +111,7 @@ class Sweep:
         return self.min_query_count or 2 * max(self.batch_sizes)
 
     def points(self) -> list[dict]:
-        qs = self.quantizers or (None,)
+        qs = [None if q == "none" else q for q in self.quantizers] or [None]
         return [{"id": point_id(b, dt, bs, q), "backend": b, "data_type": dt, "batch_size": bs, "quantizer": q}
                 for q in qs for b in self.backends for dt in self.data_types for bs in self.batch_sizes]
 
@@ -142,9 +142,11 @@ def check(s: Sweep) -> None:
             raise KitError(f"DATA_TYPES: {dt} is not a data type of {bench.name} ({', '.join(bench.data_types)})")
     for b in s.backends:
         backends.resolve(b)
-    if s.quantizers:
-        raise KitError("QUANTIZERS: not available yet (the quantizer interface, evalkit/quantize.py, is not in "
-                       "the kit yet); sweep without QUANTIZERS")
+    if s.quantizers:  # evalkit/quantize.py: each named quantizer must load now; "none": the unquantized model
+        from .quantize import resolve_class
+        for q in s.quantizers:
+            if q != "none":
+                resolve_class(q)
     from .plan import SCENARIOS
     if s.scenario not in SCENARIOS:
         raise KitError(f"SCENARIO={s.scenario} is not one of {', '.join(SCENARIOS)}")
@@ -156,7 +158,8 @@ def check(s: Sweep) -> None:
     resolve(RunSpec(model=s.model, data=s.data, dataset=s.dataset, model_path=s.model_path, n_count=s.n_count,
                     scenario="Offline", mode="accuracy", data_type=s.data_types[0], device=s.device,
                     batch_size=s.batch_sizes[0], backend=s.backends[0], accuracy_target=s.accuracy_target,
-                    probe=s.probe, options=s.extra.get("options", {}), log_path=Path(s.sweep_dir or ".") / "_check"))
+                    probe=s.probe, options=s.extra.get("options", {}), log_path=Path(s.sweep_dir or ".") / "_check",
+                    quantizer=next((q for q in s.quantizers if q != "none"), "")))
     f = Path(s.sweep_dir) / EXPLORE_JSON if s.sweep_dir else None
     if f is not None and f.exists():
         try:
@@ -181,6 +184,8 @@ def _run_args(s: Sweep, pt: dict, mode: str, scenario: str, log: Path) -> list[s
         args += ["--option", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
     for k, v in s.extra.get("backend_options", {}).items():
         args += ["--backend_option", f"{k}={v}"]
+    if pt.get("quantizer"):  # a quantized run calibrates once (evalkit/quantize.py), then runs like any other
+        args += ["--quantizer", pt["quantizer"]]
     if mode == "performance":
         args += ["--min_duration", str(s.min_duration), "--min_query_count", str(s.query_count)]
     else:
@@ -320,13 +325,15 @@ def full_command(s: Sweep, r: dict) -> dict:
     mk = [f"make {s.model}", f"DATA={s.data}", f"BATCH_SIZE={r['batch_size']}", f"DATA_TYPE={r['data_type']}",
           f"BACKEND={r['backend']}"] + ([f"DEVICE={s.device}"] if s.device != "cpu" else []) + \
          ([f"ACCURACY_TARGET={s.accuracy_target}"] if s.accuracy_target else []) + \
-         ([f"N_COUNT={s.n_count}"] if s.n_count else [])
+         ([f"N_COUNT={s.n_count}"] if s.n_count else []) + ([f"QUANTIZER={r['quantizer']}"] if r.get("quantizer") else [])
     cli = [str(ROOT / "bin" / "evalkit"), "run", s.model, "--data", s.data, "--batch_size", str(r["batch_size"]),
            "--data_type", r["data_type"], "--backend", r["backend"], "--device", s.device]
     for flag, v in (("--dataset", s.dataset), ("--model_path", s.model_path), ("--accuracy_target", s.accuracy_target),
                     ("--n_count", s.n_count)):
         if v is not None:
             cli += [flag, str(v)]
+    if r.get("quantizer"):
+        cli += ["--quantizer", r["quantizer"]]
     for k, v in s.extra.get("options", {}).items():
         cli += ["--option", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
     for k, v in s.extra.get("backend_options", {}).items():

@@ -132,7 +132,7 @@ def test_out_of_memory_point_is_a_row_not_a_crash(resnet_synth, tmp_path):
 
 
 @pytest.mark.parametrize("extra, expect", [
-    (["--quantizers", "int8"], "QUANTIZERS: not available yet"),
+    (["--quantizers", "none,int9"], "unknown quantizer 'int9'"),
     (["--batch_sizes", "0"], "BATCH_SIZES: 0 is not a positive batch size"),
     (["--probe", "25"], "--probe 25 is outside [1, 24]"),
     (["--backends", "nope"], "unknown backend 'nope'"),
