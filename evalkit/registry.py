@@ -25,6 +25,7 @@ MODELS: dict[str, str] = {
     "3d-unet": "vision.unet3d.benchmark",
     "dlrm": "recommendation.dlrm_v2.benchmark",
     "rnnt": "speech_recognition.rnnt.benchmark",
+    "deepseek-r1": "language.deepseek_r1.benchmark",
     "llama3.1-8b": "language.llama3_1_8b.benchmark",
     "whisper": "speech_recognition.whisper.benchmark",
 }

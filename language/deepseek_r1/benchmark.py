@@ -1,0 +1,99 @@
+"""DeepSeek-R1 on its five-set reasoning ensemble (MLPerf `deepseek-r1`, checker deepseek-r1).
+
+Follows the reference `language/deepseek-r1`: the processed pickle
+mlperf_deepseek_r1_dataset_4388_fp8_eval.pkl (4,388 rows of AIME, MATH500, GPQA, MMLU-Pro and
+LiveCodeBench; `text_input` the question, `tok_input` its ids after the checkpoint's chat template
+with the generation prompt, `dataset`, `ground_truth`), HF DeepseekV3ForCausalLM from a checkpoint
+dir, greedy decoding (temperature 0) up to 20,000 new tokens (the reference's MAX_OSL), int32 payloads
+of the generated ids up to and including EOS. At full size the model runs on a serving engine:
+BACKEND=openai SERVER_URLS=... (docs/serving.md), the in-process path is for the synthetic set and
+for people with the hardware.
+
+Accuracy as eval_accuracy.py: decode (skip special tokens), strip, the dataset's answer extraction
+and exact-match rule (language/deepseek_r1/answers.py; MATH500 by PRM800K's grader, LiveCodeBench
+programs run in the sandbox with 60 s per test), exact_match = mean of 100/0 over every sample (no
+answer = 0), tokens_per_sample = mean payload length; accuracy.txt is the dict it prints.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from evalkit.errors import KitError
+from language.llm import RUN_DEFAULTS, Prompt, TokenPromptLLM, check_token_ids, cut_after_eos
+
+PICKLE = "mlperf_deepseek_r1_dataset_4388_fp8_eval.pkl"
+MAX_OSL = 20000  # reference utils/backend_registry.py: max output sequence length, temperature 0
+GEN_DEFAULTS = {"max_new_tokens": MAX_OSL, "min_new_tokens": 0}
+
+
+class DeepSeekR1(TokenPromptLLM):
+    name = "deepseek-r1"
+    mlperf_name = "deepseek-r1"
+    checker_names = {"99": "deepseek-r1"}
+    default_accuracy_target = "99"
+    dataset_size = 4388
+    performance_sample_count = 4388
+    model_class = "DeepseekV3ForCausalLM"
+    what = "DeepSeek-R1"
+    pickle_name = PICKLE
+    columns = ("tok_input", "dataset", "ground_truth")
+    default_batch_size = 8
+    synthetic_n = 5
+    options = dict(GEN_DEFAULTS, **RUN_DEFAULTS)
+
+    def trim(self, row: np.ndarray, prompt: Prompt, eos: int, pad: int) -> np.ndarray:
+        return cut_after_eos(row, eos)
+
+    def score(self, pairs, dataset_path: Path, n_count: int, model_path: Path | None = None) -> dict:
+        from language.frames import open_table
+
+        from . import answers, livecodebench
+
+        df = open_table(Path(dataset_path), PICKLE, ("dataset", "ground_truth"))
+        tok = self.tokenizer_for(dataset_path, model_path)
+        rows, ids_list = [], []
+        for qsl_idx, ids in pairs:
+            if qsl_idx >= len(df):
+                raise KitError(f"qsl_idx {qsl_idx} is outside the {len(df)} rows of {dataset_path}.")
+            check_token_ids(qsl_idx, ids, len(tok))
+            rows.append(qsl_idx)
+            ids_list.append(ids.tolist())
+        texts = tok.batch_decode(ids_list, skip_special_tokens=True)
+        kinds = [answers.kind_of(df["dataset"].iloc[q], f"{dataset_path} row {q}") for q in rows]
+        extracted = [answers.parse(k, t) for k, t in zip(kinds, texts)]
+        right = [False] * len(rows)
+        lcb = [i for i, k in enumerate(kinds) if k == "livecodebench"]
+        for i, k in enumerate(kinds):
+            if k != "livecodebench":
+                right[i] = answers.correct(k, extracted[i], df["ground_truth"].iloc[rows[i]])
+        if lcb:
+            passed = livecodebench.evaluate([(extracted[i], str(df["ground_truth"].iloc[rows[i]])) for i in lcb],
+                                            Path(dataset_path))
+            for i, ok in zip(lcb, passed):
+                right[i] = ok
+        n_tok = sum(len(x) for x in ids_list)
+        m = {"exact_match": 100.0 * sum(right) / len(rows), "TOKENS_PER_SAMPLE": n_tok / len(rows),
+             "GEN_NUM": len(rows)}
+        for k in answers.KINDS:  # per-set figures for the report (the checker reads only the two above)
+            idx = [i for i, kk in enumerate(kinds) if kk == k]
+            if idx:
+                m[f"exact_match_{k}"] = 100.0 * sum(right[i] for i in idx) / len(idx)
+        return m
+
+    def accuracy_lines(self, metrics: dict) -> list[str]:
+        d = {"exact_match": float(metrics["exact_match"]), "tokens_per_sample": float(metrics["TOKENS_PER_SAMPLE"]),
+             "num-samples": int(metrics["GEN_NUM"])}
+        return [repr(d)]  # the dict eval_accuracy.py prints (plain numbers)
+
+    def synthesize(self, out: Path, n: int, seed: int) -> list[np.ndarray]:
+        from .synthetic import write_synthetic
+
+        return write_synthetic(self, Path(out), n, seed)
+
+    def synthetic_reference(self) -> dict[str, float]:
+        return {"exact_match": 100.0}
+
+
+BENCHMARK = DeepSeekR1()
