@@ -24,12 +24,12 @@ KIT_VARS := $(RUN_VARS) $(MAKE_VARS)
 export $(RUN_VARS)
 
 # GNU make exits 2 for any failed recipe; scripts/lib/make_exit.c (loaded here, compiled once into
-# .make/ by cc) makes `make <model>` exit with the kit's code instead: 0 PASS, 1 FAIL, 2 error,
+# .make/ by cc, renamed into place: nodes sharing the kit dir may compile it at once) makes `make <model>` exit with the kit's code instead: 0 PASS, 1 FAIL, 2 error,
 # 3 busy, 75 preempted. A recipe line wrapped in $(call keep,...) records its code for it. Without
 # a C compiler make still works and exits 2 on every failure (docs/errors.md).
 ifneq ($(filter load,$(.FEATURES)),)
-$(shell mkdir -p .make && { [ .make/make_exit.so -nt scripts/lib/make_exit.c ] || \
-  $${CC:-cc} -shared -fPIC -O -o .make/make_exit.so scripts/lib/make_exit.c; } >/dev/null 2>&1)
+$(shell mkdir -p .make && { [ .make/make_exit.so -nt scripts/lib/make_exit.c ] || { $${CC:-cc} -shared -fPIC -O \
+  -o .make/make_exit.so.$$$$ scripts/lib/make_exit.c && mv -f .make/make_exit.so.$$$$ .make/make_exit.so; }; } >/dev/null 2>&1)
 -load .make/make_exit.so
 .make/make_exit.so: ;
 endif

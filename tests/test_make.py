@@ -134,9 +134,16 @@ def test_a_misspelled_target_names_the_model(kit):
     assert not (kit / "no-envs").exists()
 
 
-def test_help_lists_no_empty_pending_list(kit):
+def test_help_lists_no_empty_pending_list(kit, tmp_path):
     cp = make("help", kit)
-    assert cp.returncode == 0 and "not in the kit yet" not in cp.stdout
+    assert cp.returncode == 0 and "(not in the kit yet: )" not in cp.stdout
+    k = fresh_clone(tmp_path / "k")  # every model ready: no pending line at all
+    text = (k / "Makefile").read_text()
+    (k / "Makefile").write_text(re.sub(r"^MODELS := .*$", "MODELS := resnet bert", text, count=1, flags=re.M))
+    cp = make("help", k)
+    assert cp.returncode == 0 and "not in the kit yet" not in cp.stdout and "models: bert resnet" in cp.stdout
+    (k / "Makefile").write_text(re.sub(r"^MODELS := .*$", "MODELS := resnet bert nosuch", text, count=1, flags=re.M))
+    assert "(not in the kit yet: nosuch)" in make("help", k).stdout
 
 
 def test_demo_says_what_it_is_doing_while_it_waits(kit, envs):

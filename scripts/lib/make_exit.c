@@ -57,6 +57,7 @@ int make_exit_gmk_setup(void) {
   char line[4200];
   snprintf(code_file, sizeof code_file, "%s/.make/code.%ld", dir, (long)getpid());
   gmk_free(dir);
+  unlink(code_file); /* a killed make of the same pid may have left one */
   snprintf(line, sizeof line, "KIT_CODE_FILE := %s", code_file);
   gmk_eval(line, NULL);
   gmk_add_function("kit-exit", kit_exit, 1, 2, 0);
