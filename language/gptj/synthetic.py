@@ -62,8 +62,11 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     tok = _train_tokenizer(rng, words, model_dir)
     _build_model(seed, tok, model_dir)
 
+    from language.synthllm import distinct
+
+    m = distinct(n)  # articles summarised; beyond them the set repeats them (synthllm.distinct)
     samples = []
-    for i in range(n):
+    for i in range(m):
         n_sent = 62 if i == _LONG_SAMPLE else int(rng.integers(3, 10))
         samples.append({"instruction": "Summarize the following news article:",
                         "input": paragraph(rng, words, n_sent), "output": ""})
@@ -72,12 +75,12 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: one thread beats contended cores
     try:
-        return _ground_truth(bench, ds_dir, model_dir, samples, seed)
+        return _ground_truth(bench, ds_dir, model_dir, samples, seed, n)
     finally:
         torch.set_num_threads(threads)
 
 
-def _ground_truth(bench, ds_dir, model_dir, samples, seed):
+def _ground_truth(bench, ds_dir, model_dir, samples, seed, n):
     g = bench.load_model(model_dir, "cpu", "fp32", {"generator": "hf"})  # truth: HF generate itself
     from .benchmark import PROMPT_INPUT
 
@@ -89,5 +92,8 @@ def _ground_truth(bench, ds_dir, model_dir, samples, seed):
         if not any(c.isalnum() for c in s["output"]):
             raise KitError(f"synthetic gpt-j sample {len(payloads) - 1} generated no word (seed {seed}); "
                            f"try another --seed.")
+    from language.synthllm import tile
+
+    samples, payloads = tile(samples, n), tile(payloads, n)
     (ds_dir / "cnn_eval.json").write_text(json.dumps(samples, indent=1))
     return payloads

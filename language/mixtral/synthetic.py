@@ -49,8 +49,8 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
 
     from language.frames import write_table
     from language.llm import Prompt
-    from language.synthllm import (ground_truth, llama_style_tokenizer, padded_vocab, synth_dirs, tiny_causal_lm,
-                                   write_generation_cap)
+    from language.synthllm import (distinct, ground_truth, llama_style_tokenizer, padded_vocab, synth_dirs,
+                                   tiny_causal_lm, write_generation_cap)
 
     from .benchmark import KINDS
 
@@ -67,6 +67,7 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     stop = tok(STOP_TEXT, add_special_tokens=False)["input_ids"]
 
     # rows OpenOrca, GSM8K, MBXP in turn; candidates of each kind until its rows are filled
+    n_all, n = n, distinct(n)  # answers generated; beyond them the set repeats them (synthllm.distinct)
     slots = {kind: list(range(k, n, len(KINDS))) for k, kind in enumerate(KINDS)}
     cands = []
     for c in range(4 * n):
@@ -108,6 +109,16 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
                        tok_stop_sequence=stop if kind == "MBXP" else [],
                        tok_input_len=len(row["tok_input"]), tok_ref_output=ids.tolist(), tok_ref_output_len=len(ids))
             table[slot], payloads[slot] = row, ids
+    for slot in range(n, n_all):  # the scale variant's copies, each with its own id (and MBXP entry)
+        row = dict(table[slot % n])
+        row["id"] = f"synthetic_{slot}"
+        if row["dataset"] == "MBXP":
+            entry = f"synth_{slot}"
+            row["id"] = f"python_{entry}"
+            digest = hashlib.sha256(mbxp.solution("python", row["ref_output"]).strip().encode()).hexdigest()
+            row["gt_output"] = TEST.format(mark=MARK, digest=digest, entry=entry)
+        table.append(row)
+        payloads.append(payloads[slot % n])
     write_table(pd.DataFrame(table), ds_dir, bench.pickle_name)
     write_generation_cap(ds_dir, MAX_NEW)
     return payloads
