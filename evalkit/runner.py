@@ -418,7 +418,9 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
     backend = backends.create(spec.backend, spec.backend_options, partition=p)  # SERVER_URLS: p's server
     backend.load(bench, Path(spec.model_path), spec.device, spec.data_type, spec.options)
     from .quantize import apply as quantized  # the run's calibration artifact, rebuilt and proven (quantized runs)
-    backend.model, qdigest = quantized(plan, backend.model, p) if plan.config.get("quantization") else (backend.model, None)
+    qdigest = None
+    if plan.config.get("quantization"):  # only then: a server backend (openai) has no model in this process
+        backend.model, qdigest = quantized(plan, backend.model, p)
     t_load = time.time() - t0
 
     store = SampleStore(bench, spec.device, spec.data_type, spec.options)
