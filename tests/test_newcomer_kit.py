@@ -226,3 +226,12 @@ def test_every_registered_model_has_its_mlperf_scenarios():
     missing = {n: c for n in registry.names() for c in registry.get(n).checker_names.values()
                if c not in MLPERF_SCENARIOS}
     assert not missing, f"add the submission checker's scenarios of {missing} to evalkit/plan.py MLPERF_SCENARIOS"
+
+
+def test_a_synthetic_bf16_run_through_make_passes_its_floor_and_says_so(clone, tmp_path):
+    """Was: `RESULT: FAIL` at 25 % of a reference that is the fp32 output, nothing said (issue 29 item 3)."""
+    cp = sh(f"{MAKE_RESNET} DATA_TYPE=bf16 LOG_PATH={tmp_path / 'bf16'}", clone)
+    head = [x for x in cp.stdout.splitlines() if x.startswith("SYNTHETIC bf16:")]
+    assert head and "fp32 outputs of a random-weight model" in head[0] and "reached 33.33%" in head[0], cp.stdout
+    assert "RESULT: PASS (synthetic bf16, against the measured floor above)" in cp.stdout, cp.stdout
+    assert cp.returncode == 0, cp.stderr[-2000:]
