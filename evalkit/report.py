@@ -248,7 +248,9 @@ def _target(r: dict, acc: dict) -> str:
     ratio = r.get("ratio")
     if ratio is None:  # accuracy.json of an older kit: only the model-wide target
         return f"{acc['accuracy_target']}% of {r['reference']:.4g}"
-    return f"{'>=' if r.get('kind', 'min') == 'min' else '<='} {100 * ratio:.4g}% of {r['reference']:.4g}"
+    low = (acc.get("synthetic_low_precision") or {}).get("metrics", {}).get(r["metric"])
+    floor = f" (synthetic {acc['synthetic_low_precision']['data_type']} floor)" if low and r.get("kind") == "min" else ""
+    return f"{'>=' if r.get('kind', 'min') == 'min' else '<='} {100 * ratio:.4g}% of {r['reference']:.4g}{floor}"
 
 
 def summary_row(run: dict) -> dict:

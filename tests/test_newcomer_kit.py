@@ -212,6 +212,8 @@ def test_a_synthetic_low_precision_run_says_what_it_is_judged_against(monkeypatc
         assert "SYNTHETIC bf16: the references are fp32 outputs of a random-weight model" in table.splitlines()[1]
         assert "reached 31.25%" in table and "an index shift 12.5%" in table
         assert table.splitlines()[-1] == f"RESULT: {verdict} (synthetic bf16, against the measured floor above)"
+        from evalkit.report import _target  # the report's target cell says it too
+        assert _target(v.rows[0], {"synthetic_low_precision": low}) == f">= {floor:.4g}% of 100 (synthetic bf16 floor)"
     assert check.low_precision("resnet", "fp32", synth) is None  # fp32: the synthetic reference is exact
     monkeypatch.delitem(targets.SYNTHETIC_LOW_PRECISION, ("resnet", "bf16"))
     text = "\n".join(check._low_precision_lines(check.low_precision("resnet", "bf16", synth)))
