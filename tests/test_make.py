@@ -240,6 +240,17 @@ def test_data_add_checks_source_and_remote_before_building_the_env(bare, tmp_pat
     assert cp.returncode == 2 and "placeholder" in cp.stderr or "not an S3 bucket name" in cp.stderr, cp.stderr
 
 
+def test_a_teammates_pull_needs_the_remote_before_the_env_is_built(bare, tmp_path):
+    """Pointers committed, data not here, the remote still the shipped one: said before any env."""
+    for d in ("dataset", "models"):
+        (bare / "data" / d).mkdir(parents=True, exist_ok=True)
+        (bare / "data" / d / "resnet.dvc").write_text("outs:\n- md5: 0.dir\n  path: resnet\n")
+    envs = tmp_path / "envs"
+    cp = make("resnet", bare, ENV_DIR=envs)
+    assert cp.returncode == 2 and len(errors(cp)) == 1 and "points at no bucket yet" in errors(cp)[0], cp.stderr
+    assert not envs.exists()
+
+
 # --- item 7: MODEL_SRC may be the checkpoint file, as --model_path may ---------------------------
 
 def test_data_add_takes_the_checkpoint_file(bare, tmp_path, synthetic):
