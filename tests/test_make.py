@@ -251,6 +251,16 @@ def test_a_teammates_pull_needs_the_remote_before_the_env_is_built(bare, tmp_pat
     assert not envs.exists()
 
 
+def test_the_tools_env_is_never_taken_for_a_kit_env(tmp_path):
+    """.envs/tools holds dvc, not numpy: bin/evalkit and make's report/targets look past it."""
+    k = fresh_clone(tmp_path / "k")
+    (k / ".envs" / "tools" / "bin").mkdir(parents=True)
+    (k / ".envs" / "tools" / "bin" / "python").symlink_to("/bin/false")
+    cp = sh(f"{k}/bin/evalkit targets", tmp_path)
+    assert cp.returncode == 2 and cp.stderr.startswith("error: no kit env yet"), cp.stderr
+    assert "/tools/" not in make("-n targets", k).stdout
+
+
 # --- item 7: MODEL_SRC may be the checkpoint file, as --model_path may ---------------------------
 
 def test_data_add_takes_the_checkpoint_file(bare, tmp_path, synthetic):
