@@ -124,24 +124,14 @@ class OpenAIBackend(Backend):
 
     def _served_models(self) -> list[str] | None:
         """The model ids the server lists at /v1/models (a serving fact for the manifest); None when
-        it has no such endpoint. A server that is down fails here with the retries' message."""
+        it has no such endpoint or does not answer now (the requests then retry and name the sample)."""
         rq = urllib.request.Request(self.base + "/v1/models")
-        for attempt in range(1, self.attempts + 1):
-            try:
-                with urllib.request.urlopen(rq, timeout=min(self.timeout, 30)) as r:
-                    data = json.loads(r.read())
-                return [str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict)]
-            except urllib.error.HTTPError:
-                return None  # no /v1/models: not every server has it
-            except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout) as e:
-                if attempt == self.attempts:
-                    raise KitError(f"backend openai: server {self.base} does not answer ({getattr(e, 'reason', e)}) "
-                                   f"after {attempt} attempts; start it, or point SERVER_URL/SERVER_URLS at a "
-                                   f"live one (answered samples stay in the response cache)") from None
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            except (ValueError, AttributeError):
-                return None
-        return None
+        try:
+            with urllib.request.urlopen(rq, timeout=min(self.timeout, 30)) as r:
+                data = json.loads(r.read())
+            return [str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict)]
+        except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, ValueError, AttributeError):
+            return None
 
     def body(self, req: dict) -> dict:
         """The /v1/completions request for one TextIO request; KitError for settings the API lacks."""
