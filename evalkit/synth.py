@@ -20,6 +20,21 @@ from .scoring import score
 from .util import atomic_write_json
 
 SHIFT_MAX_FRACTION = 0.5  # a shifted run must score below half the synthetic reference
+DISTINCT_MAX = 512  # samples a synthetic set computes; a larger --n repeats them (the scale variant)
+
+
+def distinct(n: int) -> int:
+    """How many of n synthetic samples get their own input and model output. Above DISTINCT_MAX
+    (models whose sets opt in: the LLMs, ResNet50) the set is a scale variant: sample k is a copy
+    of sample k % DISTINCT_MAX under its own id or file name, so a set of the real size, with the
+    real log size and payload shapes, is made in minutes; an index shift still pairs every
+    output with another sample's truth."""
+    return min(n, DISTINCT_MAX)
+
+
+def tile(items, n: int) -> list:
+    """items repeated in order to length n (the scale variant's samples)."""
+    return [items[k % len(items)] for k in range(n)]
 
 
 def synthesize(model: str, out: Path, n: int, seed: int = 0) -> dict:

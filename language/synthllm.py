@@ -95,22 +95,6 @@ def tiny_causal_lm(config, seed: int, tok, model_dir: Path, gain, eos_gain: floa
     return model
 
 
-DISTINCT_MAX = 512  # answers generated for a synthetic LLM set; a larger --n repeats them (scale variant)
-
-
-def distinct(n: int) -> int:
-    """How many of n synthetic LLM samples get their own prompt and generated answer. Above
-    DISTINCT_MAX the set is a scale variant: sample k is a copy of sample k % DISTINCT_MAX (its own
-    id), so a 24,576-answer log of the real payload shapes is made in minutes, and an index
-    shift still pairs every answer with another prompt's target."""
-    return min(n, DISTINCT_MAX)
-
-
-def tile(items: Sequence, n: int) -> list:
-    """items repeated in order to length n (the scale variant's samples)."""
-    return [items[k % len(items)] for k in range(n)]
-
-
 def ground_truth(bench, model_dir: Path, prompts: Sequence, keep, want: int, what: str, seed: int):
     """The benchmark's own fp32 batch-1 outputs for candidate prompts, in order, keeping those
     `keep(tokenizer, payload, index)` accepts until `want` are kept: [(index, payload)]."""

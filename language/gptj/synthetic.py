@@ -62,9 +62,9 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     tok = _train_tokenizer(rng, words, model_dir)
     _build_model(seed, tok, model_dir)
 
-    from language.synthllm import distinct
+    from evalkit.synth import distinct
 
-    m = distinct(n)  # articles summarised; beyond them the set repeats them (synthllm.distinct)
+    m = distinct(n)  # articles summarised; beyond them the set repeats them (evalkit.synth.distinct)
     samples = []
     for i in range(m):
         n_sent = 62 if i == _LONG_SAMPLE else int(rng.integers(3, 10))
@@ -92,7 +92,7 @@ def _ground_truth(bench, ds_dir, model_dir, samples, seed, n):
         if not any(c.isalnum() for c in s["output"]):
             raise KitError(f"synthetic gpt-j sample {len(payloads) - 1} generated no word (seed {seed}); "
                            f"try another --seed.")
-    from language.synthllm import tile
+    from evalkit.synth import tile
 
     samples, payloads = tile(samples, n), tile(payloads, n)
     (ds_dir / "cnn_eval.json").write_text(json.dumps(samples, indent=1))

@@ -24,8 +24,9 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
 
     from language.frames import write_table
     from language.llm import Prompt
-    from language.synthllm import (distinct, ground_truth, llama_style_tokenizer, padded_vocab, synth_dirs, tile,
-                                   tiny_causal_lm, write_generation_cap)
+    from evalkit.synth import distinct, tile
+    from language.synthllm import (ground_truth, llama_style_tokenizer, padded_vocab, synth_dirs, tiny_causal_lm,
+                                   write_generation_cap)
 
     ds_dir, model_dir = synth_dirs(out)
     rng = np.random.default_rng([seed, 70])
@@ -37,7 +38,7 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     tiny_causal_lm(cfg, seed, tok, model_dir, lambda t: float(any(c.isalnum() for c in t)), eos_gain=2.0)
 
     rows = []
-    m = distinct(n)  # answers generated; beyond them the set repeats them (synthllm.distinct)
+    m = distinct(n)  # answers generated; beyond them the set repeats them (evalkit.synth.distinct)
     for i in range(4 * m):
         question = f"{sentence(rng, words)} {paragraph(rng, words, int(rng.integers(1, 6)))}"
         text = CHAT.format(system=SYSTEM, question=question)

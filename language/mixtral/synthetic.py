@@ -49,8 +49,9 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
 
     from language.frames import write_table
     from language.llm import Prompt
-    from language.synthllm import (distinct, ground_truth, llama_style_tokenizer, padded_vocab, synth_dirs,
-                                   tiny_causal_lm, write_generation_cap)
+    from evalkit.synth import distinct
+    from language.synthllm import (ground_truth, llama_style_tokenizer, padded_vocab, synth_dirs, tiny_causal_lm,
+                                   write_generation_cap)
 
     from .benchmark import KINDS
 
@@ -67,7 +68,7 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     stop = tok(STOP_TEXT, add_special_tokens=False)["input_ids"]
 
     # rows OpenOrca, GSM8K, MBXP in turn; candidates of each kind until its rows are filled
-    n_all, n = n, distinct(n)  # answers generated; beyond them the set repeats them (synthllm.distinct)
+    n_all, n = n, distinct(n)  # answers generated; beyond them the set repeats them (evalkit.synth.distinct)
     slots = {kind: list(range(k, n, len(KINDS))) for k, kind in enumerate(KINDS)}
     cands = []
     for c in range(4 * n):

@@ -7,6 +7,8 @@ weights, PIL preprocessing, argmax with offset 0, label sent as one float32
 from __future__ import annotations
 
 import io
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -300,9 +302,12 @@ class ResNet50(Benchmark):
         del model
 
         # 4. ground truth = the saved model's own fp32 batch-1 prediction via the real load path
+        from evalkit.synth import distinct
+
         net = self.load_model(model_dir, "cpu", "fp32", {})
         names, labels, payloads = [], [], []
-        for i in range(n):
+        m = distinct(n)  # images drawn and classified; beyond them the set repeats them (scale variant)
+        for i in range(m):
             name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
             for attempt in range(_MAX_ATTEMPTS):
                 _synthetic_image(np.random.default_rng([seed, 2, i, attempt])).save(ds_dir / name, "JPEG", quality=90)
@@ -318,6 +323,15 @@ class ResNet50(Benchmark):
             names.append(name)
             labels.append(int(payload[0]))
             payloads.append(payload)
+        for i in range(m, n):  # image i is a copy of image i % m under its own name (a hard link where allowed)
+            name, src = f"ILSVRC2012_val_{i + 1:08d}.JPEG", ds_dir / names[i % m]
+            try:
+                os.link(src, ds_dir / name)
+            except OSError:
+                shutil.copyfile(src, ds_dir / name)
+            names.append(name)
+            labels.append(labels[i % m])
+            payloads.append(payloads[i % m])
 
         same = sum(labels[i] == labels[i + 1] for i in range(n - 1)) / max(n - 1, 1)
         distinct = len(set(labels))
