@@ -286,8 +286,19 @@ def _rank0(ranks: _Ranks, plan, err, env, no_check) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         nonce = uuid.uuid4().hex
         (run_dir / TOKEN).write_text(nonce)
+        from .quantize import artifact_files, prepare
+        try:  # a quantized run calibrates once, here on rank 0; every rank gets the artifact below
+            plan = prepare(plan, world_size=env["world_size"])
+        except KitError as e:
+            ranks.put("plan", {"error": str(e)})
+            raise
+        spec = plan.spec
         info = {"log_path": str(run_dir), "token": nonce, "config_hash": plan.config_hash,
                 "complete": {str(p): m["config_hash"] for p, (_, m) in rundir.complete_partitions([run_dir]).items()}}
+        if spec.quant_artifact:
+            import base64
+            info["quant"] = {"artifact": spec.quant_artifact, "files": {
+                n: base64.b64encode(d).decode() for n, d in artifact_files(run_dir, spec.quant_artifact).items()}}
         ranks.put("plan", info)
         # `evalkit status` prints it for failed/missing partitions
         rundir.record_launch(run_dir, list(range(spec.partition_offset, spec.partition_offset + env["world_size"])),
@@ -347,6 +358,14 @@ def _rank_n(ranks: _Ranks, plan, err, env, log_path_given: bool) -> int:
             raise err
         if not log_path_given:  # one run dir name on every node: rank 0's timestamp
             plan = dataclasses.replace(plan, spec=dataclasses.replace(plan.spec, log_path=Path(info["log_path"])))
+        if "quant" in info:  # rank 0's calibration artifact: this node evaluates exactly that model
+            import base64
+
+            from .plan import resolve
+            from .quantize import receive_files
+            receive_files(Path(plan.spec.log_path), {n: base64.b64decode(d) for n, d in info["quant"]["files"].items()})
+            plan = resolve(dataclasses.replace(plan.spec, quant_artifact=info["quant"]["artifact"]),
+                           world_size=env["world_size"])
         res["partition"] = plan.spec.partition_offset + rank
         res = _own_partition(plan, env, info)
         log_path = Path(plan.spec.log_path)

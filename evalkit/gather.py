@@ -52,6 +52,13 @@ def validate(found: dict[int, tuple[Path, dict]]) -> dict:
                                      read_identity(found[ref_p][0]).get("dataset"))
             raise KitError(f"partition {p} ({d}) is from another config than partition {ref_p} "
                            f"(hash {m['config_hash']} vs {ref['config_hash']}; differs in {what})")
+        quant = m["config"].get("quantization")
+        if quant and m.get("quantized_model_sha256") != quant.get("model_sha256"):
+            # a quantized run: each partition records the sha256 of the model it evaluated (evalkit/quantize.py)
+            raise KitError(f"partition {p} ({d}) evaluated quantized model sha256 "
+                           f"{str(m.get('quantized_model_sha256'))[:12]}.., the run's calibration artifact "
+                           f"{str(quant.get('artifact'))[:12]}.. gives {str(quant.get('model_sha256'))[:12]}..; rerun "
+                           f"partition {p} in a fresh dir from that artifact")
     P = int(ref["n_partitions"])
     missing = [p for p in range(P) if p not in found]
     if missing:

@@ -172,7 +172,10 @@ def plan_part(bench, spec, dataset_path: Path, model_path: Path) -> dict | None:
     part = {"quantizer": name, "quantizer_options": options, "library": getattr(cls, "library", ""),
             "n_calib": n, "calibration_overlap_allowed": bool(spec.allow_calibration_overlap)}
     have = calibration.split_size(split)
-    if synthetic is not None and not spec.calib_dataset and (have is None or have < n):
+    if spec.quant_artifact:  # calibrated already: the artifact says which split (other nodes need no copy of it)
+        meta = read_meta(Path(spec.log_path) / CALIB_DIR, spec.quant_artifact)
+        part["calibration_split"] = meta["calibration_split_identity"]
+    elif synthetic is not None and not spec.calib_dataset and (have is None or have < n):
         part["calibration_split"] = "pending"  # written by prepare() before anything loads a model
     elif not split.is_dir():
         raise KitError(f"calibration split {split} does not exist (--calib_dataset); lay out the listed MLPerf "
@@ -182,7 +185,6 @@ def plan_part(bench, spec, dataset_path: Path, model_path: Path) -> dict | None:
         part["calibration_split"] = dataset_identity(tree_identity(split, "calibration split (--calib_dataset)"))
     part["calibration_path"] = str(split)  # where, not what: popped from the hashed config below
     if spec.quant_artifact:
-        meta = read_meta(Path(spec.log_path) / CALIB_DIR, spec.quant_artifact)
         part.update(artifact=meta["artifact"], model_sha256=meta["model_sha256"])
     part["calibrate"] = calibrate
     return part
@@ -369,6 +371,7 @@ def _calibrate(plan, part: dict, split: Path, key: str, cdir: Path) -> str:
     digest = model_digest(bench.quant_module(qmodel))
     meta = {"key": key, "model": bench.name, "quantizer": part["quantizer"], "library": part["library"],
             "quantizer_options": part["quantizer_options"], "n_calib": n, "calibration_split": str(split),
+            "calibration_split_identity": part["calibration_split"],
             "model_sha256": digest, "calibration_s": round(t_cal, 3), "total_s": round(time.time() - t0, 3),
             "device": device, "data_type": spec.data_type, "created": time.time()}
     sha = _save(stats, meta, cdir)

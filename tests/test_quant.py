@@ -1,0 +1,143 @@
+"""Quantized runs (issue 26): MLPerf calibration lists as facts, the quantizer interface and its
+checks before any model loads, one calibration per run evaluated unchanged by every partition
+(3 partitions byte-identical to 1), the leak refusal, gather's refusal of another quantized model,
+resume without recalibration."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import evalkit, one_line_error
+
+ROOT = Path(__file__).resolve().parent.parent
+N_CALIB_BERT = 32   # the synthetic BERT's int8 answers equal its fp32 ones from ~32 calibration samples on
+
+
+# ------------------------------------------------------------------ facts (no model)
+
+UPSTREAM_COUNTS = {  # mlcommons/inference calibration/: the list sizes the issue names
+    "resnet": [500, 500], "retinanet": [500], "bert": [100, 100], "gpt-j": [1000], "3d-unet": [20],
+    "rnnt": [500], "stablediffusion": [500],  # OpenImages/COCO: 500 entries, no final newline (wc -l: 499)
+}
+
+
+def test_calibration_lists_are_the_published_ones():
+    from evalkit import calibration, registry
+
+    for name in [*UPSTREAM_COUNTS, "dlrm", "llama2", "mixtral"]:
+        bench = registry.get(name)
+        facts = calibration.facts(bench)
+        assert facts is not None, f"{name}: no calibration.json"
+        assert facts["upstream"]["commit"] == "b66003e10e2db4b8c36a448b0545ec90fcc6e9e9"
+        counts = [x["count"] for x in facts["lists"]]
+        assert counts == UPSTREAM_COUNTS.get(name, []), name
+        for x in facts["lists"]:
+            rows = calibration.read_list(bench, x["name"])
+            assert len(rows) == x["count"], (name, x["name"])
+            assert len(set(rows)) == x.get("distinct", x["count"]), (name, x["name"])  # CNN/DM: 2 ids twice upstream
+    bert = registry.get("bert")
+    assert calibration.read_list(bert, "features")[:3] == ["4547", "9556", "2033"]
+    assert calibration.read_list(registry.get("resnet"))[0] == "ILSVRC2012_val_00027145.JPEG"
+    assert calibration.read_list(registry.get("gpt-j"))[0] == "eceaa658027ad9625f832368198e11bd2fa38977"
+    rows = calibration.facts(registry.get("dlrm"))["rows"]
+    assert (rows["first"], rows["last"], rows["count"]) == (89137319, 89265318, 128000)
+    assert rows["last"] - rows["first"] + 1 == rows["count"]
+    # a model with no published list says so, naming what MLCommons publishes instead
+    with pytest.raises(Exception, match="publishes no calibration list.*calibration_1000.pkl"):
+        calibration.max_n(registry.get("llama2"))
+
+
+# ------------------------------------------------------------------ checked before any model loads
+
+@pytest.mark.parametrize("args, expect", [
+    (["--calibrate", "true", "--n_calib", "101"], r"--n_calib 101 \(N_CALIB\) is outside 1\.\.100"),
+    (["--quantizer", "nope"], r"unknown quantizer 'nope'.*int8-static, w8a8-smoothquant"),
+    (["--calibrate", "true", "--quantizer_option", "alpha=1"], r"--quantizer_option alpha is not an option of quantizer int8-static"),
+    (["--calibrate", "true", "--data_type", "bf16"], r"quantizer int8-static quantizes from fp32"),
+    (["--n_calib", "8"], r"--n_calib.*need a quantized run: set CALIBRATE=true"),
+    (["--calibrate", "true", "--calib_dataset", "/nonexistent/split"], r"calibration split /nonexistent/split does not exist"),
+])
+def test_bad_quantization_requests_fail_before_a_model_loads(synthetic, tmp_path, args, expect):
+    import re
+
+    s = synthetic("bert")
+    cp = evalkit("run", "bert", "--dataset", s / "dataset", "--model_path", s / "model", "--log_path", tmp_path / "r",
+                 *args)
+    line = one_line_error(cp)
+    assert re.search(expect, line), line
+    assert not (tmp_path / "r").exists()  # nothing written: refused in the plan
+
+
+def test_calibration_sample_inside_the_evaluated_range_is_refused(synthetic, tmp_path):
+    s = synthetic("bert")
+    # a calibration split that is the evaluated set itself: its sample 0 is qsl_idx 0
+    cp = evalkit("run", "bert", "--dataset", s / "dataset", "--model_path", s / "model", "--log_path", tmp_path / "r",
+                 "--calibrate", "true", "--calib_dataset", s / "dataset", "--n_calib", "4",
+                 EVALKIT_QUANT_STORE=tmp_path / "store")
+    line = one_line_error(cp)
+    assert f"calibration sample 0 of {s / 'dataset'} is evaluated sample qsl_idx 0" in line, line
+    assert "--allow_calibration_overlap" in line
+    assert not list((tmp_path / "r").glob("calibration/*.safetensors"))  # refused before calibrating
+    assert not list((tmp_path / "r").glob("[0-9]*/partition.json"))
+
+
+# ------------------------------------------------------------------ one calibration, every partition the same model
+
+@pytest.fixture(scope="module")
+def bert_q(synthetic, tmp_path_factory):
+    """BERT, CALIBRATE=true, 3 partitions; then the same over 1 partition from the store (CALIBRATE=false)."""
+    s = synthetic("bert")
+    base = tmp_path_factory.mktemp("quant_bert")
+    store = base / "store"
+    common = ["--dataset", s / "dataset", "--model_path", s / "model", "--n_calib", N_CALIB_BERT]
+    three = evalkit("run", "bert", *common, "--calibrate", "true", "--n_devices", 3, "--log_path", base / "p3",
+                    EVALKIT_QUANT_STORE=store)
+    one = evalkit("run", "bert", *common, "--calibrate", "false", "--log_path", base / "p1", EVALKIT_QUANT_STORE=store)
+    return base, three, one, store
+
+
+def test_quantized_bert_passes_over_3_partitions_byte_identical_to_1(bert_q):
+    base, three, one, store = bert_q
+    assert three.returncode == 0, three.stderr[-3000:]
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "RESULT: PASS" in three.stdout and "RESULT: PASS" in one.stdout
+    assert "SYNTHETIC" in three.stdout
+    assert three.stderr.count("calibration: int8-static on 32 samples") == 1
+    assert "CALIBRATE=false, artifact" in one.stderr  # the 1-partition run took the store's artifact
+    m3 = (base / "p3" / "mlperf_log_accuracy.json").read_bytes()
+    assert m3 == (base / "p1" / "mlperf_log_accuracy.json").read_bytes()
+    mans = [json.loads((base / "p3" / str(p) / "partition.json").read_text()) for p in range(3)]
+    quant = mans[0]["config"]["quantization"]
+    assert quant["quantizer"] == "int8-static" and quant["n_calib"] == N_CALIB_BERT
+    arts = list((base / "p3" / "calibration").glob("*.safetensors"))
+    assert [a.stem for a in arts] == [quant["artifact"]]
+    import hashlib
+    assert hashlib.sha256(arts[0].read_bytes()).hexdigest() == quant["artifact"]  # content-addressed
+    assert {m["quantized_model_sha256"] for m in mans} == {quant["model_sha256"]}
+    assert (store / f"{quant['artifact']}.safetensors").is_file()
+
+
+def test_resume_never_recalibrates(bert_q, synthetic):
+    base, three, _, store = bert_q
+    s = synthetic("bert")
+    again = evalkit("run", "bert", "--dataset", s / "dataset", "--model_path", s / "model", "--n_calib", N_CALIB_BERT,
+                    "--calibrate", "true", "--n_devices", 3, "--log_path", base / "p3", "--no_check",
+                    EVALKIT_QUANT_STORE=store)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "holds this run's calibration (resume: not calibrated again)" in again.stderr
+    assert "calibration: int8-static on" not in again.stderr
+
+
+def test_gather_refuses_a_partition_that_evaluated_another_quantized_model(bert_q, tmp_path):
+    import shutil
+
+    base = bert_q[0]
+    run = shutil.copytree(base / "p3", tmp_path / "p3")
+    man = run / "1" / "partition.json"
+    m = json.loads(man.read_text())
+    m["quantized_model_sha256"] = "0" * 64
+    man.write_text(json.dumps(m))
+    line = one_line_error(evalkit("gather", run, "--force"))
+    assert "partition 1 (" in line and "evaluated quantized model sha256 000000000000" in line, line
