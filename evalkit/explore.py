@@ -203,11 +203,9 @@ def _limit(nbytes: int | None):
     return apply
 
 
-def _error_line(log: Path) -> str:
-    try:
-        lines = [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
-    except OSError:
-        return ""
+def _error_line(text: str) -> str:
+    """The one line that says why a run failed: its last `error:` line, else its last line of its own."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
     errs = [x for x in lines if x.startswith("error:")]
     tail = [x for x in lines if not x.startswith(("partition ", "warning:", "[evalkit]"))]
     return (errs or tail or lines or [""])[-1].removeprefix("error: ")
@@ -233,12 +231,10 @@ def _kit_run(args: list[str], log: Path, mem_limit: int | None) -> tuple[int, st
         start = f.tell()
         rc = subprocess.run([sys.executable, "-m", "evalkit", *args], stdout=f, stderr=subprocess.STDOUT, env=env,
                             cwd=ROOT, preexec_fn=_limit(mem_limit)).returncode
-    text = log.read_text(errors="replace")[start:]
-    tmp = log.with_suffix(".last")
-    tmp.write_text(text)
-    reason = _error_line(tmp) if rc != 0 else ""
-    tmp.unlink()
-    return rc, reason
+    with open(log, "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    return rc, (_error_line(text) if rc != 0 else "")
 
 
 def _manifest(run_dir: Path) -> dict:

@@ -222,7 +222,7 @@ def resolve(req: RunSpec, world_size: int | None = None, now: float | None = Non
         try:
             dataset = ProbeView(dataset, probe_indices(probe_of, s.probe, getattr(dataset, "groups", lambda: None)()))
         except KitError as e:
-            raise KitError(f"--probe {s.probe}: {e}") from None
+            raise KitError(f"--probe {e}") from None
         n_count = dataset.size
     launched = world_size if world_size is not None else s.n_devices // K
     n_partitions = s.n_partitions or launched
