@@ -1,7 +1,7 @@
 """gather + check of a full-size Llama-2 accuracy run over 64 partitions: time and peak memory.
 
 1. A synthetic Llama-2 set of the real size (24,576 samples; the scale variant of
-   language/synthllm.py: 512 generated answers, repeated) is made, or reused from --work.
+   evalkit/synth.py: 512 generated answers, repeated) is made, or reused from --work.
 2. A real run: every partition's response cache is filled with the model's own answers (the
    tiny model answers the 512 distinct prompts once here, fp32 batch 1, as the run would), then
    each of the 64 partitions runs through LoadGen in this process (evalkit.runner.run_partition:
@@ -59,7 +59,7 @@ def main() -> None:
     from evalkit.cache import ResponseCache
     from evalkit.plan import RunSpec, resolve
     from evalkit.runner import run_partition
-    from language.synthllm import distinct
+    from evalkit.synth import distinct
 
     setdir = a.work / f"set_{a.n}"
     t0 = time.perf_counter()
