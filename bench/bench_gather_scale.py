@@ -53,8 +53,6 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    import numpy as np
-
     from evalkit import registry, synth
     from evalkit.cache import ResponseCache
     from evalkit.plan import RunSpec, resolve
