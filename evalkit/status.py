@@ -51,7 +51,7 @@ def partition_row(x: Part, now: float) -> str:
         return row
     who = f"  [{x.owner}]" if x.owner else ""
     if x.state == "running" and x.phase == "loading":
-        return row + f"  starting (loading the model), updated {_ago(x.updated, now)}{who}"
+        return row + f"  starting (loading the model or computing its first batch), updated {_ago(x.updated, now)}{who}"
     if x.state == "running":
         return row + f"  {x.rate:.2f} samples/s  ETA {fmt_eta(x.eta)}  updated {_ago(x.updated, now)}{who}"
     if x.state == "stalled":
