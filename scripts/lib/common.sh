@@ -139,7 +139,7 @@ make_env() {
       if [ -n "$want_py" ] && command -v "python$want_py" >/dev/null 2>&1; then py="python$want_py"; else py=python3; fi
     fi
     say "building venv $target from $spec with $py (pip; a few minutes the first time)"
-    "$py" -m venv --prompt "$(basename "$target")" "$tmp"
+    heartbeat "creating the venv $tmp" "$py" -m venv --prompt "$(basename "$target")" "$tmp"
     heartbeat "upgrading pip in $tmp" "$tmp/bin/python" -m pip install --quiet --upgrade pip
     # One pip install per step of the spec (envspec.py: `# evalkit: then` starts a new one).
     local steps step i=0 n
