@@ -485,14 +485,16 @@ def compare(run: Path, ref: Path) -> str:
     a, b = load(run), load(ref)
     if a.get("model") != b.get("model"):
         raise KitError(f"{run} is {a.get('model')} but {ref} is {b.get('model')}; compare runs of one model")
+    from .targets import label  # RNN-T's checker metric "WER" is the accuracy: named as it is
+
     rows = [("metric", "run", "reference", "diff", "diff %")]
     for k in sorted(set(a["metrics"]) | set(b["metrics"])):
         x, y = a["metrics"].get(k), b["metrics"].get(k)
         if x is None or y is None:
-            rows.append((k, _num(x), _num(y), "-", "-"))
+            rows.append((label(k), _num(x), _num(y), "-", "-"))
             continue
         d = float(x) - float(y)
-        rows.append((k, _num(x), _num(y), f"{d:+.6g}", f"{100.0 * d / float(y):+.4f}%" if y else "-"))
+        rows.append((label(k), _num(x), _num(y), f"{d:+.6g}", f"{100.0 * d / float(y):+.4f}%" if y else "-"))
     w = [max(len(r[i]) for r in rows) for i in range(5)]
     fmt = "  ".join("{:<%d}" % n for n in w)
 

@@ -118,11 +118,13 @@ def score(run_dir: Path, accuracy_target: str | None = None) -> dict:
 
 
 def format_table(result: dict) -> str:
+    from .targets import label  # RNN-T's checker metric "WER" is the accuracy: named as it is
+
     head = (f"probe: {result['samples']} of {result['of']} samples ({result['checker_name']}, accuracy target "
             f"{result['accuracy_target']}%)" + (" -- SYNTHETIC data" if result["synthetic"] else ""))
     lines = [head]
     for r in result["rows"]:
-        lines.append(f"  {r['metric']}: {r['value']:.4f} ({'>=' if r['kind'] == 'min' else '<='} {r['target']:.4f}) "
+        lines.append(f"  {label(r['metric'])}: {r['value']:.4f} ({'>=' if r['kind'] == 'min' else '<='} {r['target']:.4f}) "
                      f"{'within' if r['pass'] else 'outside'}")
     lines.append(f"PROBE: {result['label']} (not a PASS: only the full set is checked)")
     return "\n".join(lines)
