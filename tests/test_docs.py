@@ -391,13 +391,12 @@ def test_the_checker_fails_on_broken_docs(tmp_path):
         assert w in e, (w, e)
 
 
-def test_a_misspelled_variable_fails_when_make_refuses_it():
-    """`make -n` carries the variables given: when the Makefile refuses an unknown command-line variable
-    (issue 29 item 1), a misspelled one in the docs fails here; until then this test says so."""
+def test_a_misspelled_variable_in_the_docs_fails():
+    """`make -n` carries the variables given and the Makefile refuses an unknown command-line variable
+    while it is read (issue 29 item 1), so a misspelled one in a docs command fails the check."""
+    assert check_make(["resnet", "DATA=synthetic", "N_COUNT=8"]) is None
     err = check_make(["resnet", "DATA=synthetic", "NCOUNT=8"])
-    if err is None:
-        pytest.xfail("the Makefile does not refuse unknown command-line variables yet (issue 29 item 1)")
-    assert "NCOUNT" in err, err
+    assert err is not None and "unknown variable NCOUNT" in err, err
 
 
 def cli_flags() -> set[str]:
