@@ -134,7 +134,10 @@ class LibriSpeechRepack(Dataset):
         self.size = len(self.clips)
         self.index_file = self.root / MANIFEST
         self.model_path = Path(model_path) if model_path is not None else None
-        self.fe = feature_extractor(hf_checkpoint_dir(model_path, "Whisper")) if model_path is not None else None
+        self.fe = None
+        if model_path is not None:  # the checkpoint's feature and scoring files, before the model loads
+            self.fe = feature_extractor(hf_checkpoint_dir(model_path, "Whisper"))
+            text.normalizer(model_path)
 
     def load(self, index: int) -> np.ndarray:
         if not 0 <= index < self.size:
