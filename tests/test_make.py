@@ -237,7 +237,7 @@ def test_data_add_checks_source_and_remote_before_building_the_env(bare, tmp_pat
     hint = re.search(r"`(cd \S+ && make remote URL=\S+)`", errors(make(f"data_add_resnet SRC={synth / 'dataset'}",
                                                                         bare, ENV_DIR=envs))[0]).group(1)
     cp = sh(hint, tmp_path)
-    assert cp.returncode == 2 and "placeholder" in cp.stderr or "not an S3 bucket name" in cp.stderr, cp.stderr
+    assert cp.returncode == 2 and "'YOUR-BUCKET' is not an S3 bucket name" in cp.stderr, cp.stderr
 
 
 def test_a_teammates_pull_needs_the_remote_before_the_env_is_built(bare, tmp_path):
