@@ -136,3 +136,20 @@ def test_targets_and_checker_patterns():
     assert text == "{'exact_match': 81.5, 'tokens_per_sample': 3900.25, 'num-samples': 4388}"
     assert targets.parse_accuracy_txt(text, "exact_match") == [81.5]
     assert targets.parse_accuracy_txt(text, "TOKENS_PER_SAMPLE") == [3900.25]
+
+
+def test_livecodebench_tests_are_read_when_the_set_opens(lcb_dir):
+    """Before any model loads: every LiveCodeBench row's problem is in livecodebench/test.jsonl."""
+    import pandas as pd
+
+    from evalkit.errors import KitError
+    from language.deepseek_r1.benchmark import BENCHMARK as b, PICKLE
+    from language.frames import write_table
+
+    df = pd.DataFrame({"tok_input": [[1, 2], [3, 4]], "dataset": ["gpqa", "livecodebench"],
+                       "ground_truth": ["A", "double"]})
+    write_table(df, lcb_dir, PICKLE)
+    assert b.open_dataset(lcb_dir).size == 2
+    write_table(df.assign(ground_truth=["A", "triple"]), lcb_dir, PICKLE)
+    with pytest.raises(KitError, match=r"livecodebench/test.jsonl: no problem 'triple' \(the ground_truth of row 1"):
+        b.open_dataset(lcb_dir)

@@ -43,6 +43,23 @@ class DeepSeekR1(TokenPromptLLM):
     synthetic_n = 5
     options = dict(GEN_DEFAULTS, **RUN_DEFAULTS)
 
+    def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None):
+        """The table, every row's set known, and the LiveCodeBench tests of its problems read (pickled
+        private cases included): a bad or missing test file is found before any model loads."""
+        from . import answers, livecodebench
+
+        ds = super().open_dataset(path, model_path, options)
+        where = Path(path) / PICKLE
+        kinds = [answers.kind_of(d, f"{where} row {i}") for i, d in enumerate(ds.df["dataset"])]
+        lcb = {str(ds.df["ground_truth"].iloc[i]): i for i, k in enumerate(kinds) if k == "livecodebench"}
+        if lcb:
+            found = livecodebench.load_problems(Path(path), set(lcb))
+            missing = [q for q in lcb if q not in found]
+            if missing:
+                raise KitError(f"{Path(path) / livecodebench.TESTS}: no problem {missing[0]!r} (the ground_truth of "
+                               f"row {lcb[missing[0]]}; {len(missing)} missing); it is not the release the set uses")
+        return ds
+
     def trim(self, row: np.ndarray, prompt: Prompt, eos: int, pad: int) -> np.ndarray:
         return cut_after_eos(row, eos)
 
