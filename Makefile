@@ -52,7 +52,7 @@ VENV := .venv
 DEV_STAMP := $(VENV)/.evalkit-env
 DEMO_DIR := logs/demo/$(shell date +%Y%m%d-%H%M%S)
 
-TARGETS := help all demo dev test targets report metrics remote tools log_all browser mbxp-node
+TARGETS := help all demo dev test targets report metrics remote tools log_all browser mbxp-node qresnet qbert qgpt-j
 .PHONY: $(TARGETS) $(MODELS)
 
 help: ## this list
@@ -76,15 +76,23 @@ help: ## this list
 	@echo "make explore_<model> BATCH_SIZES=1,8,32 DATA_TYPES=fp32,bf16 BACKENDS=pytorch,pytorch-compile [PROBE=256]"
 	@echo "                 [QUANTIZERS=..] [LOG_PATH=sweep_dir] [EXPLORE_MEM_LIMIT=2G]   sweep: short performance runs +"
 	@echo "                 probe accuracy per point, best point and its full-set command (docs/explore.md)"
+	@echo "make qresnet | qbert | qgpt-j   the model quantized: = make <model> CALIBRATE=true (calibrate once on the MLPerf"
+	@echo "                 calibration split, N_CALIB samples, then every partition evaluates that model; docs/quantization.md)"
 	@echo "variables: SCENARIO N_COUNT N_DEVICES N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE"
 	@echo "           BATCH_SIZE DATA=real|synthetic LOG_PATH MODE ACCURACY_TARGET USER_CONF ENV_MANAGER"
 	@echo "           LAUNCHER=local|torchrun NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT DRY_RUN=1"
 	@echo "           BACKEND=pytorch|pytorch-compile|openai|<plug-in> SERVER_URL SERVER_URLS"
+	@echo "           CALIBRATE=true|false N_CALIB QUANTIZER=int8-static|w8a8-smoothquant|<plug-in> QUANTIZER_OPTION=\"K=V ..\""
 	@echo "           (a variable not listed in the Makefile's KIT_VARS is refused: NCOUNT=8 is not N_COUNT=8)"
 
 $(READY): %:
 	$(call keep,scripts/build_$*_env.sh)
 	$(call keep,scripts/eval_$*.sh)
+
+# Quantized variants (docs/quantization.md): the model's run with CALIBRATE=true (its built-in quantizer
+# unless QUANTIZER names another); every other variable passes through.
+qresnet qbert qgpt-j: q%:
+	$(call keep,$(MAKE) --no-print-directory $* CALIBRATE=$(or $(CALIBRATE),true))
 
 $(PENDING):
 	@echo "error: model '$@' is not in this kit yet (ready: $(READY))" >&2

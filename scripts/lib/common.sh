@@ -296,7 +296,8 @@ check_data_source() {
 # Variables that shape a run: recorded in the resume command the kit prints on failure.
 RUN_VARS=(DATA SCENARIO MODE N_COUNT N_DEVICES DEVICES_PER_PARTITION N_PARTITIONS PARTITION_OFFSET DATA_TYPE DEVICE BATCH_SIZE
           LOG_PATH ACCURACY_TARGET USER_CONF TARGET_QPS TARGET_LATENCY MIN_DURATION MIN_QUERY_COUNT
-          LAUNCHER NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT ENV_DIR BACKEND SERVER_URL SERVER_URLS)
+          LAUNCHER NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT ENV_DIR BACKEND SERVER_URL SERVER_URLS
+          QUANTIZER CALIBRATE N_CALIB QUANTIZER_OPTION)
 
 # eval_model MODEL [--launcher local|torchrun] [--n_count N] [--n_devices D] [--n_partitions P] [--partition_offset O] [-- extra args]
 eval_model() {
@@ -336,6 +337,12 @@ eval_model() {
   if [ -n "${BACKEND:-}" ]; then args+=(--backend "$BACKEND"); fi
   if [ -n "${SERVER_URL:-}" ]; then args+=(--server_url "$SERVER_URL"); fi
   if [ -n "${SERVER_URLS:-}" ]; then args+=(--server_urls "$SERVER_URLS"); fi
+  # quantized runs (docs/quantization.md): CALIBRATE=true|false N_CALIB QUANTIZER QUANTIZER_OPTION="K=V K=V"
+  if [ -n "${QUANTIZER:-}" ]; then args+=(--quantizer "$QUANTIZER"); fi
+  if [ -n "${CALIBRATE:-}" ]; then args+=(--calibrate "$CALIBRATE"); fi
+  if [ -n "${N_CALIB:-}" ]; then args+=(--n_calib "$N_CALIB"); fi
+  local qopt
+  for qopt in ${QUANTIZER_OPTION:-}; do args+=(--quantizer_option "$qopt"); done
   if [ -n "${LOG_PATH:-}" ]; then args+=(--log_path "$LOG_PATH"); fi
   if [ -n "${ACCURACY_TARGET:-}" ]; then args+=(--accuracy_target "$ACCURACY_TARGET"); fi
   if [ -n "${USER_CONF:-}" ]; then args+=(--user_conf "$USER_CONF"); fi
