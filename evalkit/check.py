@@ -62,6 +62,12 @@ def format_table(result: dict) -> str:
     low = result.get("synthetic_low_precision")
     if low:
         head += "\n" + "\n".join(_low_precision_lines(low))
+    quant = (result.get("config") or {}).get("quantization")
+    if quant:  # evalkit/quantize.py: what was evaluated, by content
+        head += (f"\nQUANTIZED: {quant['quantizer']} ({quant.get('library') or 'plug-in'}), N_CALIB={quant['n_calib']}, "
+                 f"artifact {str(quant.get('artifact'))[:12]}.., model sha256 {str(quant.get('model_sha256'))[:12]}.."
+                 + ("; the synthetic reference is the fp32 model's own output: the quantized model is judged "
+                    "against it" if result["synthetic"] else ""))
     hdr = ("metric", "value", "reference", "% of ref", "target", "verdict")
     body = []
     for r in rows:

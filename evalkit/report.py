@@ -208,6 +208,10 @@ def load_run(run_dirs: Path | list[Path], log_dir: Path, verified: dict[str, dic
         "synthetic": bool(meta.get("synthetic") or (acc or stale_acc or {}).get("synthetic")),
         "partial": bool((acc or {}).get("partial")), "n_count": n_count, "dataset_size": dataset_size,
         "n_partitions": n_parts, "state": state, "partitions": parts,
+        # quantized runs (evalkit/quantize.py) and what pairs a run with its unquantized twin
+        "quant": meta.get("quantization"),
+        "twin_key": json.dumps([meta.get(k) for k in ("model", "scenario", "mode", "n_count", "options", "checkpoint",
+                                                      "dataset_files", "fingerprint")], sort_keys=True, default=str),
         "devices": sorted({r["device"] for r in parts if r.get("device")}),
         "hosts": sorted({r["host"] for r in parts if r.get("host")}),
         "accuracy": acc, "performance": perf, "verified": verified.get(model),
@@ -283,6 +287,44 @@ def summary_row(run: dict) -> dict:
         "devices": ", ".join(run["devices"]) or "-",
         "slowest partition": f"{max(walls):.1f} s" if walls else "-",
     }
+
+
+def quant_rows(runs: list[dict]) -> list[dict]:
+    """Reference vs optimized: each quantized run next to the latest unquantized run of the same model,
+    checkpoint, data, n_count and scenario (accuracy: each metric, % of the unquantized value, delta;
+    performance: the throughput ratio)."""
+    out = []
+    for q in runs:
+        if not q.get("quant"):
+            continue
+        twins = [r for r in runs if not r.get("quant") and r.get("twin_key") == q.get("twin_key")]
+        if not twins:
+            continue
+        ref = twins[-1]
+        what = (f"{q['quant'].get('quantizer')} N_CALIB={q['quant'].get('n_calib')} {q['data_type']}"
+                f" vs {ref['data_type']}")
+        if q["mode"] == "performance" and q["performance"] and ref["performance"]:
+            a, b = (q["performance"].get("headline") or {}), (ref["performance"].get("headline") or {})
+            ratio = None
+            if a.get("value") and b.get("value"):  # a latency headline (ns): the ratio of rates is b/a
+                ratio = b["value"] / a["value"] if a.get("unit") == "ns" else a["value"] / b["value"]
+            out.append({"quantized run": q["id"], "reference run": ref["id"], "what": what,
+                        "metric": f"throughput ({a.get('unit', '')})", "reference": _num(b["value"]) if b.get("value") else "-",
+                        "quantized": _num(a["value"]) if a.get("value") else "-",
+                        "% of reference": f"{100 * ratio:.2f}%" if ratio else "-", "delta": "-",
+                        "throughput ratio": f"{ratio:.3f}x" if ratio else "-"})
+            continue
+        ref_rows = {r["metric"]: r for r in _acc_rows(ref["accuracy"])}
+        for r in _acc_rows(q["accuracy"]):
+            b = ref_rows.get(r["metric"])
+            if b is None:
+                continue
+            pct = 100.0 * r["value"] / b["value"] if b["value"] else None
+            out.append({"quantized run": q["id"], "reference run": ref["id"], "what": what, "metric": label(r["metric"]),
+                        "reference": _num(b["value"]), "quantized": _num(r["value"]),
+                        "% of reference": f"{pct:.2f}%" if pct is not None else "-",
+                        "delta": f"{r['value'] - b['value']:+.4f}", "throughput ratio": "-"})
+    return out
 
 
 def partition_rows(run: dict) -> list[dict]:
@@ -702,6 +744,11 @@ def render_html(runs: list[dict], log_dir: Path, sweeps: list[dict] = ()) -> str
     if errors:
         parts.append("<ul>" + "".join(f'<li class="err"><a href="#{e(_anchor(r["id"]))}">{e(r["id"])}</a>: {e(msg)}</li>'
                                       for r, msg in errors) + "</ul>")
+    qrows = quant_rows(runs)
+    if qrows:  # MLPerf results pages are read for this: the reference model next to the quantized one
+        parts += ["<h2>Quantized vs unquantized</h2><p>Each quantized run beside the unquantized run of the same "
+                  "checkpoint and data. On SYNTHETIC data the reference is the fp32 model's own output.</p>",
+                  _html_table(qrows)]
     parts += ["<h2>Accuracy as % of reference</h2>", accuracy_plot(runs)]
     parts += [explore_section(sw) for sw in sweeps]
     parts.append("<h2>Runs</h2>")
@@ -724,6 +771,9 @@ def render_html(runs: list[dict], log_dir: Path, sweeps: list[dict] = ()) -> str
 def render_markdown(runs: list[dict], log_dir: Path, sweeps: list[dict] = ()) -> str:
     out = [f"# MLPerf Inference accuracy and performance\n\nruns under `{log_dir}`: {len(runs)}\n",
            "## Results\n", _md_table([summary_row(r) for r in runs])]
+    qrows = quant_rows(runs)
+    if qrows:
+        out += ["## Quantized vs unquantized\n", _md_table(qrows)]
     for sw in sweeps:
         out += [f"## {_sweep_title(sw)}\n", _md_table(explore_rows(sw)), _best_text(sw) + "\n"]
     errors = [f"- {r['id']}: {error_line(r)}" for r in runs if r["check_error"] is not None]
