@@ -232,3 +232,37 @@ def test_a_partition_on_changed_data_does_not_merge(model, tmp_path):
     (mixed / MERGED).unlink()
     err = one_line_error(evalkit("gather", mixed, tmp_path / "other"))
     assert "partition 1" in err and f"dataset file {rel}" in err, err
+
+
+def test_quantizer_path_rebuilds_the_same_model(model, tmp_path):
+    """Every model that declares a built-in quantizer (Benchmark.default_quantizer) and an MLPerf list:
+    calibrate on 2 samples in the model's input form, store the statistics as the run does
+    (safetensors), rebuild from the stored file on a fresh load: the same sha256 (every partition
+    evaluates one model), payloads of the declared dtype, batch 1 = batch 2 bytes when batch-invariant."""
+    b = model.bench
+    if not b.default_quantizer:
+        pytest.skip(f"{model.name} declares no built-in quantizer (CALIBRATE=true says so before any work)")
+    import torch
+
+    from evalkit import calibration, quantize
+    from evalkit.plan import resolve_options
+    from evalkit.safeload import load_safetensors
+
+    assert calibration.max_n(b) >= 1  # a quantizer without the model's MLPerf list would calibrate on nothing
+    torch.set_num_threads(1)
+    options, mp = resolve_options(b, {}), model.synth / "model"
+    ds = b.open_dataset(model.synth / "dataset", mp, options)
+    q = quantize.resolve_class(b.default_quantizer)({})
+    run = {"device": "cpu", "data_type": "fp32", "options": options, "quantizer_options": {}}
+    stats = q.calibrate(b, b.load_model(mp, "cpu", "fp32", options),
+                        calibration.batches(b, ds, 2, 2, "cpu", "fp32", options), run)
+    first = q.build(b, b.load_model(mp, "cpu", "fp32", options), stats, run)
+    sha = quantize._save(stats, {"quantizer": q.name, "key": "contract"}, tmp_path)
+    again = q.build(b, b.load_model(mp, "cpu", "fp32", options), load_safetensors(tmp_path / f"{sha}.safetensors", "x"), run)
+    assert quantize.model_digest(b.quant_module(first)) == quantize.model_digest(b.quant_module(again)), model.name
+    samples = [ds.load(i) for i in range(2)]
+    together = b.postprocess(b.forward(again, b.make_batch(samples, "cpu", "fp32", options)), 2)
+    assert all(p.dtype == np.dtype(b.payload_dtype) for p in together)
+    if b.batch_invariant:
+        alone = b.postprocess(b.forward(again, b.make_batch(samples[:1], "cpu", "fp32", options)), 1)[0]
+        assert alone.tobytes() == together[0].tobytes(), f"{model.name}: quantized batch 1 != batch 2"

@@ -141,3 +141,35 @@ def test_gather_refuses_a_partition_that_evaluated_another_quantized_model(bert_
     man.write_text(json.dumps(m))
     line = one_line_error(evalkit("gather", run, "--force"))
     assert "partition 1 (" in line and "evaluated quantized model sha256 000000000000" in line, line
+
+
+def test_two_nodes_evaluate_the_same_quantized_artifact(bert_q, synthetic, tmp_path):
+    """torchrun, 2 nodes on 127.0.0.1 without a shared run dir: rank 0 takes the calibration (here from the
+    store, CALIBRATE=false) and hands the artifact to rank 1; both partitions record the same model."""
+    import hashlib
+
+    import subprocess
+
+    from conftest import kit_env
+    from test_multinode import TORCHRUN, finish, free_port
+
+    base, _, _, store = bert_q
+    s = synthetic("bert")
+    port = free_port()
+    node = [tmp_path / "node0", tmp_path / "node1"]
+    procs = [subprocess.Popen([str(x) for x in (
+        TORCHRUN, "--max-restarts", 0, "--nnodes", 2, "--node_rank", r, "--nproc-per-node", 1, "--master_addr",
+        "127.0.0.1", "--master_port", port, "-m", "evalkit", "run", "bert", "--dataset", s / "dataset",
+        "--model_path", s / "model", "--n_calib", N_CALIB_BERT, "--quantizer", "int8-static", "--calibrate", "false",
+        "--log_path", node[r])], cwd=ROOT, env=kit_env(EVALKIT_QUANT_STORE=store), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for r in (1, 0)]
+    (rc1, _, err1), (rc0, out0, err0) = [finish(p, timeout=900) for p in procs]
+    assert (rc0, rc1) == (0, 0), err0[-3000:] + err1[-3000:]
+    assert "RESULT: PASS" in out0
+    mans = [json.loads((node[0] / str(p) / "partition.json").read_text()) for p in (0, 1)]
+    quant = mans[0]["config"]["quantization"]
+    assert {m["quantized_model_sha256"] for m in mans} == {quant["model_sha256"]}
+    art = node[1] / "calibration" / f"{quant['artifact']}.safetensors"  # rank 1's own copy, from rank 0
+    assert hashlib.sha256(art.read_bytes()).hexdigest() == quant["artifact"]
+    assert (node[0] / "merged_mlperf_log_accuracy.json").read_bytes() == \
+        (base / "p1" / "merged_mlperf_log_accuracy.json").read_bytes()
