@@ -19,8 +19,9 @@ import importlib.util
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -178,4 +179,4 @@ def batches(bench, calib, n_calib: int, batch_size: int, device: str, data_type:
                                device.split(",")[0], data_type, options)
 
 
-__all__ = ["facts", "read_list", "max_n", "no_list", "default_split", "check_leak", "batches", "sample_key"]
+__all__ = ["batches", "check_leak", "default_split", "facts", "max_n", "no_list", "read_list", "sample_key"]

@@ -32,9 +32,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import KitError
 from .util import atomic_write_json, config_hash, sha256_file
@@ -53,7 +54,7 @@ class Quantizer:
     (their resolved values enter the config hash). `data_types`: the DATA_TYPEs it quantizes from."""
 
     name: str = ""
-    options: dict = {}
+    options: dict = {}  # noqa: RUF012 (read-only declaration, like Benchmark.options)
     data_types: tuple[str, ...] = ("fp32",)
     library: str = ""   # what does the work (recorded in the artifact and the report)
 
@@ -86,7 +87,7 @@ def resolve_class(name: str) -> type:
     if name in BUILTIN:
         target = BUILTIN[name]
         mod, _, attr = target.partition(":")
-        load = lambda: getattr(importlib.import_module(mod), attr)  # noqa: E731
+        load = lambda: getattr(importlib.import_module(mod), attr)
     else:
         ep = _entry_points().get(name)
         if ep is None:
@@ -95,7 +96,7 @@ def resolve_class(name: str) -> type:
         target, load = ep.value, ep.load
     try:
         cls = load()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any import-time failure of a plug-in becomes one line naming it
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise KitError(f"quantizer '{name}' ({target}) cannot be loaded: {type(e).__name__}: {first}; "
                        f"installed quantizers: {installed}") from None
@@ -499,12 +500,14 @@ class PT2EStaticInt8(Quantizer):
 
     name = "int8-static"
     library = "torchao PT2E (X86InductorQuantizer)"
-    options = {"reduce_range": False}   # True: 7-bit activations, for CPUs without VNNI
+    options = {"reduce_range": False}   # True: 7-bit activations, for CPUs without VNNI  # noqa: RUF012
     data_types = ("fp32",)
 
     def _quantizer(self):
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-            X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+            X86InductorQuantizer,
+            get_default_x86_inductor_quantization_config,
+        )
 
         q = X86InductorQuantizer()
         q.set_global(get_default_x86_inductor_quantization_config(reduce_range=bool(self.options.get("reduce_range", False))))
@@ -518,7 +521,7 @@ class PT2EStaticInt8(Quantizer):
 
         B = _batch_of(args, kwargs)
         batch = torch.export.Dim("batch", min=1, max=1 << 20)
-        spec = lambda v: {0: batch} if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == B else None  # noqa
+        spec = lambda v: {0: batch} if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == B else None
         bound = inspect.signature(module.forward).bind(*args, **kwargs)
         shapes = {}
         for pname, v in bound.arguments.items():
@@ -542,7 +545,7 @@ class PT2EStaticInt8(Quantizer):
         kwargs = dict(sorted(kwargs.items()))  # the artifact stores them by name: one order, one graph
         if _batch_of(args, kwargs) > 1:
             return tuple(args), kwargs
-        two = lambda v: torch.cat([v, v]) if isinstance(v, torch.Tensor) and v.dim() else v  # noqa: E731
+        two = lambda v: torch.cat([v, v]) if isinstance(v, torch.Tensor) and v.dim() else v
         return tuple(two(a) for a in args), {k: two(v) for k, v in kwargs.items()}
 
     def calibrate(self, bench, model, batches, run):
@@ -603,15 +606,19 @@ class SmoothQuantW8A8(Quantizer):
 
     name = "w8a8-smoothquant"
     library = "torchao SmoothQuant + Int8DynamicActivationInt8Weight"
-    options = {"alpha": 0.5, "skip": "lm_head"}
+    options = {"alpha": 0.5, "skip": "lm_head"}  # noqa: RUF012
     data_types = ("fp32", "bf16")
 
     def _prepare(self, module):
-        from torchao.prototype.smoothquant import SmoothQuantConfig
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-        from torchao.quantization.quantize_.common.quantization_step import QuantizationStep
-
         import torch
+        from torchao.prototype.smoothquant import SmoothQuantConfig
+        from torchao.quantization import (
+            Int8DynamicActivationInt8WeightConfig,
+            quantize_,
+        )
+        from torchao.quantization.quantize_.common.quantization_step import (
+            QuantizationStep,
+        )
 
         skip = {s for s in str(self.options.get("skip", "")).split(",") if s}
         cfg = SmoothQuantConfig(base_config=Int8DynamicActivationInt8WeightConfig(), step=QuantizationStep.PREPARE,
@@ -646,11 +653,12 @@ class SmoothQuantW8A8(Quantizer):
         return stats
 
     def build(self, bench, model, stats, run):
-        from torchao.quantization import quantize_
-        from torchao.quantization.quantize_.common.quantization_step import QuantizationStep
-        from torchao.prototype.smoothquant.core import SmoothQuantObservedLinear
-
         import torch
+        from torchao.prototype.smoothquant.core import SmoothQuantObservedLinear
+        from torchao.quantization import quantize_
+        from torchao.quantization.quantize_.common.quantization_step import (
+            QuantizationStep,
+        )
 
         module = bench.quant_module(model)
         cfg = self._prepare(module)
@@ -670,4 +678,4 @@ class SmoothQuantW8A8(Quantizer):
         return bench.with_quant_module(model, module)
 
 
-__all__ = ["Quantizer", "names", "resolve_class", "prepare", "apply", "model_digest", "plan_part"]
+__all__ = ["Quantizer", "apply", "model_digest", "names", "plan_part", "prepare", "resolve_class"]

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import evalkit, one_line_error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,7 +119,7 @@ def test_quantized_bert_passes_over_3_partitions_byte_identical_to_1(bert_q):
 
 
 def test_resume_never_recalibrates(bert_q, synthetic):
-    base, three, _, store = bert_q
+    base, _, _, store = bert_q
     s = synthetic("bert")
     again = evalkit("run", "bert", "--dataset", s / "dataset", "--model_path", s / "model", "--n_calib", N_CALIB_BERT,
                     "--calibrate", "true", "--n_devices", 3, "--log_path", base / "p3", "--no_check",
@@ -147,7 +146,6 @@ def test_two_nodes_evaluate_the_same_quantized_artifact(bert_q, synthetic, tmp_p
     """torchrun, 2 nodes on 127.0.0.1 without a shared run dir: rank 0 takes the calibration (here from the
     store, CALIBRATE=false) and hands the artifact to rank 1; both partitions record the same model."""
     import hashlib
-
     import subprocess
 
     from conftest import kit_env
