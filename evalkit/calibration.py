@@ -123,6 +123,32 @@ def write_synthetic_split(bench, path: Path, n: int, seed: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def add_split(model: str, src: Path) -> None:
+    """`evalkit data calibration MODEL --src DIR`: SRC must open as the model's dataset layout (the listed
+    calibration samples, e.g. the 1000 CNN/DM train articles as cnn_eval.json, the 20 KiTS19 training
+    cases as the preprocessed case layout); laid out in data/calibration/<model>, dvc add + push, like
+    the validation sets (evalkit/data.py)."""
+    from . import data, registry
+
+    bench = registry.get(model)
+    src = Path(src).resolve()
+    if not src.is_dir():
+        raise KitError(f"--src {src} is not a directory")
+    top = max_n(bench)
+    ds = bench.open_dataset(src, data.model_dir(model), dict(bench.options))  # its own one-line errors
+    if not 1 <= ds.size:
+        raise KitError(f"calibration split {src} holds no sample")
+    ds.check_available(0, ds.size)
+    if ds.size > top:
+        raise KitError(f"calibration split {src} holds {ds.size} samples; the MLPerf list of {model} has {top} "
+                       f"({list_files(bench)[0]}): lay out only the listed samples")
+    data._require_remote()
+    dst = ROOT / "data" / "calibration" / model
+    data._copy_in(src, dst)
+    data.say(f"{model}: {ds.size} calibration samples laid out in {data._rel(dst)}")
+    data._add_and_push([dst], f"{model} calibration split")
+
+
 def sample_key(bench, dataset, i: int) -> str:
     """What identifies a sample across splits: Benchmark.sample_key when the model has one (e.g. an
     image file's sha256), else the sha256 of the sample as its dataset loads it."""

@@ -191,6 +191,10 @@ def main(argv=None) -> int:
     q.add_argument("model")
     q.add_argument("--src", type=Path, required=True, help="dataset dir in the published layout")
     q.add_argument("--model_src", type=Path, help="checkpoint dir in the published format")
+    q = dsub.add_parser("calibration", help="validate a calibration split (the MLPerf-listed samples in the "
+                        "dataset's layout), lay it out in data/calibration/<model>, dvc add + push")
+    q.add_argument("model")
+    q.add_argument("--src", type=Path, required=True, help="the listed calibration samples in the published layout")
     q = dsub.add_parser("pull", help="dvc pull the model's dataset + checkpoint (no-op when present)")
     q.add_argument("model")
     q = dsub.add_parser("pull-log", help="dvc pull logs/internal/<model>")
@@ -310,6 +314,9 @@ def _dispatch(a) -> int:
             data.set_remote(a.url, a.endpoint)
         elif a.data_cmd == "add":
             data.add(a.model, a.src, a.model_src)
+        elif a.data_cmd == "calibration":
+            from .calibration import add_split
+            add_split(a.model, a.src)
         elif a.data_cmd == "pull":
             data.pull_model_data(a.model)
         elif a.data_cmd == "pull-log":

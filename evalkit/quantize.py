@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import KitError
-from .util import atomic_write_json, config_hash, sha256_file
+from .util import KIT_CLI, atomic_write_json, config_hash, sha256_file
 
 ENTRY_POINT_GROUP = "evalkit.quantizers"
 BUILTIN: dict[str, str] = {
@@ -181,7 +181,7 @@ def plan_part(bench, spec, dataset_path: Path, model_path: Path) -> dict | None:
     elif not split.is_dir():
         raise KitError(f"calibration split {split} does not exist (--calib_dataset); lay out the listed MLPerf "
                        f"calibration samples of {bench.name} there in the validation set's layout: "
-                       f"python -m evalkit data calibration {bench.name} --src DIR")
+                       f"{KIT_CLI} data calibration {bench.name} --src DIR")
     else:
         part["calibration_split"] = dataset_identity(tree_identity(split, "calibration split (--calib_dataset)"))
     part["calibration_path"] = str(split)  # where, not what: popped from the hashed config below
