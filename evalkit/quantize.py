@@ -310,9 +310,6 @@ def prepare(plan, world_size: int | None = None):
     if not part or plan.spec.quant_artifact:
         return plan
     spec, bench = plan.spec, plan.bench
-    from .launcher import preflight
-
-    preflight(plan)  # the run dir holds no other run before this launch writes its calibration there
     split = Path(part["calibration_path"])
     if part["calibration_split"] == "pending":
         from .manifest import read_synthetic
@@ -329,7 +326,11 @@ def prepare(plan, world_size: int | None = None):
     if sha is not None:
         print(f"calibration: {cdir / (sha + '.safetensors')} holds this run's calibration (resume: not calibrated "
               f"again)", file=sys.stderr)
-    elif not part["calibrate"]:
+        return resolve(dataclasses.replace(spec, quant_artifact=sha), world_size=world_size)
+    from .launcher import preflight
+
+    preflight(plan)  # nothing to resume from: the run dir must hold no other run before its calibration goes there
+    if not part["calibrate"]:
         sha = _by_key(store_dir(), key)
         if sha is None:
             raise KitError(f"CALIBRATE=false but the store {store_dir()} holds no calibration of these inputs "

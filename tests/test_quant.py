@@ -50,23 +50,37 @@ def test_calibration_lists_are_the_published_ones():
 
 # ------------------------------------------------------------------ checked before any model loads
 
-@pytest.mark.parametrize("args, expect", [
-    (["--calibrate", "true", "--n_calib", "101"], r"--n_calib 101 \(N_CALIB\) is outside 1\.\.100"),
-    (["--quantizer", "nope"], r"unknown quantizer 'nope'.*int8-static, w8a8-smoothquant"),
-    (["--calibrate", "true", "--quantizer_option", "alpha=1"], r"--quantizer_option alpha is not an option of quantizer int8-static"),
-    (["--calibrate", "true", "--data_type", "bf16"], r"quantizer int8-static quantizes from fp32"),
-    (["--n_calib", "8"], r"--n_calib.*need a quantized run: set CALIBRATE=true"),
-    (["--calibrate", "true", "--calib_dataset", "/nonexistent/split"], r"calibration split /nonexistent/split does not exist"),
-])
-def test_bad_quantization_requests_fail_before_a_model_loads(synthetic, tmp_path, args, expect):
+BAD_REQUESTS = [  # (RunSpec fields, the one line it must give), all refused in plan.resolve
+    ({"calibrate": True, "n_calib": 101}, r"--n_calib 101 \(N_CALIB\) is outside 1\.\.100"),
+    ({"quantizer": "nope"}, r"unknown quantizer 'nope'.*int8-static, w8a8-smoothquant"),
+    ({"calibrate": True, "quantizer_options": {"alpha": 1}}, r"--quantizer_option alpha is not an option of quantizer int8-static"),
+    ({"calibrate": True, "data_type": "bf16"}, r"quantizer int8-static quantizes from fp32"),
+    ({"n_calib": 8}, r"--n_calib.*need a quantized run: set CALIBRATE=true"),
+    ({"calibrate": True, "calib_dataset": Path("/nonexistent/split")}, r"calibration split /nonexistent/split does not exist.*data calibration bert --src DIR"),
+    ({"calibrate": True, "backend": "pytorch-compile"}, r"--backend pytorch-compile runs elsewhere"),
+]
+
+
+def test_bad_quantization_requests_fail_before_a_model_loads(synthetic, tmp_path, monkeypatch):
     import re
 
+    from evalkit.errors import KitError
+    from evalkit.plan import RunSpec, resolve
+
     s = synthetic("bert")
+    from evalkit import registry
+
+    monkeypatch.setattr(type(registry.get("bert")), "load_model", lambda *a, **k: pytest.fail("a model loaded"))
+    for fields, expect in BAD_REQUESTS:
+        req = RunSpec("bert", dataset=s / "dataset", model_path=s / "model", log_path=tmp_path / "r", **fields)
+        with pytest.raises(KitError) as e:
+            resolve(req)
+        assert re.search(expect, str(e.value)), (fields, str(e.value))
+    # the CLI says it in one line, exit 2, nothing written
     cp = evalkit("run", "bert", "--dataset", s / "dataset", "--model_path", s / "model", "--log_path", tmp_path / "r",
-                 *args)
-    line = one_line_error(cp)
-    assert re.search(expect, line), line
-    assert not (tmp_path / "r").exists()  # nothing written: refused in the plan
+                 "--calibrate", "true", "--n_calib", "101")
+    assert "N_CALIB" in one_line_error(cp)
+    assert not (tmp_path / "r").exists()
 
 
 def test_calibration_sample_inside_the_evaluated_range_is_refused(synthetic, tmp_path):
