@@ -257,10 +257,10 @@ def run_local(plan: Plan, isolate: bool = False) -> list[int]:
 
 
 def discard_refused(run_dir: Path, parts: list[int]) -> bool:
-    """A run dir this launch created, whose partitions all stopped before answering a sample (a refusal:
-    a backend that cannot serve the model, a sample file missing): remove it, so that status and the
-    report do not list a failed run whose resume only repeats the error. Returns whether it went;
-    a dir holding anything else (another launch's partition, a traceback) stays."""
+    """A run dir this launch created, whose partitions all stopped before LoadGen started (a refusal: a
+    backend that cannot serve the model, a sample file missing): remove it, so that status and the report
+    do not list a failed run whose resume only repeats the error. Returns whether it went; a dir holding
+    anything else (another launch's partition, a traceback, a partition LoadGen ran) stays."""
     try:
         return _discard_refused(run_dir, parts)
     except (KitError, OSError):  # a corrupt or unreadable file in it: the refusal's own error is what counts
@@ -274,8 +274,9 @@ def _discard_refused(run_dir: Path, parts: list[int]) -> bool:
             return False
         log = d / rundir.WORKER_LOG
         crashed = log.exists() and "Traceback" in log.read_text(errors="replace")  # a bug: its log stays
-        if crashed or int((rundir.read_progress(d) or {}).get("done", 0)) > 0:
-            return False
+        pr = rundir.read_progress(d) or {}
+        if crashed or int(pr.get("done", 0)) > 0 or pr.get("issued") is not None:
+            return False  # LoadGen had started (e.g. a sample file failed to load): the failure stays on record
     ours = {str(p) for p in parts} | {rundir.RUN_INFO}
     if any(x.name not in ours for x in run_dir.iterdir()) or \
             any(set(x["partitions"]) - set(parts) for x in rundir.read_run_info(run_dir).get("launches", {}).values()):

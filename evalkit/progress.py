@@ -93,6 +93,7 @@ class Progress:
                                       "started": self.started, "updated": time.time(), "status": status,
                                       "cached": self.cached, "computed": self.done - self.cached,
                                       "error": self.error, "phase": phase, "resumed": self.resumed,
+                                      "issued": self.issued,  # LoadGen started: a failure after it is no refusal
                                       **self.meta})
 
     def add(self, n: int, cached: bool = False) -> None:
