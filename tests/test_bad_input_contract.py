@@ -83,7 +83,7 @@ ALLOWED: dict[str, str] = {
         "3d-unet:dataset/nifti/case_#/imaging.nii.gz:*",
     "outside the kit's data dir a pickle is never read (unpickling runs code): its parquet copy is "
     "(language/frames.py)":
-        "llama2:dataset/*.pkl:* mixtral:dataset/*.pkl:*",
+        "llama2:dataset/*.pkl:* mixtral:dataset/*.pkl:* deepseek-r1:dataset/*.pkl:*",
     "0/1 labels in another dtype, or as (rows,) instead of (rows, 1): both forms are published, the labels "
     "are the same":
         "dlrm:dataset/day_#_labels.npy:dtype dlrm:dataset/day_#_labels.npy:shape",
@@ -95,7 +95,10 @@ ALLOWED: dict[str, str] = {
     "generation_config.json holds generation defaults only: the kit passes the reference's generation "
     "settings explicitly (the MLPerf GPT-J checkpoint ships none); a corrupt one is refused":
         "gpt-j:model/generation_config.json:delete llama2:model/generation_config.json:delete "
-        "mixtral:model/generation_config.json:delete",
+        "mixtral:model/generation_config.json:delete deepseek-r1:model/generation_config.json:delete",
+    "the chat template is applied when the set is made (the published tok_input holds the templated "
+    "prompt, as the reference sends it); a run never renders it":
+        "deepseek-r1:model/chat_template.jinja:*",
     "generation_config.json's stop ids (eos_token_id) are config.json's too, and transformers derives the "
     "generation config from config.json when the file is absent (Llama-3.1-8B-Instruct and whisper-large-v3 "
     "publish the same list in both); every other generation setting the kit passes explicitly":

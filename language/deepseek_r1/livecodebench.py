@@ -58,6 +58,14 @@ def load_problems(dataset_dir: Path, wanted: set[str]) -> dict[str, dict]:
         raise KitError(f"{f} not found: LiveCodeBench rows need the problems' tests (code_generation_lite "
                        f"release_v1 test.jsonl) in the dataset dir")
     out: dict[str, dict] = {}
+    try:
+        _read(f, wanted, out)
+    except UnicodeDecodeError as e:
+        raise KitError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start}); it is not the LiveCodeBench release") from None
+    return out
+
+
+def _read(f: Path, wanted: set[str], out: dict) -> None:
     with open(f, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -79,7 +87,6 @@ def load_problems(dataset_dir: Path, wanted: set[str]) -> dict[str, dict]:
             if not tests:
                 raise KitError(f"{where} ({qid}): no test cases")
             out[qid] = {"tests": tests, "func_name": meta.get("func_name")}
-    return out
 
 
 def python() -> str | None:
