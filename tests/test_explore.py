@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from evalkit.explore import classify, parse_list, parse_size
+from evalkit.explore import Sweep, check as explore_check, classify, parse_list, parse_size
 from evalkit.errors import KitError
 from evalkit.probe import probe_indices
 
@@ -131,17 +131,21 @@ def test_out_of_memory_point_is_a_row_not_a_crash(resnet_synth, tmp_path):
     assert "failed (out of memory)" in cp.stdout and "no point has its probe within target" in cp.stdout
 
 
-@pytest.mark.parametrize("extra, expect", [
-    (["--quantizers", "none,int9"], "unknown quantizer 'int9'"),
-    (["--batch_sizes", "0"], "BATCH_SIZES: 0 is not a positive batch size"),
-    (["--probe", "25"], "--probe 25 is outside [1, 24]"),
-    (["--backends", "nope"], "unknown backend 'nope'"),
-    (["--data_types", "fp8"], "DATA_TYPES: fp8 is not a data type of resnet"),
-])
-def test_bad_sweep_is_refused_before_any_point(resnet_synth, tmp_path, extra, expect):
+def test_bad_sweep_is_refused_before_any_point(resnet_synth, tmp_path):
+    """One line, exit 2, nothing written: the CLI once, the other refusals in-process (same check())."""
     cp = evalkit("explore", "resnet", "--dataset", resnet_synth / "dataset", "--model_path", resnet_synth / "model",
-                 "--batch_sizes", "1", "--sweep_dir", tmp_path / "s", *extra)
-    assert expect in one_line_error(cp)
+                 "--batch_sizes", "1", "--sweep_dir", tmp_path / "s", "--quantizers", "none,int9")
+    assert "unknown quantizer 'int9'" in one_line_error(cp) and not (tmp_path / "s").exists()
+    base = dict(model="resnet", batch_sizes=(1,), data_types=("fp32",), backends=("pytorch",), probe=4,
+                dataset=resnet_synth / "dataset", model_path=resnet_synth / "model", sweep_dir=tmp_path / "s")
+    for change, expect in [({"batch_sizes": (0,)}, "BATCH_SIZES: 0 is not a positive batch size"),
+                           ({"probe": 25}, "--probe 25 is outside [1, 24]"),
+                           ({"backends": ("nope",)}, "unknown backend 'nope'"),
+                           ({"data_types": ("fp8",)}, "DATA_TYPES: fp8 is not a data type of resnet"),
+                           ({"scenario": "Offlne"}, "SCENARIO=Offlne is not one of")]:
+        with pytest.raises(KitError) as e:
+            explore_check(Sweep(**{**base, **change}))
+        assert expect in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "s").exists()
 
 
