@@ -97,8 +97,8 @@ ALLOWED: dict[str, str] = {
         "gpt-j:model/generation_config.json:delete llama2:model/generation_config.json:delete "
         "mixtral:model/generation_config.json:delete deepseek-r1:model/generation_config.json:delete",
     "the chat template is applied when the set is made (the published tok_input holds the templated "
-    "prompt, as the reference sends it); a run never renders it":
-        "deepseek-r1:model/chat_template.jinja:*",
+    "prompt, as the reference sends it); a run never renders it (an empty or non-UTF-8 one is refused)":
+        "deepseek-r1:model/chat_template.jinja:truncate deepseek-r1:model/chat_template.jinja:delete",
     "generation_config.json's stop ids (eos_token_id) are config.json's too, and transformers derives the "
     "generation config from config.json when the file is absent (Llama-3.1-8B-Instruct and whisper-large-v3 "
     "publish the same list in both); every other generation setting the kit passes explicitly":
