@@ -22,6 +22,7 @@ SPELLING = {"colour": "color", "favourite": "favorite", "centre": "center", "org
             "travelling": "traveling", "grey": "gray", "theatre": "theater", "honour": "honor"}
 CLIP_DIR = "dev-all-repack"
 EOS_GAIN = 2.0       # how soon transcriptions end (most within 30 tokens, some run to the 200 cap)
+MAX_WORDS = 40       # clips whose transcription is longer are not kept
 
 
 def _audio(rng: np.random.Generator, sr: int) -> np.ndarray:
@@ -108,7 +109,9 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
             feats = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_features"]
             out_ids = bench.postprocess(bench.forward(g, torch.from_numpy(feats)), 1)[0]
             words_out = norm(text.to_text(out_ids)).split()
-            if len(words_out) < 2 or " ".join(words_out) in seen:  # WER needs words; a shift must change them
+            # WER needs words; a shift must change them; a transcription that ran to the 200-token cap
+            # would make every run of the set decode 200 steps for it
+            if not 2 <= len(words_out) <= MAX_WORDS or " ".join(words_out) in seen:
                 continue
             seen.add(" ".join(words_out))
             name = f"{1272 + i}-{128104 + i}_0.wav"
