@@ -93,6 +93,8 @@ def test_ctrl_c_then_the_same_make_line_resumes_that_run(clone):
     cp = sh("bin/evalkit status", clone)
     assert cp.returncode == 0 and f"latest run under {clone / 'logs'}: {first}" in cp.stderr, cp.stderr
     assert re.search(r"^  p0\s+complete", cp.stdout, re.M) and "python -m" not in cp.stdout + cp.stderr
+    cp = sh("bin/evalkit status --stall_minutes", clone)  # its usage error names what the user typed
+    assert cp.returncode == 2 and f"error: {clone / 'bin' / 'evalkit'} status: " in cp.stderr, cp.stderr
 
 
 # ------------------------------------------------------------------ item 10: a refusal leaves no run dir
