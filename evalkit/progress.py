@@ -38,7 +38,7 @@ class Progress:
     """Thread-safe counter; redraws at most every `interval` seconds."""
 
     def __init__(self, part_dir: Path, partition: int, total: int, interval: float = 1.0, stream=None,
-                 meta: dict | None = None, min_duration_s: float = 0.0, resumed: int = 0):
+                 meta: dict | None = None, min_duration_s: float = 0.0, resumed: int = 0, loaded: bool = True):
         self.path = Path(part_dir) / PROGRESS_FILE
         self.partition = partition
         self.meta = meta or {}  # model, scenario, mode, ...: lets the report show a run that has no manifest yet
@@ -55,6 +55,9 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.started = time.time()
         self.final: str | None = None     # finish()'s status
+        # loaded=False: written before the model loads; "started" appears once it has (model_loaded()), so a
+        # progress.json with "started" still means the model loaded (the bad-input contract reads that)
+        self.loaded = loaded
         self.issued: float | None = None  # begin(): LoadGen started; the rate counts from here, not the model load
         self._last = 0.0
         self._last_pct_printed = -1
@@ -70,6 +73,12 @@ class Progress:
     @property
     def shown(self) -> int:
         return max(self.done, self.resumed)
+
+    def model_loaded(self) -> None:
+        with self._lock:
+            self.loaded = True
+            self.started = time.time()
+            self.write("running")
 
     def begin(self) -> None:
         """The model is loaded and LoadGen starts: the rate is measured from now."""
@@ -90,7 +99,8 @@ class Progress:
         phase = "loading" if status == "running" and self.done == self.cached and self.shown < self.total else None
         atomic_write_json(self.path, {"partition": self.partition, "done": self.shown, "total": self.total,
                                       "rate": round(rate, 4), "eta_s": None if eta is None else round(eta, 1),
-                                      "started": self.started, "updated": time.time(), "status": status,
+                                      **({"started": self.started} if self.loaded else {}),
+                                      "updated": time.time(), "status": status,
                                       "cached": self.cached, "computed": self.done - self.cached,
                                       "error": self.error, "phase": phase, "resumed": self.resumed,
                                       "issued": self.issued,  # LoadGen started: a failure after it is no refusal

@@ -408,7 +408,7 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
                                                      "n_count", "n_partitions")}
                         | {"device": spec.device, "host": socket.gethostname()},
                         min_duration_s=0.0 if spec.mode == "accuracy" else horizon["min_duration_s"],
-                        resumed=len(cache) if cache is not None else 0)
+                        resumed=len(cache) if cache is not None else 0, loaded=False)
     if spec.threads:
         import torch
         torch.set_num_threads(spec.threads)
@@ -422,6 +422,7 @@ def _run_owned(plan: Plan, p: int, part_dir: Path, start: int, stop: int, pre: "
     if plan.config.get("quantization"):  # only then: a server backend (openai) has no model in this process
         backend.model, qdigest = quantized(plan, backend.model, p)
     t_load = time.time() - t0
+    progress.model_loaded()
 
     store = SampleStore(bench, spec.device, spec.data_type, spec.options)
     load_error: list[BaseException] = []
