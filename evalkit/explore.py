@@ -318,8 +318,9 @@ def best_point(rows: list[dict]) -> dict | None:
 
 def full_command(s: Sweep, r: dict) -> dict:
     """The make line and the CLI line that run the full set with point r."""
-    mk = [f"make {s.model}", f"DATA={s.data}", f"BATCH_SIZE={r['batch_size']}", f"DATA_TYPE={r['data_type']}",
-          f"BACKEND={r['backend']}"] + ([f"DEVICE={s.device}"] if s.device != "cpu" else []) + \
+    synth_n = os.environ.get("SYNTH_N") if s.data == "synthetic" else None  # the same synthetic set
+    mk = [f"make {s.model}", f"DATA={s.data}"] + ([f"SYNTH_N={synth_n}"] if synth_n else []) + [
+          f"BATCH_SIZE={r['batch_size']}", f"DATA_TYPE={r['data_type']}", f"BACKEND={r['backend']}"] + ([f"DEVICE={s.device}"] if s.device != "cpu" else []) + \
          ([f"ACCURACY_TARGET={s.accuracy_target}"] if s.accuracy_target else []) + \
          ([f"N_COUNT={s.n_count}"] if s.n_count else []) + ([f"QUANTIZER={r['quantizer']}"] if r.get("quantizer") else [])
     cli = [str(ROOT / "bin" / "evalkit"), "run", s.model, "--data", s.data, "--batch_size", str(r["batch_size"]),
