@@ -283,6 +283,7 @@ def run_point(s: Sweep, pt: dict, sweep_dir: Path) -> dict:
     _peak(row, _manifest(run))
     rows = pr["rows"]
     row["probe"] = {"label": pr["label"], "within_target": pr["within_target"], "n": pr["n"], "of": pr["of"],
+                    "samples": pr["samples"],
                     "metrics": {r["metric"]: {"value": r["value"], "target": r["target"], "kind": r["kind"],
                                               "pct_of_reference": r["pct_of_reference"], "within": r["pass"]}
                                 for r in rows}}
@@ -430,8 +431,12 @@ def format_table(result: dict) -> str:
                      str(c["host_peak_rss_mib"] or "-"), (r.get("reason") or "")[:100]])
     widths = [max(len(str(x[i])) for x in [hdr] + body) for i in range(len(hdr))]
     fmt = "  ".join("{:<%d}" % w for w in widths)
-    lines = [f"explore {result['model']}: {len(result['points'])} points, probe of "
-             f"{result['settings']['probe']} samples" + (" -- SYNTHETIC data" if result["synthetic"] else ""),
+    samples = {(r.get("probe") or {}).get("samples") for r in result["points"]} - {None}
+    probe = f"probe of {result['settings']['probe']}" + (
+        f" scoring units ({samples.pop()} samples)" if len(samples) == 1 and samples != {result['settings']['probe']}
+        else " samples")
+    lines = [f"explore {result['model']}: {len(result['points'])} points, {probe}"
+             + (" -- SYNTHETIC data" if result["synthetic"] else ""),
              fmt.format(*hdr), "  ".join("-" * w for w in widths)] + [fmt.format(*b).rstrip() for b in body]
     if result["best"]:
         lines += [f"best by Offline throughput with the probe within target: {result['best']} "
