@@ -507,8 +507,15 @@ def find_sweeps(log_dir: Path) -> list[dict]:
 SERIES_COLOURS = ("#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a", "#00838f", "#ad1457", "#5d4037", "#455a64")
 
 
+def _probe_size(sw: dict) -> str:
+    """'8 samples', or '1 scoring unit (4 samples)' where the probe takes whole questions (BERT)."""
+    k = sw["settings"]["probe"]
+    samples = {(r.get("probe") or {}).get("samples") for r in sw["points"]} - {None}
+    return f"{k} scoring units ({samples.pop()} samples)" if len(samples) == 1 and samples != {k} else f"{k} samples"
+
+
 def _sweep_title(sw: dict) -> str:
-    return (f"Sweep: {sw['model']} ({len(sw['points'])} points, probe of {sw['settings']['probe']} samples)"
+    return (f"Sweep: {sw['model']} ({len(sw['points'])} points, probe of {_probe_size(sw)})"
             + (" SYNTHETIC" if sw.get("synthetic") else ""))
 
 
@@ -647,7 +654,7 @@ def explore_section(sw: dict) -> str:
     return (f'<section id="sweep-{e(_anchor(sw["file"]))}"><h2>{e(_sweep_title(sw))}</h2>'
             f"<p>Sweep dir <code>{e(sw.get('sweep_dir', str(Path(sw['file']).parent)))}</code>: per point a short "
             f"LoadGen performance run ({e(', '.join(sw['settings']['scenarios']))}) and an accuracy run on the same "
-            f"{e(str(sw['settings']['probe']))} probe samples spread over the set. {e(_best_text(sw))}</p>"
+            f"probe of {e(_probe_size(sw))} spread over the set. {e(_best_text(sw))}</p>"
             + _html_table(explore_rows(sw), "results") + explore_plots(sw) + "</section>")
 
 
