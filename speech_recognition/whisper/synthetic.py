@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from evalkit.errors import KitError
-from language.synthtext import lexicon, paragraph
+from language.synthtext import lexicon
 
 SPECIAL = ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|translate|>",
            "<|nocaptions|>", "<|notimestamps|>")
