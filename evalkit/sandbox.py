@@ -30,6 +30,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -148,6 +149,21 @@ def reachable(path: str) -> bool:
     parts = real.strip("/").split("/")
     dirs = ["/"] + ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
     return all(may(d, 1) for d in dirs) and may(real, 4) and may(path, 4)
+
+
+def runnable(candidates) -> str | None:
+    """The first of these executables (None entries skipped) that the programs' uid can run inside the
+    sandbox: executable, readable, and its install prefix bindable; None when none is."""
+    for c in candidates:
+        if c and os.access(c, os.X_OK) and reachable(c) and all(reachable(r) for r in roots([c])):
+            return c
+    return None
+
+
+def python() -> str | None:
+    """A python3 sandboxed programs can run: the kit's own interpreter (its stdlib only), else the
+    system's (a root kit's ~/.pyenv python is not readable by the programs' uid)."""
+    return runnable((os.path.realpath(sys.executable), shutil.which("python3"), "/usr/bin/python3"))
 
 
 def _view(box: str, ro, limits: Limits) -> list[str]:

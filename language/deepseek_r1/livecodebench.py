@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -89,14 +88,6 @@ def _read(f: Path, wanted: set[str], out: dict) -> None:
             out[qid] = {"tests": tests, "func_name": meta.get("func_name")}
 
 
-def python() -> str | None:
-    """A python3 the sandbox can run: this interpreter, else the system's (stdlib only either way)."""
-    for c in (os.path.realpath(sys.executable), shutil.which("python3"), "/usr/bin/python3"):
-        if c and os.access(c, os.X_OK) and sandbox.reachable(c) and all(sandbox.reachable(r) for r in sandbox.roots([c])):
-            return c
-    return None
-
-
 def incomplete(n: int) -> str | None:
     """Why n programs cannot run here (one line), or None."""
     if not n:
@@ -104,13 +95,13 @@ def incomplete(n: int) -> str | None:
     why = sandbox.unavailable()
     if why:
         return f"{n} program(s) not run: {why}; no program runs outside the sandbox, so there is no PASS"
-    if python() is None:
+    if sandbox.python() is None:
         return f"{n} program(s) not run: no python3 the sandbox's uid can read; there is no PASS"
     return None
 
 
 def run_one(code: str, problem: dict, timeout: int = TIMEOUT_S, tasks: int = TASKS) -> tuple[bool, str]:
-    exe = python()
+    exe = sandbox.python()
     if exe is None:
         return False, "no python3"
     with sandbox.box("evalkit-lcb-") as box:

@@ -60,17 +60,8 @@ def toolchain(lang: str) -> list[str] | None:
     need = _NEED.get(lang)
     if need is None:
         return None
-    found = []
-    for n in need:
-        cands = [shutil.which(n)]
-        if lang == "python":
-            cands = [os.path.realpath(sys.executable), *cands, "/usr/bin/python3"]
-        ok = [c for c in cands if c and os.access(c, os.X_OK) and sandbox.reachable(c)
-              and all(sandbox.reachable(r) for r in sandbox.roots([c]))]
-        if not ok:
-            return None
-        found.append(ok[0])
-    return found
+    found = [sandbox.python() if n == "python3" else sandbox.runnable([shutil.which(n)]) for n in need]
+    return None if None in found else found
 
 
 def node_dir(prefix: str | None = None) -> str:
