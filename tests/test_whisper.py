@@ -54,6 +54,7 @@ def test_accuracy_txt_parses_with_the_checker_pattern():
     ("a x c", "a b c", (1, 3)),
     ("a b c d", "a b", (2, 2)),                            # words left over are insertions
     ("", "a b", (2, 2)),
+    ("a b", "", (2, 0)),                                   # no reference word: the hypothesis words count
 ])
 def test_concatenation_aware_alignment(hyp, ref, want):
     from speech_recognition.whisper.text import utterance_errors

@@ -268,16 +268,15 @@ class Whisper(Benchmark):
               model_path: Path | None = None) -> dict:
         clips = read_manifest(Path(dataset_path))
         norm = text.normalizer(self.accuracy_model_path(Path(dataset_path), model_path))
-        errors = words = 0
+        utterances = []
         for q, arr in pairs:
             if q >= len(clips):
                 raise KitError(f"qsl_idx {q} has no clip in {Path(dataset_path) / MANIFEST} ({len(clips)} kept)")
             if arr.size and (arr.min() < 0 or arr.max() >= len(text.LABELS)):
                 raise KitError(f"qsl_idx {q}: the payload holds {int(arr.min())}..{int(arr.max())}, not character "
                                f"indices 0..{len(text.LABELS) - 1}; check the payload dtype (int64)")
-            e, w = text.utterance_errors(norm(text.to_text(arr)).split(), norm(clips[q]["reference"]).split())
-            errors += e
-            words += w
+            utterances.append((norm(text.to_text(arr)).split(), norm(clips[q]["reference"]).split()))
+        errors, words = text.errors_total(utterances)
         if not words:
             raise KitError("the scored clips have no reference words after normalisation; WER is undefined")
         wer = errors / words

@@ -85,9 +85,26 @@ def align(hyp: list[str], ref: list[str]) -> tuple[list[str], list[str]]:
     return h_out + hyp[j:], r_out + ref[i:]
 
 
+def errors_total(utterances) -> tuple[int, int]:
+    """(word edit distances of the aligned lists summed, reference words summed) over
+    (hypothesis words, reference words) pairs: the numerator and denominator of the reference's WER.
+    The distances come from the kit's word edit distance (speech_recognition/rnnt/text.py, jiwer)
+    in one batch; an utterance whose reference is empty counts its hypothesis words (jiwer takes
+    no empty reference)."""
+    from speech_recognition.rnnt.text import word_errors_total
+
+    hyps, refs, empty, words = [], [], 0, 0
+    for hyp_words, ref_words in utterances:
+        h, r = align(list(hyp_words), list(ref_words))
+        words += len(ref_words)
+        if r:
+            hyps.append(" ".join(h))
+            refs.append(" ".join(r))
+        else:
+            empty += len(h)
+    return word_errors_total(hyps, refs)[0] + empty, words
+
+
 def utterance_errors(hyp_words: list[str], ref_words: list[str]) -> tuple[int, int]:
     """(word edit distance of the aligned lists, reference words) for one utterance."""
-    from speech_recognition.rnnt.text import word_errors  # the kit's word-level edit distance
-
-    h, r = align(hyp_words, ref_words)
-    return word_errors(" ".join(h), " ".join(r))[0], len(ref_words)
+    return errors_total([(hyp_words, ref_words)])
