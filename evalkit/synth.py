@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -35,6 +36,15 @@ def distinct(n: int) -> int:
 def tile(items, n: int) -> list:
     """items repeated in order to length n (the scale variant's samples)."""
     return [items[k % len(items)] for k in range(n)]
+
+
+def link_copy(src: Path, dst: Path) -> None:
+    """dst as a copy of src (the scale variant's repeated files): a hard link where the file system
+    allows one, else a byte copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def synthesize(model: str, out: Path, n: int, seed: int = 0) -> dict:

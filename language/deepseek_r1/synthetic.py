@@ -87,6 +87,9 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
         architectures=["DeepseekV3ForCausalLM"])
     tiny_causal_lm(cfg, seed, tok, model_dir, _gain, eos_gain=1.0)
 
+    from evalkit.synth import distinct
+
+    n_all, n = n, distinct(n)  # rows answered; beyond them the set repeats them (scale variant)
     slots = {k: list(range(i, n, len(SETS))) for i, k in enumerate(SETS)}
     cands = []
     for c in range(80 * n):
@@ -128,6 +131,14 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
             row["tok_input_len"] = len(row["tok_input"])
             row["ref_output"] = tok.decode(ids.tolist(), skip_special_tokens=True)
             table[slot], payloads[slot] = row, ids
+    by_id = {p["question_id"]: p for p in problems}
+    for k in range(n, n_all):  # row k is a copy of row k % n; a LiveCodeBench copy has its own problem id
+        row = dict(table[k % n])
+        if row["dataset"] == "livecodebench":
+            row["ground_truth"] = qid = f"synthetic_lcb_{k}"
+            problems.append(dict(by_id[table[k % n]["ground_truth"]], question_id=qid, question_title=f"synthetic {k}"))
+        table.append(row)
+        payloads.append(payloads[k % n])
     write_table(pd.DataFrame(table), ds_dir, bench.pickle_name)
     lcb = ds_dir / "livecodebench"
     lcb.mkdir(exist_ok=True)

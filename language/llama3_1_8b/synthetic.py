@@ -64,8 +64,11 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
 
     tiny_causal_lm(cfg, seed, tok, model_dir, gain, eos_gain=1.5)
 
+    from evalkit.synth import distinct, tile
+
+    m = distinct(n)  # answers generated; beyond them the set repeats them (scale variant)
     records = []
-    for i in range(4 * n):
+    for i in range(4 * m):
         article = paragraph(rng, words, int(rng.integers(2, 7)))
         records.append({"instruction": {"llama": PROMPT}, "input": article,
                         "tok_input": tok(PROMPT.format(input=article))["input_ids"], "output": ""})
@@ -75,7 +78,7 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
         text = t.decode(out_ids.tolist(), skip_special_tokens=True)
         return sum(1 for w in "".join(c if c.isalnum() else " " for c in text).split()) >= 2
 
-    kept = ground_truth(bench, model_dir, prompts, keep, n, "llama3.1-8b", seed)
+    kept = tile(ground_truth(bench, model_dir, prompts, keep, m, "llama3.1-8b", seed), n)
     table = []
     for i, out_ids in kept:
         r = dict(records[i])

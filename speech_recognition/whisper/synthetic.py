@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from evalkit.errors import KitError
+from evalkit.synth import distinct, link_copy
 from language.synthtext import lexicon
 
 SPECIAL = ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|translate|>",
@@ -103,6 +104,7 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
         fe = WhisperFeatureExtractor.from_pretrained(str(model_dir))
         norm = text.normalizer(model_dir)
         entries, payloads, seen = [], [], set()
+        n_all, n = n, distinct(n)  # clips transcribed; beyond them the set repeats them (scale variant)
         for i in range(6 * n):
             pcm = (np.clip(_audio(rng, SAMPLE_RATE), -1, 1 - 2 ** -15) * 32768).astype(np.int16)
             audio = pcm.astype(np.float32) / 32768  # what soundfile reads back
@@ -131,5 +133,14 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     if len(entries) < n:
         raise KitError(f"synthetic whisper: only {len(entries)} of {6 * n} clips gave a usable transcription "
                        f"(seed {seed}); try another --seed.")
+    for k in range(n, n_all):  # clip k is a copy of clip k % n under its own name (a hard link where allowed)
+        entry = json.loads(json.dumps(entries[k % n]))
+        f = entry["files"][0]
+        src = f["fname"].rsplit("/", 1)[1]
+        name = f"{src[:-len('_0.wav')]}_{k // n}.wav"
+        link_copy(ds_dir / CLIP_DIR / src, ds_dir / CLIP_DIR / name)
+        f["fname"] = f"/data/{CLIP_DIR}/{name}"
+        entries.append(entry)
+        payloads.append(payloads[k % n])
     (ds_dir / MANIFEST).write_text(json.dumps(entries, indent=2))
     return payloads

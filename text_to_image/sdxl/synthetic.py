@@ -322,7 +322,10 @@ def _synthesize(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     # 3. ground truth through the kit's own load path, fp32, batch 1
     gen = bench.load_model(model_dir, "cpu", "fp32", {})
     tap = _DecoderTap(gen.pipe)
+    from evalkit.synth import distinct as n_distinct, tile
+
     captions, payloads, used = [], [], set()
+    n_all, n = n, n_distinct(n)  # images generated; beyond them the set repeats them (scale variant)
     for i in range(n):
         for attempt in range(MAX_ATTEMPTS):
             cap = _caption(np.random.default_rng([seed, 1, i, attempt]))
@@ -346,7 +349,7 @@ def _synthesize(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     # 4. the dataset files in the reference layout
     (ds_dir / CAPTIONS).parent.mkdir(parents=True, exist_ok=True)
     rows = ["\t".join(CAPTION_COLUMNS)]
-    for i, cap in enumerate(captions):
+    for i, cap in enumerate(tile(captions, n_all)):  # sample k >= n: prompt k % n under its own ids
         image_id = 100000 + i
         name = f"COCO_val2014_{image_id:012d}.jpg"
         rows.append("\t".join((str(i), str(image_id), cap, str(IMAGE_SIDE), str(IMAGE_SIDE), name,
@@ -363,4 +366,4 @@ def _synthesize(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
             stats.update(net(image_batch(references[k:k + 16], "cpu", torch.float64)).numpy())
     np.savez(ds_dir / STATISTICS, mu=stats.mean, sigma=stats.cov())
     _write_clip(ds_dir / CLIP_DIR, model_dir / "tokenizer", vocab_size, payloads, captions, seed)
-    return payloads
+    return tile(payloads, n_all)

@@ -182,7 +182,10 @@ def _write(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
 
     # ground truth: the saved checkpoint through the real load path, fp32, batch 1
     net = bench.load_model(md, "cpu", "fp32", {})
+    from evalkit.synth import distinct, link_copy
+
     images, payloads = [], []
+    n_all, n = n, distinct(n)  # pictures drawn and detected; beyond them the set repeats them (scale variant)
     for i in range(n):
         name = f"{seed:04d}{i:08x}.jpg"
         # a random detector's count swings with the picture's global look: redraw the picture
@@ -201,6 +204,12 @@ def _write(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
         images.append({"id": i + 1, "file_name": name, "height": img.height, "width": img.width,
                        "coco_url": f"synthetic://{name}"})
         payloads.append(pl)
+    for k in range(n, n_all):  # image k is a copy of image k % n under its own name and id
+        src = images[k % n]
+        name = f"{seed:04d}{k:08x}.jpg"
+        link_copy(ds / oi.IMAGES / src["file_name"], ds / oi.IMAGES / name)
+        images.append(dict(src, id=k + 1, file_name=name, coco_url=f"synthetic://{name}"))
+        payloads.append(payloads[k % n])
 
     anns = []
     for i, pl in enumerate(payloads):
