@@ -26,18 +26,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import os
 import shutil
 import sys
 import time
 from collections.abc import Iterable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from .errors import KitError
+from .plugins import Kind
 from .util import KIT_CLI, atomic_write_json, config_hash, sha256_file
 
 ENTRY_POINT_GROUP = "evalkit.quantizers"
@@ -47,6 +46,8 @@ BUILTIN: dict[str, str] = {
 }
 CALIB_DIR = "calibration"      # in the run dir
 STORE_ENV = "EVALKIT_QUANT_STORE"
+KIND = Kind("quantizer", ENTRY_POINT_GROUP, BUILTIN, ("calibrate", "build"), "evalkit.quantize.Quantizer",
+            "QUANTIZER, --quantizer")
 
 
 class Quantizer:
@@ -74,38 +75,12 @@ class Quantizer:
 
 # ------------------------------------------------------------------ lookup
 
-def _entry_points() -> dict:
-    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
-
-
 def names() -> list[str]:
-    return list(BUILTIN) + sorted(n for n in _entry_points() if n not in BUILTIN)
+    return KIND.names()
 
 
 def resolve_class(name: str) -> type:
-    installed = ", ".join(names())
-    if name in BUILTIN:
-        target = BUILTIN[name]
-        mod, _, attr = target.partition(":")
-        load = lambda: getattr(importlib.import_module(mod), attr)
-    else:
-        ep = _entry_points().get(name)
-        if ep is None:
-            raise KitError(f"unknown quantizer '{name}' (QUANTIZER, --quantizer); installed quantizers: {installed} "
-                           f"(plug-ins register in the '{ENTRY_POINT_GROUP}' entry-point group)")
-        target, load = ep.value, ep.load
-    try:
-        cls = load()
-    except Exception as e:  # noqa: BLE001 - any import-time failure of a plug-in becomes one line naming it
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise KitError(f"quantizer '{name}' ({target}) cannot be loaded: {type(e).__name__}: {first}; "
-                       f"installed quantizers: {installed}") from None
-    missing = [m for m in ("calibrate", "build") if not callable(getattr(cls, m, None))]
-    if not isinstance(cls, type) or missing:
-        what = f"lacks {', '.join(missing)}" if missing else "is not a class"
-        raise KitError(f"quantizer '{name}' ({target}) {what}; a quantizer needs calibrate() and build() "
-                       f"(subclass evalkit.quantize.Quantizer)")
-    return cls
+    return KIND.resolve(name)
 
 
 def resolve_options(cls: type, name: str, given: dict) -> dict:

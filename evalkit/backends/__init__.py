@@ -7,12 +7,11 @@ group `evalkit.backends` (name = what BACKEND=<name> selects, value = `module:Cl
 """
 from __future__ import annotations
 
-import importlib
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ..errors import KitError
+from ..plugins import Kind
 
 ENTRY_POINT_GROUP = "evalkit.backends"
 
@@ -22,6 +21,7 @@ BUILTIN: dict[str, str] = {
     "openai": "evalkit.backends.openai:OpenAIBackend",
 }
 REQUIRED_METHODS = ("load", "run", "close")
+KIND = Kind("backend", ENTRY_POINT_GROUP, BUILTIN, REQUIRED_METHODS, "evalkit.backends.Backend", "BACKEND, --backend")
 
 
 class Backend:
@@ -68,39 +68,13 @@ class SampleError(KitError):
         self.position = position
 
 
-def _entry_points() -> dict[str, metadata.EntryPoint]:
-    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
-
-
 def names() -> list[str]:
-    return list(BUILTIN) + sorted(n for n in _entry_points() if n not in BUILTIN)
+    return KIND.names()
 
 
 def resolve(name: str) -> type:
     """The backend class registered as `name`; one-line KitError listing the installed ones."""
-    installed = ", ".join(names())
-    if name in BUILTIN:  # built-ins first: a plug-in cannot shadow them
-        target = BUILTIN[name]
-        mod, _, attr = target.partition(":")
-        load = lambda: getattr(importlib.import_module(mod), attr)  # noqa: E731
-    else:
-        ep = _entry_points().get(name)
-        if ep is None:
-            raise KitError(f"unknown backend '{name}'; installed backends: {installed} "
-                           f"(plug-ins register in the '{ENTRY_POINT_GROUP}' entry-point group)")
-        target, load = ep.value, ep.load
-    try:
-        cls = load()
-    except Exception as e:  # any import-time failure of a plug-in becomes one line naming it
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise KitError(f"backend '{name}' ({target}) cannot be loaded: {type(e).__name__}: {first}; "
-                       f"installed backends: {installed}") from None
-    missing = [m for m in REQUIRED_METHODS if not callable(getattr(cls, m, None))]
-    if not isinstance(cls, type) or missing:
-        what = f"lacks {', '.join(missing)}" if missing else "is not a class"
-        raise KitError(f"backend '{name}' ({target}) {what}; a backend needs load(), run() and close() "
-                       f"(subclass evalkit.backends.Backend); installed backends: {installed}")
-    return cls
+    return KIND.resolve(name)
 
 
 def create(name: str, options: dict | None = None, partition: int = 0) -> Backend:
