@@ -13,6 +13,7 @@ import json
 import socket
 from pathlib import Path
 
+from . import targets
 from .report import collect_runs
 from .util import atomic_write_text
 
@@ -31,7 +32,7 @@ def rows(runs: list[dict], system: str) -> list[dict]:
             r = acc["rows"][0]
             out.append(dict(base, metric=f"{system}-{run['model']}-{run['scenario']}-AccuracyMode",
                             value=int(acc["verdict"] == "PASS"), unit="PASS=1/FAIL=0", result=acc["verdict"],
-                            accuracy_metric=r["metric"], accuracy=r["value"],
+                            accuracy_metric=targets.label(r["metric"]), accuracy=r["value"],
                             pct_of_reference=r.get("pct_of_reference")))
         elif run.get("check_error") is not None:
             # the check raised (check_error.json): a dashboard must see the run, as a 0

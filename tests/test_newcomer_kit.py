@@ -147,6 +147,8 @@ def test_rnnt_accuracy_is_not_labelled_wer():
            "mode": "accuracy", "data_type": "fp32", "synthetic": False, "partial": False, "state": "complete",
            "n_partitions": 1, "n_count": 4, "devices": []}
     assert summary_row(run)["accuracy"] == "ACCURACY (100-WER%) = 100.0000"
+    from evalkit.metrics import rows as metric_rows
+    assert metric_rows([run], "sys")[0]["accuracy_metric"] == "ACCURACY (100-WER%)"  # the dashboard's too
 
 
 # ------------------------------------------------------------------ items 5, 11: units of the above
