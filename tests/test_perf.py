@@ -49,6 +49,8 @@ def test_valid_offline_summary(valid_run):
     assert s["constraints"]["Min duration satisfied"] and s["failed_constraints"] == []
     assert s["latency_ns"]["50.00 percentile"] <= s["latency_ns"]["99.00 percentile"]
     assert s["settings"]["min_duration (ms)"] == 50
+    # eager runs one untimed batch first in performance mode, as pytorch-compile does (explore compares them)
+    assert json.loads((log / "0" / "partition.json").read_text())["timings"]["warmup_s"] is not None
 
 
 def test_performance_json_combines_partitions(valid_run):
