@@ -22,6 +22,8 @@ import numpy as np
 from evalkit.benchmark import Benchmark, Dataset
 from evalkit.errors import KitError
 
+from speech_recognition import librispeech
+
 from . import features as feat
 from . import text
 
@@ -42,32 +44,8 @@ def read_manifest(root: Path) -> list[dict]:
     """Kept utterances (original_duration <= 15 s, speed-1 files), in manifest order:
     {"wav": path, "transcript": normalised text}."""
     root = Path(root)
-    f = root / MANIFEST
-    if not root.is_dir():
-        raise KitError(f"LibriSpeech dataset directory {root} does not exist; put {MANIFEST} and the "
-                       f"dev-clean-wav/ WAVs there or pass the right --dataset.")
-    if not f.is_file():
-        raise KitError(f"{f} not found; the RNN-T dataset dir must hold {MANIFEST} (the reference's "
-                       f"converted dev-clean manifest) next to its WAVs.")
-    try:
-        data = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise KitError(f"cannot read {f}: {e}") from None
-    if not isinstance(data, list) or not data:
-        raise KitError(f"{f} is not a non-empty JSON list of utterances")
-    kept = []
-    for i, u in enumerate(data):
-        try:
-            if float(u["original_duration"]) > MAX_DURATION:
-                continue
-            wavs = [x["fname"] for x in u["files"] if float(x.get("speed", 1)) == 1.0]
-            transcript = u["transcript"]
-        except (KeyError, TypeError, ValueError):
-            raise KitError(f"{f} entry {i} lacks original_duration, files[].fname or transcript") from None
-        if len(wavs) != 1 or not isinstance(transcript, str):
-            raise KitError(f"{f} entry {i}: expected one speed-1 file and a transcript string")
-        kept.append({"wav": root / _inside(f, i, wavs[0]), "transcript": text.normalize(transcript)})
-    return kept
+    f, kept = librispeech.kept_entries(root, MANIFEST, MAX_DURATION, "dev-clean-wav/ WAVs (the reference's converted dev-clean)")
+    return [{"wav": root / _inside(f, i, fname), "transcript": text.normalize(t)} for i, fname, t in kept]
 
 
 def _inside(manifest: Path, i: int, fname) -> str:
@@ -76,50 +54,6 @@ def _inside(manifest: Path, i: int, fname) -> str:
         raise KitError(f"{manifest} entry {i}: file {fname!r} is not a path inside the dataset dir "
                        f"(absolute or with '..'); refusing to read outside {manifest.parent}.")
     return fname
-
-
-def wav_problem(path: Path) -> str | None:
-    """What is wrong with a WAV file, from its header alone (a few bytes: cheap for every file
-    before the model loads), or None: RIFF/WAVE, 16-bit PCM fmt at 16 kHz, a data chunk that the
-    file holds whole."""
-    import struct
-
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(12)
-            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-                return "is not a RIFF/WAVE file" if size else "is empty"
-            fmt = None
-            while True:
-                chunk = fh.read(8)
-                if len(chunk) < 8:
-                    return "has no data chunk (truncated?)"
-                cid, n = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-                if cid == b"fmt ":
-                    fmt = fh.read(min(n, 16))
-                    if len(fmt) < 16:
-                        return "has a truncated fmt chunk"
-                    fh.seek(n - 16 + (n & 1), 1)
-                elif cid == b"data":
-                    if fmt is None:
-                        return "has its data chunk before its fmt chunk"
-                    tag, _channels, rate, _, align, bits = struct.unpack("<HHIIHH", fmt)
-                    if tag not in (1, 0xFFFE) or bits != 16:
-                        return f"is not 16-bit PCM (format {tag}, {bits} bits)"
-                    if rate != feat.SAMPLE_RATE:
-                        return f"is {rate} Hz; the RNN-T set is {feat.SAMPLE_RATE} Hz"
-                    if fh.tell() + n > size:
-                        return f"is truncated: its data chunk has {n} bytes, the file ends {fh.tell() + n - size} bytes short"
-                    if n == 0 or n % max(1, align):
-                        return f"has a data chunk of {n} bytes, not a whole number of {align}-byte frames"
-                    return None
-                else:
-                    fh.seek(n + (n & 1), 1)
-    except FileNotFoundError:
-        return "is missing"
-    except OSError as e:
-        return f"is unreadable ({e.strerror})"
 
 
 def read_wav(path: Path, qsl_idx: int | None = None) -> np.ndarray:
@@ -153,7 +87,7 @@ class LibriSpeech(Dataset):
         # the WAV headers only: a missing, empty, foreign or truncated file fails before the model loads
         for i in range(start, stop):
             p = self.utterances[i]["wav"]
-            problem = wav_problem(p)
+            problem = librispeech.wav_problem(p, "RNN-T")
             if problem is not None:
                 hint = ("restore it before running (a skip would shift every later index)" if problem == "is missing"
                         else "replace it with the reference's converted WAV")

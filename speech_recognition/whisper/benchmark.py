@@ -21,7 +21,6 @@ labels (speech_recognition/whisper/text.py).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -29,6 +28,8 @@ import numpy as np
 
 from evalkit.benchmark import Benchmark, Dataset
 from evalkit.errors import KitError
+
+from speech_recognition import librispeech
 
 from . import text
 
@@ -56,41 +57,11 @@ def read_manifest(root: Path) -> list[dict]:
     """Kept clips (original_duration <= 30 s, the speed-1 file), in manifest order:
     {"wav": path, "reference": the transcript's label characters}."""
     root = Path(root)
-    f = root / MANIFEST
-    if not root.is_dir():
-        raise KitError(f"LibriSpeech dataset directory {root} does not exist; put {MANIFEST} and the "
-                       f"dev-all-repack/ WAVs there or pass the right --dataset.")
-    if not f.is_file():
-        raise KitError(f"{f} not found; the Whisper dataset dir must hold {MANIFEST} (the reference's "
-                       f"repackaged dev-clean + dev-other manifest) next to its dev-all-repack/ WAVs.")
-    try:
-        data = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise KitError(f"cannot read {f}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if not isinstance(data, list) or not data:
-        raise KitError(f"{f} is not a non-empty JSON list of clips")
-    kept = []
-    for i, u in enumerate(data):
-        try:
-            if float(u["original_duration"]) > MAX_DURATION:
-                continue
-            wavs = [x["fname"] for x in u["files"] if float(x.get("speed", 1)) == 1.0]
-            transcript = u["transcript"]
-        except (KeyError, TypeError, ValueError):
-            raise KitError(f"{f} entry {i} lacks original_duration, files[].fname or transcript") from None
-        if len(wavs) != 1 or not isinstance(transcript, str):
-            raise KitError(f"{f} entry {i}: expected one speed-1 file and a transcript string")
-        kept.append({"wav": _wav_path(root, f, i, wavs[0]), "reference": text.to_text(text.to_indices(transcript))})
+    f, kept = librispeech.kept_entries(root, MANIFEST, MAX_DURATION,
+                                       "dev-all-repack/ WAVs (the reference's repackaged dev-clean + dev-other)")
     if not kept:
         raise KitError(f"{f} keeps no clip of at most {MAX_DURATION:g} s")
-    return kept
-
-
-def _wav_problem(path: Path) -> str | None:
-    from speech_recognition.rnnt.benchmark import wav_problem  # the kit's WAV header check (16 kHz 16-bit PCM)
-
-    p = wav_problem(path)
-    return p.replace("the RNN-T set", "the Whisper set") if p else None
+    return [{"wav": _wav_path(root, f, i, fname), "reference": text.to_text(text.to_indices(t))} for i, fname, t in kept]
 
 
 def read_audio(path: Path, qsl_idx: int | None = None) -> np.ndarray:
@@ -152,7 +123,7 @@ class LibriSpeechRepack(Dataset):
         # the WAV headers only: a missing, empty, foreign or truncated file fails before the model loads
         for i in range(start, stop):
             p = self.clips[i]["wav"]
-            problem = _wav_problem(p)
+            problem = librispeech.wav_problem(p, "Whisper")
             if problem is not None:
                 hint = ("restore it before running (a skip would shift every later index)" if problem == "is missing"
                         else "replace it with the reference's repackaged WAV")
