@@ -106,15 +106,20 @@ def score(run_dir: Path, accuracy_target: str | None = None) -> dict:
     synth = read_synthetic(dataset)
     size = int(synth["n"]) if synth else bench.dataset_size
     override = {k: float(v) for k, v in synth["reference"].items()} if synth else None
+    from .check import low_precision  # a synthetic probe outside fp32 is judged as check judges the full run
+
+    low = low_precision(bench.name, config.get("data_type", "fp32"), synth) if synth else None
     verdict = targets.evaluate(mt, metrics, scale={m: len(ids) / size for m in mt.metrics()},
-                               reference_override=override)
+                               reference_override=override,
+                               ratio_override=low and {k: x["floor"] / 100 for k, x in low["metrics"].items()})
     within = verdict.passed
     return {"metrics": {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()},
             "rows": verdict.rows, "within_target": within,
             "label": "probe within target" if within else "probe below target",
             "checker_name": mt.checker_name,
             "accuracy_target": target, "n": int(config["probe"]["n"]), "samples": len(ids), "of": of, "synthetic": bool(synth),
-            "merged_sha256": info["merged"]["sha256"], "config_hash": info["config_hash"]}
+            "merged_sha256": info["merged"]["sha256"], "config_hash": info["config_hash"],
+            "synthetic_low_precision": low}
 
 
 def format_table(result: dict) -> str:

@@ -65,6 +65,15 @@ def test_probe_run_scores_its_spread_samples_and_is_never_a_pass(resnet_synth, t
     result = json.loads((log / "probe.json").read_text())
     assert result["metrics"]["acc"] == 100.0 and result["n"] == 6 and result["of"] == 24
     assert "never checked against the targets as a PASS" in one_line_error(evalkit("check", log))
+    assert result["synthetic_low_precision"] is None  # fp32: the synthetic reference is exact
+    # bf16 on a synthetic set: judged by the floor check uses for the full run (targets.SYNTHETIC_LOW_PRECISION),
+    # not the fp32 target (which a correct bf16 run on fp32 references cannot reach)
+    cp = evalkit("run", "resnet", "--dataset", resnet_synth / "dataset", "--model_path", resnet_synth / "model",
+                 "--probe", 6, "--batch_size", 4, "--data_type", "bf16", "--log_path", tmp_path / "bf16")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    low = json.loads((tmp_path / "bf16" / "probe.json").read_text())
+    floor = low["synthetic_low_precision"]["metrics"]["acc"]["floor"]
+    assert [r["target"] for r in low["rows"]] == [pytest.approx(floor)], low["rows"]
 
 
 def test_probe_takes_whole_groups():
