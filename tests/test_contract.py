@@ -10,13 +10,16 @@ No per-model code here: a new model gets all of it by registering.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 
 from evalkit import registry, targets
+from evalkit.errors import KitError
 from evalkit.rundir import MERGED
 
 from conftest import SYNTH_N, evalkit, one_line_error, rewrite_merged
@@ -240,8 +243,14 @@ def test_quantizer_path_rebuilds_the_same_model(model, tmp_path):
     (safetensors), rebuild from the stored file on a fresh load: the same sha256 (every partition
     evaluates one model), payloads of the declared dtype, batch 1 = batch 2 bytes when batch-invariant."""
     b = model.bench
-    if not b.default_quantizer:
-        pytest.skip(f"{model.name} declares no built-in quantizer (CALIBRATE=true says so before any work)")
+    if not b.default_quantizer:  # CALIBRATE=true says so in the plan, before any model loads
+        from evalkit.plan import RunSpec, resolve
+
+        with mock.patch.object(type(b), "load_model", side_effect=AssertionError("a model loaded")), \
+                pytest.raises(KitError, match=f"CALIBRATE=true: {re.escape(b.name)} has no built-in quantizer"):
+            resolve(RunSpec(model.name, dataset=model.synth / "dataset", model_path=model.synth / "model",
+                            log_path=tmp_path / "q", calibrate=True))
+        return
     import torch
 
     from evalkit import calibration, quantize
