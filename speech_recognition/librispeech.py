@@ -84,3 +84,14 @@ def wav_problem(path: Path, set_name: str) -> str | None:
         return "is missing"
     except OSError as e:
         return f"is unreadable ({e.strerror})"
+
+
+def check_wavs(wavs, start: int, stop: int, set_name: str, source: str) -> None:
+    """The WAV headers of wavs[start:stop] (a missing, empty, foreign or truncated file), before the model
+    loads: one line naming the file and its qsl_idx. `source`: where a good copy comes from."""
+    for i in range(start, stop):
+        problem = wav_problem(wavs[i], set_name)
+        if problem is not None:
+            hint = ("restore it before running (a skip would shift every later index)" if problem == "is missing"
+                    else f"replace it with {source}")
+            raise KitError(f"audio file {wavs[i]} (qsl_idx {i}) {problem}; {hint}")

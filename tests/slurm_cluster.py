@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from s3server import free_port
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "scontrol", "sinfo", "srun")
@@ -44,12 +45,6 @@ def install() -> str | None:
     if cp.returncode != 0 or not _have_all():
         raise RuntimeError(f"apt-get install slurm-wlm munge failed:\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}")
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _exe(name: str) -> str:

@@ -7,23 +7,17 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from s3server import free_port
 from conftest import ROOT, evalkit, kit_env, one_line_error, worker_pid
 
 MERGED = "merged_mlperf_log_accuracy.json"
 TORCHRUN = ROOT / ".venv" / "bin" / "torchrun"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def data_args(synth: Path, n: int) -> list[str]:

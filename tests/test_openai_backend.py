@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -17,16 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from s3server import free_port
 from conftest import evalkit, kit_env, one_line_error
 
 N = 8  # conftest.SYNTH_N: the set the contract test uses too
 SERVE = shutil.which("transformers", path=str(Path(sys.executable).parent))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

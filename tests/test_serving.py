@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from s3server import free_port
 from conftest import ROOT, evalkit, kit_env, one_line_error
 
 N = 8  # conftest.SYNTH_N: the Llama-2 set test_llama2 and the contract test share
 MERGED = "merged_mlperf_log_accuracy.json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -85,13 +85,7 @@ class LibriSpeech(Dataset):
 
     def check_available(self, start: int, stop: int) -> None:
         # the WAV headers only: a missing, empty, foreign or truncated file fails before the model loads
-        for i in range(start, stop):
-            p = self.utterances[i]["wav"]
-            problem = librispeech.wav_problem(p, "RNN-T")
-            if problem is not None:
-                hint = ("restore it before running (a skip would shift every later index)" if problem == "is missing"
-                        else "replace it with the reference's converted WAV")
-                raise KitError(f"audio file {p} (qsl_idx {i}) {problem}; {hint}")
+        librispeech.check_wavs([u["wav"] for u in self.utterances], start, stop, "RNN-T", "the reference's converted WAV")
 
 
 def checkpoint_file(model_path: Path) -> Path:

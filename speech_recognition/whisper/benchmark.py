@@ -121,13 +121,7 @@ class LibriSpeechRepack(Dataset):
 
     def check_available(self, start: int, stop: int) -> None:
         # the WAV headers only: a missing, empty, foreign or truncated file fails before the model loads
-        for i in range(start, stop):
-            p = self.clips[i]["wav"]
-            problem = librispeech.wav_problem(p, "Whisper")
-            if problem is not None:
-                hint = ("restore it before running (a skip would shift every later index)" if problem == "is missing"
-                        else "replace it with the reference's repackaged WAV")
-                raise KitError(f"audio file {p} (qsl_idx {i}) {problem}; {hint}")
+        librispeech.check_wavs([u["wav"] for u in self.clips], start, stop, "Whisper", "the reference's repackaged WAV")
 
 
 class _Transcriber:
