@@ -120,17 +120,24 @@ class Plan:
 def resolve_options(bench: Benchmark, given: dict) -> dict:
     """The model's options with the user's values; KitError for a key the model does not declare
     or a value of the wrong type."""
-    out = dict(bench.options)
+    return declared_options(bench.options, given, "--option", bench.name)
+
+
+def declared_options(declared: dict, given: dict, flag: str, owner: str) -> dict:
+    """`declared` (name -> default) with the user's values (`flag` K=V, given to `owner`); KitError for
+    a key not declared or a value whose type is not the default's (a bool from true/false/1/0/yes/no,
+    an integral number for an int)."""
+    out = dict(declared)
     for key, value in given.items():
-        if key not in bench.options:
-            known = ", ".join(sorted(bench.options)) or "none"
-            raise KitError(f"--option {key} is not an option of {bench.name} (its options: {known})")
-        default = bench.options[key]
+        if key not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise KitError(f"{flag} {key} is not an option of {owner} (its options: {known})")
+        default = declared[key]
         if isinstance(default, bool):
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
                 value = value.lower() in ("true", "1", "yes")
             ok = isinstance(value, bool)
-        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+        elif isinstance(default, (int, float)):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if ok and isinstance(default, int) and not isinstance(value, int):
                 ok = float(value).is_integer()
@@ -138,7 +145,7 @@ def resolve_options(bench: Benchmark, given: dict) -> dict:
         else:
             ok = default is None or isinstance(value, type(default))
         if not ok:
-            raise KitError(f"--option {key}={value!r} for {bench.name}: expected a {type(default).__name__} "
+            raise KitError(f"{flag} {key}={value!r} for {owner}: expected a {type(default).__name__} "
                            f"like the default {default!r}")
         out[key] = value
     return out

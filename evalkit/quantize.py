@@ -84,30 +84,12 @@ def resolve_class(name: str) -> type:
 
 
 def resolve_options(cls: type, name: str, given: dict) -> dict:
+    from .plan import declared_options
+
     declared = dict(getattr(cls, "options", {}) or {})
-    out = dict(declared)
-    for key, value in given.items():
-        if key not in declared:
-            raise KitError(f"--quantizer_option {key} is not an option of quantizer {name} "
-                           f"(its options: {', '.join(sorted(declared)) or 'none'})")
-        default = declared[key]
-        if isinstance(default, bool):
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-                value = value.lower() in ("true", "1", "yes")
-            ok = isinstance(value, bool)
-        elif isinstance(default, (int, float)):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if ok and isinstance(default, int) and not float(value).is_integer():
-                ok = False
-            if ok:
-                value = type(default)(value)
-        else:
-            ok = default is None or isinstance(value, type(default))
-        if not ok:
-            raise KitError(f"--quantizer_option {key}={value!r} for quantizer {name}: expected a "
-                           f"{type(default).__name__} like the default {default!r}")
-        out[key] = value
-    return out
+    out = declared_options(declared, given, "--quantizer_option", f"quantizer {name}")
+    # a quantizer's float option takes a float even when given as an integer (alpha=1 -> 1.0)
+    return {k: float(v) if isinstance(declared[k], float) and type(v) is int else v for k, v in out.items()}
 
 
 # ------------------------------------------------------------------ the plan's part (evalkit/plan.py)
