@@ -26,37 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from language import rouge  # noqa: E402
-from language.synthtext import lexicon  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_scorers import reference_rouge  # noqa: E402
-
-
-def make_texts(n: int, seed: int) -> tuple[list[str], list[str]]:
-    rng = np.random.default_rng(seed)
-    words = lexicon(rng, 20000)
-    p = 1.0 / np.arange(1, len(words) + 1)  # Zipf-like word frequencies
-    p /= p.sum()
-
-    def text(n_words: int) -> str:
-        ws = [words[i] for i in rng.choice(len(words), n_words, p=p)]
-        out, i = [], 0
-        while i < len(ws):  # sentences of 8-20 words
-            k = int(rng.integers(8, 21))
-            s = " ".join(ws[i:i + k])
-            out.append(s[0].upper() + s[1:] + ".")
-            i += k
-        return " ".join(out)
-
-    preds = [text(int(rng.integers(40, 61))) for _ in range(n)]
-    refs = [text(int(rng.integers(50, 71))) for _ in range(n)]
-    return preds, refs
+from bench_scorers import reference_rouge, rouge_texts  # noqa: E402
 
 
 def main() -> None:
@@ -66,8 +43,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="kit workers; 0 = one per core")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    preds, refs = make_texts(a.n, a.seed)
-    preds, refs = rouge.postprocess(preds), rouge.postprocess(refs)  # same input to both sides
+    # ~50-60-word answers in sentences of 8-20 words, the same input to both sides
+    preds, refs = rouge_texts(a.n, a.seed, pred_words=(40, 61), ref_words=(50, 71), sentence=(8, 21))
     t_ref, t_kit = [], []
     for _ in range(a.repeats):  # interleaved, so machine noise hits both alike
         t0 = time.perf_counter()

@@ -65,7 +65,10 @@ def _peak_mb() -> float:
 
 
 # --- inputs -------------------------------------------------------------------------------------
-def rouge_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+def rouge_texts(n: int, seed: int = 0, pred_words=(150, 300), ref_words=(150, 300),
+                sentence=(8, 26)) -> tuple[list[str], list[str]]:
+    """n (prediction, reference) pairs of Zipf-distributed words from a synthetic lexicon, in sentences
+    of sentence[0]..sentence[1]-1 words, as rouge.postprocess leaves them (one sentence a line)."""
     from language import rouge
     from language.synthtext import lexicon
 
@@ -78,14 +81,14 @@ def rouge_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
         ws = [words[i] for i in rng.choice(len(words), n_words, p=p)]
         out, i = [], 0
         while i < len(ws):
-            k = int(rng.integers(8, 26))
+            k = int(rng.integers(*sentence))
             s = " ".join(ws[i:i + k])
             out.append(s[0].upper() + s[1:] + ".")
             i += k
         return " ".join(out)
 
-    preds = [text(int(rng.integers(150, 300))) for _ in range(n)]
-    refs = [text(int(rng.integers(150, 300))) for _ in range(n)]
+    preds = [text(int(rng.integers(*pred_words))) for _ in range(n)]
+    refs = [text(int(rng.integers(*ref_words))) for _ in range(n)]
     return rouge.postprocess(preds), rouge.postprocess(refs)
 
 
