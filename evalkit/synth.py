@@ -38,6 +38,20 @@ def tile(items, n: int) -> list:
     return [items[k % len(items)] for k in range(n)]
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread inside (a synthetic set's batch-1 forwards): on a shared 2-core machine a
+    second thread only contends; the caller's thread count is restored."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def link_copy(src: Path, dst: Path) -> None:
     """dst as a copy of src (the scale variant's repeated files): a hard link where the file system
     allows one, else a byte copy."""

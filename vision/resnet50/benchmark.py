@@ -7,8 +7,6 @@ weights, PIL preprocessing, argmax with offset 0, label sent as one float32
 from __future__ import annotations
 
 import io
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -302,33 +300,32 @@ class ResNet50(Benchmark):
         del model
 
         # 4. ground truth = the saved model's own fp32 batch-1 prediction via the real load path
-        from evalkit.synth import distinct
+        from evalkit.synth import distinct, link_copy, one_thread
 
         net = self.load_model(model_dir, "cpu", "fp32", {})
         names, labels, payloads = [], [], []
         m = distinct(n)  # images drawn and classified; beyond them the set repeats them (scale variant)
-        for i in range(m):
-            name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
-            for attempt in range(_MAX_ATTEMPTS):
-                _synthetic_image(np.random.default_rng([seed, 2, i, attempt])).save(ds_dir / name, "JPEG", quality=90)
-                x = preprocess_file(ds_dir / name)
-                y = self.forward(net, self.make_batch([x], "cpu", "fp32", {})).float()
-                top2 = y[0].topk(2).values
-                if float(top2[0] - top2[1]) >= _MIN_REL_MARGIN * float(y[0].std()):
-                    break
-            else:
-                raise KitError(f"could not draw a synthetic image {i} with a clear top-1 class in "
-                               f"{_MAX_ATTEMPTS} tries (seed {seed}); try another seed.")
-            payload = self.postprocess(y, 1)[0]
-            names.append(name)
-            labels.append(int(payload[0]))
-            payloads.append(payload)
+        with one_thread():  # batch-1 forwards; labels keep a margin, so the thread count cannot flip one
+            for i in range(m):
+                name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+                for attempt in range(_MAX_ATTEMPTS):
+                    img = _synthetic_image(np.random.default_rng([seed, 2, i, attempt]))
+                    img.save(ds_dir / name, "JPEG", quality=90)
+                    x = preprocess_file(ds_dir / name)
+                    y = self.forward(net, self.make_batch([x], "cpu", "fp32", {})).float()
+                    top2 = y[0].topk(2).values
+                    if float(top2[0] - top2[1]) >= _MIN_REL_MARGIN * float(y[0].std()):
+                        break
+                else:
+                    raise KitError(f"could not draw a synthetic image {i} with a clear top-1 class in "
+                                   f"{_MAX_ATTEMPTS} tries (seed {seed}); try another seed.")
+                payload = self.postprocess(y, 1)[0]
+                names.append(name)
+                labels.append(int(payload[0]))
+                payloads.append(payload)
         for i in range(m, n):  # image i is a copy of image i % m under its own name (a hard link where allowed)
-            name, src = f"ILSVRC2012_val_{i + 1:08d}.JPEG", ds_dir / names[i % m]
-            try:
-                os.link(src, ds_dir / name)
-            except OSError:
-                shutil.copyfile(src, ds_dir / name)
+            name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+            link_copy(ds_dir / names[i % m], ds_dir / name)
             names.append(name)
             labels.append(labels[i % m])
             payloads.append(payloads[i % m])
