@@ -51,7 +51,7 @@ def test_aime_math_and_code_rules():
     ("(1,2)", "[1,2]", False), ("1.5", "1", False), ("2^{10}", "1024", False),  # big exponents are never evaluated
 ])
 def test_prm800k_grading(given, truth, ok):
-    from language.deepseek_r1.math_grader import grade_answer
+    from language.reasoning.math_grader import grade_answer
 
     assert grade_answer(given, truth) is ok
 
@@ -76,7 +76,7 @@ def lcb_dir(tmp_path):
 
 def test_livecodebench_programs_in_the_sandbox(lcb_dir):
     from evalkit import sandbox
-    from language.deepseek_r1 import livecodebench as lcb
+    from language.reasoning import livecodebench as lcb
 
     if sandbox.unavailable():
         pytest.fail(f"the sandbox does not run here: {sandbox.unavailable()}")
@@ -97,7 +97,7 @@ def test_livecodebench_programs_in_the_sandbox(lcb_dir):
 def test_livecodebench_without_the_sandbox_is_incomplete(lcb_dir, monkeypatch):
     from evalkit import sandbox
     from evalkit.errors import KitError
-    from language.deepseek_r1 import livecodebench as lcb
+    from language.reasoning import livecodebench as lcb
 
     monkeypatch.setattr(sandbox, "unavailable", lambda: "bubblewrap (bwrap) is not installed")
     with pytest.raises(KitError, match=r"^LiveCodeBench INCOMPLETE: 1 program\(s\) not run: bubblewrap"):
@@ -107,7 +107,7 @@ def test_livecodebench_without_the_sandbox_is_incomplete(lcb_dir, monkeypatch):
 
 def test_a_hostile_private_test_pickle_is_refused(tmp_path):
     from evalkit.errors import KitError
-    from language.deepseek_r1 import livecodebench as lcb
+    from language.reasoning import livecodebench as lcb
 
     class Boom:
         def __reduce__(self):

@@ -10,7 +10,7 @@ BACKEND=openai SERVER_URLS=... (docs/serving.md), the in-process path is for the
 for people with the hardware.
 
 Accuracy as eval_accuracy.py: decode (skip special tokens), strip, the dataset's answer extraction
-and exact-match rule (language/deepseek_r1/answers.py; MATH500 by PRM800K's grader, LiveCodeBench
+and exact-match rule (language/deepseek_r1/answers.py and language/reasoning/; MATH500 by PRM800K's grader, LiveCodeBench
 programs run in the sandbox with 60 s per test), exact_match = mean of 100/0 over every sample (no
 answer = 0), tokens_per_sample = mean payload length; accuracy.txt is the dict it prints.
 """
@@ -46,7 +46,9 @@ class DeepSeekR1(TokenPromptLLM):
     def open_dataset(self, path: Path, model_path: Path | None = None, options: dict | None = None):
         """The table, every row's set known, and the LiveCodeBench tests of its problems read (pickled
         private cases included): a bad or missing test file is found before any model loads."""
-        from . import answers, livecodebench
+        from language.reasoning import livecodebench
+
+        from . import answers
 
         ds = super().open_dataset(path, model_path, options)
         where = Path(path) / PICKLE
@@ -66,7 +68,9 @@ class DeepSeekR1(TokenPromptLLM):
     def score(self, pairs, dataset_path: Path, n_count: int, model_path: Path | None = None) -> dict:
         from language.frames import open_table
 
-        from . import answers, livecodebench
+        from language.reasoning import livecodebench
+
+        from . import answers
 
         df = open_table(Path(dataset_path), PICKLE, ("dataset", "ground_truth"))
         tok = self.tokenizer_for(dataset_path, model_path)

@@ -3,7 +3,7 @@ sandbox (evalkit/sandbox.py), with the reference's limits: 60 s per test (the re
 LiveCodeBench with timeout=60), the whole program (timeout + 1) x tests + 5 s (LCB's own bound).
 
 Tests: LiveCodeBench's code_generation_lite release file, `livecodebench/test.jsonl` in the dataset
-dir (release_v1, what the references load): one problem per line with question_id,
+dir (the release the model's reference loads: DeepSeek-R1 release_v1, gpt-oss-120b release_v6): one problem per line with question_id,
 public_test_cases (JSON list of {input, output, testtype}), private_test_cases (the same list as
 JSON, or base64 of zlib of a pickled JSON string: read by evalkit/safeload with nothing allowed
 but plain values) and metadata (JSON; func_name for call-based problems). The row's ground_truth
@@ -55,7 +55,7 @@ def load_problems(dataset_dir: Path, wanted: set[str]) -> dict[str, dict]:
     f = Path(dataset_dir) / TESTS
     if not f.is_file():
         raise KitError(f"{f} not found: LiveCodeBench rows need the problems' tests (code_generation_lite "
-                       f"release_v1 test.jsonl) in the dataset dir")
+                       f"release test.jsonl) in the dataset dir")
     out: dict[str, dict] = {}
     try:
         _read(f, wanted, out)
