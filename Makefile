@@ -19,7 +19,7 @@ RUN_VARS := SCENARIO N_COUNT N_DEVICES DEVICES_PER_PARTITION N_PARTITIONS PARTIT
        LAUNCHER NNODES NODE_RANK MASTER_ADDR MASTER_PORT INIT_TIMEOUT DIST_TIMEOUT DRY_RUN \
        BACKEND SERVER_URL SERVER_URLS TARGET_QPS TARGET_LATENCY MIN_DURATION MIN_QUERY_COUNT \
        QUANTIZER QUANTIZER_OPTION CALIBRATE N_CALIB BATCH_SIZES DATA_TYPES BACKENDS QUANTIZERS PROBE PYTHON
-MAKE_VARS := URL ENDPOINT SRC MODEL_SRC RUN ALLOW_SYNTHETIC ALLOW_PARTIAL SYSTEM LOG_DIR NO_BROWSER EXPLORE_MEM_LIMIT
+MAKE_VARS := URL ENDPOINT SRC MODEL_SRC RUN ALLOW_SYNTHETIC ALLOW_PARTIAL SYSTEM LOG_DIR NO_BROWSER EXPLORE_MEM_LIMIT TEST_WORKERS
 KIT_VARS := $(RUN_VARS) $(MAKE_VARS)
 export $(RUN_VARS)
 
@@ -127,9 +127,12 @@ BROWSER_TESTS := tests/test_report.py::test_html_renders_in_chromium_without_err
                  tests/test_report.py::test_page_reads_at_1280px_with_many_runs tests/test_report.py::test_console_errors_are_caught
 NO_BROWSER_NOTE = echo "==== NO_BROWSER=1: $(words $(BROWSER_TESTS)) browser tests NOT run ($(notdir $(BROWSER_TESTS))): not a full pass ====" >&2
 
+# TEST_WORKERS: pytest-xdist workers (auto: one per core, at most 4; 0: one process). Tests that share
+# a fixture stay on one worker (tests/conftest.py: xdist groups).
+TEST_WORKERS ?= auto
 test: dev browser mbxp-node
 	$(if $(filter 1,$(NO_BROWSER)),@$(NO_BROWSER_NOTE))
-	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q tests $(if $(filter 1,$(NO_BROWSER)),$(addprefix --deselect ,$(BROWSER_TESTS))) \
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup tests $(if $(filter 1,$(NO_BROWSER)),$(addprefix --deselect ,$(BROWSER_TESTS))) \
 	  || { c=$$?; $(if $(filter 1,$(NO_BROWSER)),$(NO_BROWSER_NOTE);) $(if $(KIT_CODE_FILE),echo $$c > $(KIT_CODE_FILE);) exit $$c; }
 	$(if $(filter 1,$(NO_BROWSER)),@$(NO_BROWSER_NOTE))
 

@@ -43,19 +43,78 @@ def one_line_error(cp: subprocess.CompletedProcess) -> str:
 SYNTH_N = 8  # the synthetic set size the contract test and the per-model tests share
 
 
+# --- parallel runs (`make test` runs pytest-xdist with --dist loadgroup) ---------------------------
+# Tests that share an expensive module fixture must run on one worker: by default a test file is one
+# group; the contract files are one group per model (their fixtures are per model), so the models
+# spread over the workers. A test that sets its own xdist_group keeps it.
+# The files that build real model envs into the session's ENV_DIR (env_dir) share one group: two
+# workers must not build the same env at once. Groups are handed out in collection order, so the long
+# ones go first (a long group started last would leave the other workers idle at the end).
+PER_MODEL_GROUPS = {"test_contract": "model", "test_bad_input_contract": "case"}
+ENV_DIR_GROUP = ("test_scripts", "test_dvc", "test_scripts_language")
+FIRST = ("env_dir", "test_contract:", "test_bad_input_contract:")
+
+
+def _group(item) -> str:
+    marker = item.get_closest_marker("xdist_group")
+    if marker:
+        return marker.kwargs.get("name", marker.args[0] if marker.args else "")
+    mod = item.module.__name__
+    if mod in ENV_DIR_GROUP:
+        return "env_dir"
+    param = PER_MODEL_GROUPS.get(mod)
+    if param and hasattr(item, "callspec") and param in item.callspec.params:
+        value = item.callspec.params[param]
+        return f"{mod}:{value[0] if isinstance(value, tuple) else value}"
+    return mod
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(_group(item)))
+    rank = {g: i for i, g in enumerate(FIRST)}
+    items.sort(key=lambda it: min((r for g, r in rank.items() if _group(it).startswith(g)), default=len(FIRST)))
+
+
+def run_root(tmp_path_factory) -> Path:
+    """The temp dir every worker of this pytest run shares (the basetemp itself without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def run_lock(tmp_path_factory, name: str):
+    """An exclusive lock, across this run's workers, on `name`."""
+    import fcntl
+
+    with open(run_root(tmp_path_factory) / f".{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def synth_set(tmp_path_factory, model: str, n: int = SYNTH_N) -> Path:
+    """The synthetic set (model, n, seed 0) of this pytest run: written once, shared by every test file
+    and every xdist worker that asks for it, also at collection (test_bad_input_contract lists its
+    files). A set is used only once its writer finished (the .done mark beside it)."""
+    root = run_root(tmp_path_factory)
+    out, done = root / f"synth_{model}_{n}", root / f"synth_{model}_{n}.done"
+    if not done.exists():
+        with run_lock(tmp_path_factory, f"synth_{model}_{n}"):
+            if not done.exists():
+                shutil.rmtree(out, ignore_errors=True)  # a writer that died half way
+                evalkit("synth", model, "--out", out, "--n", n, "--seed", 0, check=True)
+                done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory):
-    """synthetic(model, n=SYNTH_N) -> dir of a synthetic set (seed 0), written once per session and
-    shared by every test file that asks for the same one (writing one costs a model's calibration)."""
-    made: dict[tuple[str, int], Path] = {}
-
-    def get(model: str, n: int = SYNTH_N) -> Path:
-        if (model, n) not in made:
-            out = tmp_path_factory.mktemp(f"synth_{model}_{n}")
-            evalkit("synth", model, "--out", out, "--n", n, "--seed", 0, check=True)
-            made[(model, n)] = out
-        return made[(model, n)]
-    return get
+    """synthetic(model, n=SYNTH_N) -> dir of a synthetic set (seed 0): see synth_set."""
+    return lambda model, n=SYNTH_N: synth_set(tmp_path_factory, model, n)
 
 
 @pytest.fixture(scope="session")

@@ -52,13 +52,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, SYNTH_N, kit_env
+from conftest import ROOT, SYNTH_N, kit_env, synth_set
 
 CORRUPTIONS = ("truncate", "garbage", "empty", "delete")
 ARRAY_CORRUPTIONS = ("dtype", "shape")
@@ -132,14 +131,10 @@ def _files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
-def _synth_listings(models: list[str]) -> dict[str, list[str]]:
-    """Write each model's synthetic set once (one process) and list its files."""
-    with tempfile.TemporaryDirectory(prefix="bad_input_layout_") as tmp:
-        code = ("import sys, json\nfrom pathlib import Path\nfrom evalkit.synth import synthesize\n"
-                "for m, n in json.loads(sys.argv[1]):\n    synthesize(m, Path(sys.argv[2]) / m, n, 0)\n")
-        subprocess.run([sys.executable, "-c", code, json.dumps([(m, _set_n(m)) for m in models]), tmp],
-                       env=kit_env(), cwd=ROOT, check=True, capture_output=True, timeout=1800)
-        return {m: _files(Path(tmp) / m) for m in models}
+def _synth_listings(config, models: list[str]) -> dict[str, list[str]]:
+    """Each model's synthetic set, as the contract uses it (written once per run: conftest.synth_set,
+    so the contract fixtures find it made), and its files."""
+    return {m: _files(synth_set(config._tmp_path_factory, m, _set_n(m))) for m in models}
 
 
 _LAYOUTS: dict[str, list[str]] = {}
@@ -165,7 +160,7 @@ def _layouts(config) -> dict[str, list[str]]:
         else:
             stale.append((m, key))
     if stale:
-        listed = _synth_listings([m for m, _ in stale])
+        listed = _synth_listings(config, [m for m, _ in stale])
         for m, key in stale:
             out[m] = listed[m]
             if cache is not None:
