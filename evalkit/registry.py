@@ -26,6 +26,7 @@ MODELS: dict[str, str] = {
     "dlrm": "recommendation.dlrm_v2.benchmark",
     "rnnt": "speech_recognition.rnnt.benchmark",
     "deepseek-r1": "language.deepseek_r1.benchmark",
+    "gpt-oss-120b": "language.gpt_oss.benchmark",
     "llama3.1-8b": "language.llama3_1_8b.benchmark",
     "whisper": "speech_recognition.whisper.benchmark",
 }

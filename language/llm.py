@@ -42,9 +42,10 @@ def layer_device_map(n_layers: int, devices: Sequence[str], prefix: str = "model
     return dm
 
 
-def load_causal_lm(cls, model_path: Path, device: str, dtype, what: str):
+def load_causal_lm(cls, model_path: Path, device: str, dtype, what: str, attn: str = "sdpa"):
     """`cls.from_pretrained` from an HF checkpoint dir, split over the comma-separated devices
-    (one device: the same path with a one-device map); SDPA attention; KitError on failure."""
+    (one device: the same path with a one-device map); SDPA attention unless the architecture has
+    none (`attn`: gpt-oss's attention sinks run "eager"); KitError on failure."""
     from transformers import AutoConfig
 
     from evalkit.hf_files import check_dir
@@ -55,7 +56,7 @@ def load_causal_lm(cls, model_path: Path, device: str, dtype, what: str):
     try:
         cfg = AutoConfig.from_pretrained(str(mp))
         dm = layer_device_map(cfg.num_hidden_layers, devices)
-        model = cls.from_pretrained(str(mp), dtype=dtype, device_map=dm, attn_implementation="sdpa")
+        model = cls.from_pretrained(str(mp), dtype=dtype, device_map=dm, attn_implementation=attn)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise KitError(f"cannot load {what} from {mp} on {device} ({type(e).__name__}: {msg}).") from None
@@ -256,7 +257,7 @@ class LLMRunner:
         return out
 
 
-def load_runner(cls, model_path: Path, device: str, dtype, what: str, options: dict) -> LLMRunner:
+def load_runner(cls, model_path: Path, device: str, dtype, what: str, options: dict, attn: str = "sdpa") -> LLMRunner:
     for key, low in (("max_new_tokens", 1), ("min_new_tokens", 0), ("token_budget", 0)):
         if key in options and options[key] < low:
             raise KitError(f"--option {key}={options[key]}: must be at least {low}")
@@ -264,7 +265,7 @@ def load_runner(cls, model_path: Path, device: str, dtype, what: str, options: d
         raise KitError(f"--option generator={options['generator']!r}: use one of {', '.join(GENERATORS)}")
     mp = hf_checkpoint_dir(model_path, what)
     tok = load_tokenizer(mp, what)
-    model = load_causal_lm(cls, mp, device, dtype, what)
+    model = load_causal_lm(cls, mp, device, dtype, what, attn)
     if options.get("generator") == "kit":
         from language.generate import unsupported_generation_settings
 
@@ -350,6 +351,7 @@ class TokenPromptLLM(Benchmark):
     what = ""                     # for messages: "Llama-2-70B"
     pickle_name = ""
     columns: tuple[str, ...] = ("tok_input",)
+    attn_implementation = "sdpa"  # transformers' attention for model_class ("eager" where it has no SDPA)
 
     def stop_of(self, row) -> tuple[int, ...] | None:
         return None
@@ -378,7 +380,7 @@ class TokenPromptLLM(Benchmark):
 
         opts = dict(self.options, **options)
         return load_runner(getattr(transformers, self.model_class), Path(model_path), device,
-                           self.torch_dtype(data_type), self.what, opts)
+                           self.torch_dtype(data_type), self.what, opts, self.attn_implementation)
 
     def compile_model(self, g: LLMRunner, compile_fn) -> LLMRunner:
         import copy
