@@ -114,7 +114,8 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
             return True
         return False
 
-    kept = ground_truth(bench, model_dir, prompts, keep, n, "deepseek-r1", seed)
+    # ~1 in 100 candidates ends in a LiveCodeBench program: generated 64 at a time (the kept ones at batch 1)
+    kept = ground_truth(bench, model_dir, prompts, keep, n, "deepseek-r1", seed, batch=64)
     table, payloads, problems = [None] * n, [None] * n, []
     for kind in SETS:
         for slot, (c, ids) in zip(slots[kind], [(c, ids) for c, ids in kept if truth[c][0] == kind]):
