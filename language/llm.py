@@ -201,13 +201,33 @@ GENERATORS = ("hf", "kit")
 def stop_ids(tok, model) -> int | list[int]:
     """What ends a generation, as vLLM stops (the MLPerf LLM references' engine): the tokenizer's EOS
     and every `eos_token_id` of the checkpoint's generation_config.json (Llama-3.1-Instruct lists
-    <|end_of_text|>, <|eom_id|>, <|eot_id|>). One id: an int (HF generate's and the trims' usual form)."""
+    <|end_of_text|>, <|eom_id|>, <|eot_id|>; gpt-oss <|return|>, <|endoftext|>, <|call|>). One id: an
+    int (HF generate's and the trims' usual form). `model`: a loaded model or its GenerationConfig
+    holder (checkpoint_stop_ids reads it without the weights)."""
     ids = [int(tok.eos_token_id)]
     cfg = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for i in ([] if cfg is None else [cfg] if isinstance(cfg, int) else cfg):
         if int(i) not in ids:
             ids.append(int(i))
     return ids[0] if len(ids) == 1 else ids
+
+
+def checkpoint_stop_ids(tok, model_dir: Path) -> int | list[int]:
+    """stop_ids from the checkpoint dir's generation_config.json (else config.json's, as transformers
+    derives it), without loading weights: what the openai backend's requests and trims use."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        gen = GenerationConfig.from_pretrained(str(model_dir))
+    except (OSError, ValueError):
+        try:
+            gen = GenerationConfig.from_model_config(AutoConfig.from_pretrained(str(model_dir)))
+        except (OSError, ValueError, KeyError) as e:
+            raise KitError(f"{Path(model_dir) / 'config.json'}: cannot read the stop ids ({type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+    return stop_ids(tok, SimpleNamespace(generation_config=gen))
 
 
 class LLMRunner:
@@ -283,17 +303,21 @@ class TokenTextIO:
     generation settings are the in-process ones (greedy, max/min new tokens, the set's cap, the stop
     sequence as a stop string). The answer: the server's token ids (vLLM return_tokens_as_token_ids)
     or its text encoded with the checkpoint's tokenizer, EOS appended when the server says it stopped
-    ("stop": EOS or the stop string, as the in-process generator writes it), then the benchmark's trim."""
+    ("stop": EOS or the stop string, as the in-process generator writes it), then the benchmark's trim.
+    Stop ids (`stops`, stop_ids' form): the checkpoint's, as in-process: the server is asked to stop on
+    each (server_api=transformers: eos_token_id), an answer already ending on one gets none appended,
+    and the trim cuts after the first of them."""
 
-    def __init__(self, bench: "TokenPromptLLM", tok, settings: dict):
+    def __init__(self, bench: "TokenPromptLLM", tok, settings: dict, stops: int | list[int] | None = None):
         self.bench, self.tok, self.settings = bench, tok, settings
+        self.stops = int(tok.eos_token_id) if stops is None else stops
 
     def request(self, p: Prompt) -> dict:
         ids = [int(i) for i in p.ids]
         text = self.tok.decode(ids, skip_special_tokens=False)
         new = min([int(self.settings["max_new_tokens"]), *([p.cap] if p.cap is not None else [])])
         gen = {"max_new_tokens": new, "min_new_tokens": min(int(self.settings.get("min_new_tokens", 0)), new),
-               "num_beams": 1, "do_sample": False, "eos_token_id": self.tok.eos_token_id,
+               "num_beams": 1, "do_sample": False, "eos_token_id": self.stops,
                "pad_token_id": self.tok.pad_token_id}
         if p.stop:
             gen["stop"] = [self.tok.decode(list(p.stop), skip_special_tokens=False)]
@@ -304,12 +328,12 @@ class TokenTextIO:
 
     def payload(self, text: str, token_ids: list[int] | None, finish_reason: str | None = None,
                 item: Prompt | None = None) -> np.ndarray:
-        eos = self.tok.eos_token_id
+        stops = [self.stops] if isinstance(self.stops, int) else list(self.stops)
         ids = list(token_ids) if token_ids is not None else self.tok(text, add_special_tokens=False)["input_ids"]
-        if finish_reason == "stop" and (not ids or ids[-1] != eos):
-            ids.append(eos)
+        if finish_reason == "stop" and (not ids or ids[-1] not in stops):
+            ids.append(int(self.tok.eos_token_id))  # the text does not say which stop id: the tokenizer's EOS
         row = np.asarray(ids, dtype=np.int64)
-        return self.bench.trim(row, item, eos, self.tok.pad_token_id) if item is not None else row
+        return self.bench.trim(row, item, self.stops, self.tok.pad_token_id) if item is not None else row
 
 
 class PromptTable(Dataset):
@@ -395,7 +419,8 @@ class TokenPromptLLM(Benchmark):
 
     def text_io(self, model_path: Path, options: dict) -> TokenTextIO:
         mp = hf_checkpoint_dir(model_path, self.what)
-        return TokenTextIO(self, load_tokenizer(mp, self.what), dict(self.options, **options))
+        tok = load_tokenizer(mp, self.what)
+        return TokenTextIO(self, tok, dict(self.options, **options), checkpoint_stop_ids(tok, mp))
 
     def forward(self, g: LLMRunner, prompts: list[Prompt]) -> list[np.ndarray]:
         rows = g.generate(prompts)

@@ -144,7 +144,10 @@ class GptOss(TokenPromptLLM):
     def fingerprint(self, dataset_path: Path, model_path: Path) -> dict:
         from language import hf_checkpoint_dir
 
-        hf_checkpoint_dir(model_path, self.what)
+        mp = hf_checkpoint_dir(model_path, self.what)
+        if not (mp / "generation_config.json").is_file():  # config.json names only <|return|>
+            raise KitError(f"{mp / 'generation_config.json'} not found: gpt-oss stops where it says (<|return|>, "
+                           f"<|endoftext|>, <|call|>); restore the checkpoint's file.")
         stem = set_stem(Path(dataset_path))
         synth = generation_cap(Path(dataset_path))
         return {"set": stem, "max_new_tokens_cap": min(SETS[stem], synth) if synth is not None else SETS[stem]}
