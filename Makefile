@@ -4,7 +4,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-MODELS := resnet retinanet 3d-unet bert gpt-j llama2 mixtral stablediffusion dlrm rnnt llama3.1-8b whisper deepseek-r1
+MODELS := resnet retinanet 3d-unet bert gpt-j llama2 mixtral stablediffusion dlrm rnnt llama3.1-8b whisper deepseek-r1 gpt-oss-120b
 # Models whose scripts have landed; the rest say so instead of failing obscurely.
 READY := $(filter $(MODELS),$(patsubst scripts/eval_%.sh,%,$(wildcard scripts/eval_*.sh)))
 PENDING := $(filter-out $(READY),$(MODELS))
