@@ -60,9 +60,16 @@ def one(name: str, n: int, n_calib: int, device: str, root: Path) -> dict:
     m_ref = bench.score(iter(ref_pairs), base / "dataset", ds.size, mp)
     m_q = bench.score(iter(q_pairs), base / "dataset", ds.size, mp)
     key = next(iter(bench.synthetic_reference()))
+    from evalkit.manifest import read_synthetic
+
+    synth = read_synthetic(base / "dataset")
+    # every metric with a synthetic reference: % of it reached quantized, and what an index shift scores
+    # (the figures of evalkit/targets.py SYNTHETIC_QUANTIZED)
+    pct = {k: (100.0 * float(m_q[k]) / float(v), 100.0 * float(synth["index_shift"].get(k, 0.0)) / float(v))
+           for k, v in synth["reference"].items() if float(v)}
     return {"model": name, "quantizer": q.name, "n_calib": n_calib, "calibrate_s": t_cal, "build_s": t_build,
             "fp32_sps": ds.size / t_fp32, "q_sps": ds.size / t_q, "metric": key,
-            "fp32": float(m_ref[key]), "quant": float(m_q[key])}
+            "fp32": float(m_ref[key]), "quant": float(m_q[key]), "pct": pct}
 
 
 def main() -> int:
@@ -85,6 +92,9 @@ def main() -> int:
     w = [max(len(x[i]) for x in [hdr] + body) for i in range(len(hdr))]
     for line in [hdr, tuple("-" * k for k in w)] + body:
         print("  ".join(s.ljust(k) for s, k in zip(line, w)))
+    print("\n% of the fp32 synthetic reference, quantized | index shift (evalkit/targets.py SYNTHETIC_QUANTIZED):")
+    for r in rows:
+        print(f"  {r['model']} {r['quantizer']}: " + ", ".join(f"{k} {a:.2f} | {b:.2f}" for k, (a, b) in r["pct"].items()))
     bert = [r for r in rows if r["model"] == "bert" and r["n_calib"] == 100]
     if bert:
         print(f"goal: BERT, 100 calibration samples in under 60 s: {bert[0]['calibrate_s']:.1f} s "

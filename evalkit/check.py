@@ -26,13 +26,22 @@ def _fmt(x) -> str:
     return f"{x:.6g}" if abs(x) >= 1e5 else f"{x:.4f}"
 
 
-def low_precision(model: str, data_type: str, synth: dict) -> dict | None:
-    """A synthetic run outside fp32: what its table must say at once, and the floors it is judged by
-    (targets.SYNTHETIC_LOW_PRECISION); None for fp32, where the synthetic reference is exact."""
-    if data_type == "fp32":
+def low_precision(model: str, data_type: str, synth: dict, quantizer: str | None = None) -> dict | None:
+    """A synthetic run outside fp32 (a data type, or a quantizer with a measured synthetic floor): what its
+    table must say at once, and the floors it is judged by (targets.SYNTHETIC_LOW_PRECISION,
+    targets.SYNTHETIC_QUANTIZED); None for fp32 and for a quantizer whose synthetic answers are the fp32
+    ones (judged against the fp32 reference itself)."""
+    if quantizer:
+        measured = targets.synthetic_quantized_expectation(model, quantizer)
+        if measured is None:
+            return None
+        what, source = f"quantized {quantizer}", "bench/bench_quant.py"
+    elif data_type == "fp32":
         return None
-    measured = targets.synthetic_expectation(model, data_type)
-    out = {"data_type": data_type, "measured": measured is not None, "metrics": {}}
+    else:
+        measured = targets.synthetic_expectation(model, data_type)
+        what, source = data_type, "bench/bench_synthetic_dtypes.py"
+    out = {"data_type": what, "measured": measured is not None, "source": source, "metrics": {}}
     for k, pct in (measured or {}).items():
         ref, shift = synth["reference"].get(k), synth.get("index_shift", {}).get(k)
         shift_pct = 100.0 * float(shift) / float(ref) if ref and shift is not None else 0.0
@@ -50,8 +59,9 @@ def _low_precision_lines(low: dict) -> list[str]:
         return [f"{head}; no {dt} expectation is measured for this model (bench/bench_synthetic_dtypes.py): "
                 f"the fp32 target applies, so a FAIL here may be rounding, not a bug; the same set with "
                 f"DATA_TYPE=fp32 must PASS"]
+    source = low.get("source", "bench/bench_synthetic_dtypes.py")
     return [f"{head}: a correct {dt} pipeline reached {x['expected']:.4g}% of {k}'s reference "
-            f"(bench/bench_synthetic_dtypes.py), an index shift {x['index_shift']:.4g}%; judged against "
+            f"({source}), an index shift {x['index_shift']:.4g}%; judged against "
             f"{x['floor']:.4g}% (MLPerf's ratio is for real data)" for k, x in low["metrics"].items()]
 
 
@@ -136,7 +146,8 @@ def check(run_dir: Path, dataset: Path | None = None, accuracy_target: str | Non
         dataset_size = int(synth["n"]) if synth else bench.target_sizes.get(target, bench.dataset_size)
         scale = {m: n_count / dataset_size for m in mt.metrics()} if n_count < dataset_size else {}
         override = {k: float(v) for k, v in synth["reference"].items()} if synth else None
-        low = low_precision(bench.name, info["config"].get("data_type", "fp32"), synth) if synth else None
+        low = low_precision(bench.name, info["config"].get("data_type", "fp32"), synth,
+                            (info["config"].get("quantization") or {}).get("quantizer")) if synth else None
         verdict = targets.evaluate(mt, metrics, scale=scale, reference_override=override,
                                    ratio_override=low and {k: x["floor"] / 100 for k, x in low["metrics"].items()})
         lines = bench.accuracy_lines(metrics)

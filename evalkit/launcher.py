@@ -113,13 +113,16 @@ def unfinished_run(plan: Plan) -> tuple[Path, rundir.RunState] | None:
     """The newest run dir of this very config (config hash) under logs/<model>/<scenario>/ that a launch
     left unfinished (Ctrl-C, preemption, a failed worker) and nobody runs now, with its state; None when
     there is none. Runs given a LOG_PATH elsewhere are not looked for."""
+    # a quantized run's hash names its artifact, which a resumed launch finds in the run dir
+    from .quantize import config_hash_in
+
     spec = plan.spec
     base = Path(spec.log_path).parent  # the default run dirs sit side by side: logs/<model>/<scenario>/
     found = []
     for d in base.glob(f"{spec.mode}-*") if base.is_dir() else ():
         try:
             if not d.is_dir() or any((d / f).exists() for f in FINISHED) or \
-                    rundir.read_run_info(d).get("config_hash") != plan.config_hash:
+                    rundir.read_run_info(d).get("config_hash") != config_hash_in(plan, d):
                 continue
             st = rundir.collect([d], only=plan.partitions)
         except KitError:  # a corrupt file: not a run to resume silently

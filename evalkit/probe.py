@@ -108,7 +108,8 @@ def score(run_dir: Path, accuracy_target: str | None = None) -> dict:
     override = {k: float(v) for k, v in synth["reference"].items()} if synth else None
     from .check import low_precision  # a synthetic probe outside fp32 is judged as check judges the full run
 
-    low = low_precision(bench.name, config.get("data_type", "fp32"), synth) if synth else None
+    low = low_precision(bench.name, config.get("data_type", "fp32"), synth,
+                        (config.get("quantization") or {}).get("quantizer")) if synth else None
     verdict = targets.evaluate(mt, metrics, scale={m: len(ids) / size for m in mt.metrics()},
                                reference_override=override,
                                ratio_override=low and {k: x["floor"] / 100 for k, x in low["metrics"].items()})

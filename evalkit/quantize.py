@@ -62,6 +62,10 @@ class Quantizer:
     def __init__(self, options: dict | None = None):
         self.options = dict(options or {})
 
+    def check(self, bench, options: dict) -> None:
+        """Plan time, before any model loads: refuse (KitError, one line) a request this quantizer cannot run
+        with the model's resolved run options (`options`); self.options are resolved already."""
+
     def calibrate(self, bench, model, batches: Iterable, run: dict) -> dict:
         raise NotImplementedError
 
@@ -112,6 +116,9 @@ def plan_part(bench, spec, dataset_path: Path, model_path: Path) -> dict | None:
                        f"(installed: {', '.join(names())})")
     cls = resolve_class(name)
     options = resolve_options(cls, name, spec.quantizer_options)
+    from .plan import resolve_options as model_options
+
+    cls(options).check(bench, model_options(bench, spec.options))
     if spec.backend != "pytorch":
         raise KitError(f"QUANTIZER={name} quantizes the kit's PyTorch model; --backend {spec.backend} runs elsewhere "
                        f"(a server quantizes its own model): use BACKEND=pytorch")
@@ -255,6 +262,23 @@ def calibration_key(plan) -> str:
     inputs.update({k: q[k] for k in ("quantizer", "quantizer_options", "n_calib", "calibration_split")},
                   device=plan.spec.device.split(":")[0].split(",")[0])
     return config_hash(inputs)
+
+
+def config_hash_in(plan, run_dir: Path) -> str | None:
+    """The config hash this plan has in run_dir: a quantized plan not yet given its artifact takes the one
+    of its calibration inputs that run_dir holds (a resumed run evaluates it, never recalibrating); None when
+    run_dir holds none (it cannot be this run)."""
+    if not plan.quant or plan.spec.quant_artifact:
+        return plan.config_hash
+    if plan.quant["calibration_split"] == "pending":
+        return None  # the split is not even written: no run calibrated on it
+    cdir = Path(run_dir) / CALIB_DIR
+    sha = _by_key(cdir, calibration_key(plan))
+    if sha is None:
+        return None
+    meta = read_meta(cdir, sha)
+    quant = dict(plan.config["quantization"], artifact=meta["artifact"], model_sha256=meta["model_sha256"])
+    return config_hash(dict(plan.config, quantization=quant))
 
 
 def prepare(plan, world_size: int | None = None):
@@ -559,13 +583,38 @@ class SmoothQuantW8A8(Quantizer):
     """LLMs: SmoothQuant (torchao.prototype.smoothquant) on every nn.Linear of the decoder: per-input-
     channel activation abs-max observed over the calibration prompts -> smoothing factors s =
     max|x|^alpha / max|W|^(1-alpha), weights W*s quantized to int8 per output channel, activations x/s
-    quantized to int8 per token at run time (Int8DynamicActivationInt8WeightConfig). The KV cache stays
-    in the compute dtype: torchao quantizes no KV cache of Hugging Face modules (docs/quantization.md)."""
+    quantized to int8 per token at run time (Int8DynamicActivationInt8WeightConfig).
+
+    KV cache (`kv_cache=int8`, W8A8-KV8): torchao quantizes no KV cache of Hugging Face modules, so the
+    decoder's generation uses transformers' QuantizedCache with the HQQ backend at 8 bits (asymmetric,
+    groups of 64 along the channel, rebuilt from the fp values every `kv_residual` new tokens; 1: every
+    cached K/V is int8 from the next step on). It needs Hugging Face generate (`--option generator=hf`):
+    the kit's own decoder keeps K/V in the compute dtype. `kv_cache=none`: K/V in the compute dtype."""
 
     name = "w8a8-smoothquant"
     library = "torchao SmoothQuant + Int8DynamicActivationInt8Weight"
-    options = {"alpha": 0.5, "skip": "lm_head"}  # noqa: RUF012
+    options = {"alpha": 0.5, "skip": "lm_head", "kv_cache": "none", "kv_residual": 1}  # noqa: RUF012
     data_types = ("fp32", "bf16")
+    KV_CACHES = ("none", "int8")
+
+    def check(self, bench, options: dict) -> None:
+        kv = self.options.get("kv_cache", "none")
+        if kv not in self.KV_CACHES:
+            raise KitError(f"--quantizer_option kv_cache={kv} for {self.name}: use one of {', '.join(self.KV_CACHES)}")
+        if int(self.options.get("kv_residual", 1)) < 1:
+            raise KitError(f"--quantizer_option kv_residual={self.options['kv_residual']} for {self.name}: new tokens "
+                           f"kept in the compute dtype before the cache is requantized, >= 1")
+        if kv == "int8":
+            if options.get("generator", "hf") != "hf":
+                raise KitError(f"--quantizer_option kv_cache=int8 quantizes Hugging Face generate's KV cache; "
+                               f"{bench.name} runs the kit's decoder (generator={options.get('generator')}), which "
+                               f"keeps K/V in the compute dtype: add --option generator=hf (scripts/eval_{bench.name}.sh -- "
+                               f"--option generator=hf)")
+            from transformers.utils import is_hqq_available
+
+            if not is_hqq_available():
+                raise KitError("--quantizer_option kv_cache=int8 needs the hqq package (transformers' 8-bit "
+                               "QuantizedCache backend): pip install hqq==0.2.8.post1 (envs/gpt-j.yml)")
 
     def _prepare(self, module):
         import torch
@@ -633,6 +682,10 @@ class SmoothQuantW8A8(Quantizer):
         cfg.step = QuantizationStep.CONVERT
         with torch.no_grad():
             quantize_(module, cfg, filter_fn=lambda m, fqn: isinstance(m, SmoothQuantObservedLinear))
+        if self.options.get("kv_cache", "none") == "int8":  # HF generate builds this cache for every call
+            module.generation_config.cache_implementation = "quantized"
+            module.generation_config.cache_config = {"backend": "hqq", "nbits": 8,
+                                                     "residual_length": int(self.options.get("kv_residual", 1))}
         return bench.with_quant_module(model, module)
 
 

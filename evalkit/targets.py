@@ -170,6 +170,27 @@ SYNTHETIC_LOW_PRECISION: dict[tuple[str, str], dict[str, float]] = {
 SYNTHETIC_FLOOR = 0.5
 
 
+# Synthetic sets, quantized (evalkit/quantize.py): % of the fp32 synthetic reference that a correct quantized
+# run reached, per (model, quantizer, metric), measured by bench/bench_quant.py (seed 0, the model's
+# synthetic_n, CPU, torch 2.13, torchao 0.18.0). Only pairs whose synthetic answers int8 cannot keep are
+# listed; the others (BERT and ResNet50 int8-static) are judged against the fp32 reference itself. check
+# judges a listed pair as a low-precision data type (SYNTHETIC_FLOOR of the figure, never below the set's
+# index-shift score + 1) and its table says so at once.
+SYNTHETIC_QUANTIZED: dict[tuple[str, str], dict[str, float]] = {
+    # GPT-J W8A8 (N_CALIB 8, n=12): the tiny random GPT-J's beam search has near-ties at almost every step and
+    # its text diverges after a few tokens under any int8 noise (int8 weights alone: ROUGE1 72 %). Index shift:
+    # ROUGE1 40.32 %, ROUGE2 26.77 %, ROUGEL 37.13 %. GEN_LEN (98.22 %) keeps MLPerf's 90 % bound: an index
+    # shift leaves a set's total length unchanged, so no floor above it could hold.
+    ("gpt-j", "w8a8-smoothquant"): {"ROUGE1": 73.10, "ROUGE2": 59.79, "ROUGEL": 67.31},
+}
+
+
+def synthetic_quantized_expectation(model: str, quantizer: str) -> dict[str, float] | None:
+    """metric -> measured % of the fp32 synthetic reference for a correct quantized run (None: not listed,
+    the fp32 reference applies)."""
+    return SYNTHETIC_QUANTIZED.get((model, quantizer))
+
+
 def synthetic_expectation(model: str, data_type: str) -> dict[str, float] | None:
     """metric -> measured % of the fp32 synthetic reference for a correct run in data_type (None: fp32,
     where the synthetic reference is exact, or a pair not measured)."""

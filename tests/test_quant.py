@@ -83,14 +83,22 @@ def test_bad_quantization_requests_fail_before_a_model_loads(synthetic, tmp_path
     assert not (tmp_path / "r").exists()
 
 
-def test_calibration_sample_inside_the_evaluated_range_is_refused(synthetic, tmp_path):
+def test_calibration_sample_inside_the_evaluated_range_is_refused(synthetic, tmp_path, monkeypatch):
+    from evalkit import registry
+    from evalkit.errors import KitError
+    from evalkit.plan import RunSpec, resolve
+    from evalkit.quantize import prepare
+
     s = synthetic("bert")
+    monkeypatch.setenv("EVALKIT_QUANT_STORE", str(tmp_path / "store"))
+    monkeypatch.setattr(type(registry.get("bert")), "load_model", lambda *a, **k: pytest.fail("a model loaded"))
     # a calibration split that is the evaluated set itself: its sample 0 is qsl_idx 0
-    cp = evalkit("run", "bert", "--dataset", s / "dataset", "--model_path", s / "model", "--log_path", tmp_path / "r",
-                 "--calibrate", "true", "--calib_dataset", s / "dataset", "--n_calib", "4",
-                 EVALKIT_QUANT_STORE=tmp_path / "store")
-    line = one_line_error(cp)
-    assert f"calibration sample 0 of {s / 'dataset'} is evaluated sample qsl_idx 0" in line, line
+    plan = resolve(RunSpec("bert", dataset=s / "dataset", model_path=s / "model", log_path=tmp_path / "r",
+                           calibrate=True, calib_dataset=s / "dataset", n_calib=4))
+    with pytest.raises(KitError) as e:
+        prepare(plan)
+    line = str(e.value)
+    assert "\n" not in line and f"calibration sample 0 of {s / 'dataset'} is evaluated sample qsl_idx 0" in line, line
     assert "--allow_calibration_overlap" in line
     assert not list((tmp_path / "r").glob("calibration/*.safetensors"))  # refused before calibrating
     assert not list((tmp_path / "r").glob("[0-9]*/partition.json"))
@@ -130,17 +138,6 @@ def test_quantized_bert_passes_over_3_partitions_byte_identical_to_1(bert_q):
     assert hashlib.sha256(arts[0].read_bytes()).hexdigest() == quant["artifact"]  # content-addressed
     assert {m["quantized_model_sha256"] for m in mans} == {quant["model_sha256"]}
     assert (store / f"{quant['artifact']}.safetensors").is_file()
-
-
-def test_resume_never_recalibrates(bert_q, synthetic):
-    base, _, _, store = bert_q
-    s = synthetic("bert")
-    again = evalkit("run", "bert", "--dataset", s / "dataset", "--model_path", s / "model", "--n_calib", N_CALIB_BERT,
-                    "--calibrate", "true", "--n_devices", 3, "--log_path", base / "p3", "--no_check",
-                    EVALKIT_QUANT_STORE=store)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "holds this run's calibration (resume: not calibrated again)" in again.stderr
-    assert "calibration: int8-static on" not in again.stderr
 
 
 def test_gather_refuses_a_partition_that_evaluated_another_quantized_model(bert_q, tmp_path):
@@ -185,3 +182,111 @@ def test_two_nodes_evaluate_the_same_quantized_artifact(bert_q, synthetic, tmp_p
     assert hashlib.sha256(art.read_bytes()).hexdigest() == quant["artifact"]
     assert (node[0] / "merged_mlperf_log_accuracy.json").read_bytes() == \
         (base / "p1" / "merged_mlperf_log_accuracy.json").read_bytes()
+
+
+def test_resume_never_recalibrates_and_the_same_command_adopts_the_run(bert_q, synthetic, tmp_path, monkeypatch,
+                                                                       capsys):
+    """A resumed quantized run takes its run dir's artifact, loading no model: with its LOG_PATH, and without
+    one (the default run dirs), where the launch adopts the unfinished run of its config: a quantized run's
+    config names its artifact, which the new launch has not made yet, so it is found in that run's dir."""
+    import shutil
+
+    from evalkit import registry
+    from evalkit.launcher import adopt_unfinished
+    from evalkit.plan import RunSpec, resolve
+    from evalkit.quantize import prepare
+
+    base = bert_q[0]
+    s = synthetic("bert")
+    runs = tmp_path / "logs" / "bert" / "Offline"
+    old = shutil.copytree(base / "p3", runs / "accuracy-20260101-000000")
+    for f in ("accuracy.json", "check_error.json"):
+        (old / f).unlink(missing_ok=True)
+    shutil.rmtree(old / "2")  # partition 2 never ran: the run is unfinished
+    recorded = json.loads((old / "0" / "partition.json").read_text())["config_hash"]
+    monkeypatch.setenv("EVALKIT_QUANT_STORE", str(tmp_path / "empty-store"))  # a resume needs no store
+    monkeypatch.setattr(type(registry.get("bert")), "load_model", lambda *a, **k: pytest.fail("a model loaded"))
+    req = lambda log: RunSpec("bert", dataset=s / "dataset", model_path=s / "model", log_path=log,
+                              n_calib=N_CALIB_BERT, calibrate=True, n_devices=3)
+    for log in (old, runs / "accuracy-20260101-000100"):  # LOG_PATH given; none (a new default dir)
+        plan = resolve(req(log))
+        if log != old:  # what `evalkit run` does without --log_path
+            plan = adopt_unfinished(plan)
+        assert Path(plan.spec.log_path) == old
+        plan = prepare(plan)
+        assert plan.config_hash == recorded
+        err = capsys.readouterr().err
+        assert "holds this run's calibration (resume: not calibrated again)" in err, err
+
+
+def test_int8_kv_cache_is_a_hashed_option_that_quantizes_generates_cache(synthetic, tmp_path, monkeypatch):
+    """W8A8-KV8 for GPT-J: --quantizer_option kv_cache=int8 (transformers' QuantizedCache, HQQ at 8 bits) is
+    checked in the plan (it needs Hugging Face generate), enters the config hash, and the built model's
+    generation stores its K/V through the 8-bit cache."""
+    import torch
+    from transformers import cache_utils
+
+    from evalkit import calibration, quantize, registry
+    from evalkit.errors import KitError
+    from evalkit.plan import RunSpec, resolve
+
+    s = synthetic("gpt-j")
+    b = registry.get("gpt-j")
+    monkeypatch.setattr(type(b), "load_model", lambda *a, **k: pytest.fail("a model loaded"))
+    spec = lambda **kw: RunSpec("gpt-j", dataset=s / "dataset", model_path=s / "model", log_path=tmp_path / "r",
+                                calibrate=True, **kw)
+    with pytest.raises(KitError, match=r"kv_cache=int8 quantizes Hugging Face generate's KV cache.*--option generator=hf"):
+        resolve(spec(quantizer_options={"kv_cache": "int8"}))
+    with pytest.raises(KitError, match=r"kv_cache=int4 for w8a8-smoothquant: use one of none, int8"):
+        resolve(spec(quantizer_options={"kv_cache": "int4"}))
+    hf = {"generator": "hf"}
+    kv8 = resolve(spec(options=hf, quantizer_options={"kv_cache": "int8"}))
+    assert kv8.config["quantization"]["quantizer_options"]["kv_cache"] == "int8"
+    assert kv8.config_hash != resolve(spec(options=hf)).config_hash
+    monkeypatch.undo()
+
+    torch.set_num_threads(1)
+    q = quantize.resolve_class("w8a8-smoothquant")({"kv_cache": "int8", "kv_residual": 1})
+    opts = dict(b.options, **hf)
+    run = {"device": "cpu", "data_type": "fp32", "options": opts, "quantizer_options": q.options}
+    ds = b.open_dataset(s / "dataset", s / "model", opts)
+    stats = q.calibrate(b, b.load_model(s / "model", "cpu", "fp32", opts),
+                        calibration.batches(b, ds, 2, 2, "cpu", "fp32", opts), run)
+    g = q.build(b, b.load_model(s / "model", "cpu", "fp32", opts), stats, run)
+    g.gen = dict(g.gen, num_beams=1, min_new_tokens=4, max_new_tokens=4)  # a few steps are enough to see the cache
+    seen = []
+    real = cache_utils.HQQQuantizedLayer._quantize
+    monkeypatch.setattr(cache_utils.HQQQuantizedLayer, "_quantize",
+                        lambda self, t, axis: seen.append((self.nbits, tuple(t.shape))) or real(self, t, axis))
+    out = b.forward(g, [ds.load(0)])
+    assert len(out[0]) == 4
+    layers = registry.get("gpt-j").quant_module(g).config.n_layer
+    assert seen and {n for n, _ in seen} == {8} and len(seen) >= 2 * layers * 4, seen[:4]  # K and V, every layer, every step
+
+
+def test_a_synthetic_quantized_floor_is_measured_stated_and_above_an_index_shift():
+    """GPT-J W8A8's synthetic answers cannot equal the fp32 ones (targets.SYNTHETIC_QUANTIZED): check judges it
+    against a measured floor, says so at once, never below what an index shift scores + 1; a quantizer that
+    keeps the fp32 answers (BERT, ResNet50 int8-static) is judged against the fp32 reference itself."""
+    from evalkit import check, targets
+
+    synth = {"reference": {"ROUGE1": 100.0, "ROUGE2": 100.0, "ROUGEL": 100.0, "GEN_LEN": 4948.0},
+             "index_shift": {"ROUGE1": 40.32, "ROUGE2": 26.77, "ROUGEL": 37.13, "GEN_LEN": 4948.0}}
+    low = check.low_precision("gpt-j", "fp32", synth, "w8a8-smoothquant")
+    measured = targets.SYNTHETIC_QUANTIZED[("gpt-j", "w8a8-smoothquant")]
+    assert set(low["metrics"]) == set(measured) == {"ROUGE1", "ROUGE2", "ROUGEL"}  # GEN_LEN keeps MLPerf's bound
+    for k, x in low["metrics"].items():
+        assert x["floor"] >= synth["index_shift"][k] + 1.0 and x["floor"] <= measured[k], (k, x)
+    rows = [{"metric": "ROUGE1", "value": 73.1, "reference": 100.0, "pct_of_reference": 73.1, "kind": "min",
+             "target": low["metrics"]["ROUGE1"]["floor"], "pass": True, "scaled": False}]
+    text = check.format_table({"model": "gpt-j", "checker_name": "gptj-99", "accuracy_target": "99", "rows": rows,
+                               "synthetic": True, "synthetic_low_precision": low, "verdict": "PASS", "n_count": 8,
+                               "dataset_size": 8, "config": {"quantization": {"quantizer": "w8a8-smoothquant",
+                                                                              "n_calib": 8}}})
+    head = text.splitlines()[1]
+    assert head.startswith("SYNTHETIC quantized w8a8-smoothquant:") and "bench/bench_quant.py" in head, text
+    assert f"judged against {low['metrics']['ROUGE1']['floor']:.4g}%" in head
+    assert text.splitlines()[-1] == "RESULT: PASS (synthetic quantized w8a8-smoothquant, against the measured floor above)"
+    assert check.low_precision("bert", "fp32", synth, "int8-static") is None
+    assert check.low_precision("resnet", "fp32", synth, "int8-static") is None
+    assert check.low_precision("gpt-j", "fp32", synth) is None  # unquantized fp32: exact
