@@ -13,6 +13,7 @@ import pytest
 from evalkit.accuracy_log import iter_entries
 
 from conftest import evalkit, one_line_error
+from one_process import evalkit_each
 
 MERGED = "merged_mlperf_log_accuracy.json"
 
@@ -20,6 +21,16 @@ MERGED = "merged_mlperf_log_accuracy.json"
 def run(synth: Path, log: Path, *extra, **env):
     return evalkit("run", "resnet", "--dataset", synth / "dataset", "--model_path", synth / "model",
                    "--log_path", log, "--batch_size", 4, *extra, **env)
+
+
+def run_partitions(synth: Path, log: Path, n_partitions: int, partitions, *extra) -> None:
+    """Partitions `partitions` of an n_partitions run into log, one `evalkit run --partition_offset p` each
+    (in one interpreter: tests/one_process.py)."""
+    evalkit_each(*(["run", "resnet", "--dataset", synth / "dataset", "--model_path", synth / "model",
+                    "--log_path", log, "--batch_size", 4, "--n_devices", 1, "--n_partitions", n_partitions,
+                    "--partition_offset", p, *extra] for p in partitions))
+    for p in partitions:
+        assert (log / str(p) / "partition.json").is_file(), p
 
 
 def entries(path: Path) -> list[dict]:
@@ -107,17 +118,21 @@ def test_missing_image_is_an_error_not_a_skip(resnet_synth, tmp_path):
     assert not (tmp_path / "r" / "1" / "partition.json").exists()
 
 
-def _complete_run(resnet_synth, tmp_path, name="r", *extra):
-    log = tmp_path / name
-    cp = run(resnet_synth, log, "--n_devices", 1, "--n_partitions", 2, "--partition_offset", 0, *extra)
-    assert cp.returncode == 0, cp.stderr
-    cp = run(resnet_synth, log, "--n_devices", 1, "--n_partitions", 2, "--partition_offset", 1, *extra)
-    assert cp.returncode == 0, cp.stderr
+@pytest.fixture(scope="module")
+def two_partitions(resnet_synth, tmp_path_factory) -> Path:
+    """A complete, not yet gathered run of 2 partitions (each launched on its own, --no_check), made once:
+    every test below damages its own copy."""
+    log = tmp_path_factory.mktemp("two_partitions") / "r"
+    run_partitions(resnet_synth, log, 2, (0, 1), "--no_check")
     return log
 
 
-def test_truncated_partition_log(resnet_synth, tmp_path):
-    log = _complete_run(resnet_synth, tmp_path, "r", "--no_check")
+def _complete_run(two_partitions: Path, tmp_path: Path, name: str = "r") -> Path:
+    return shutil.copytree(two_partitions, tmp_path / name)
+
+
+def test_truncated_partition_log(two_partitions, tmp_path):
+    log = _complete_run(two_partitions, tmp_path)
     f = log / "1" / "mlperf_log_accuracy.json"
     f.write_bytes(f.read_bytes()[:-40])
     err = one_line_error(evalkit("gather", log))
@@ -125,9 +140,9 @@ def test_truncated_partition_log(resnet_synth, tmp_path):
     assert not (log / MERGED).exists()
 
 
-def test_corrupt_partition_log_with_matching_manifest(resnet_synth, tmp_path):
+def test_corrupt_partition_log_with_matching_manifest(two_partitions, tmp_path):
     """Even a log whose manifest was rewritten to match is parsed entry by entry."""
-    log = _complete_run(resnet_synth, tmp_path, "r", "--no_check")
+    log = _complete_run(two_partitions, tmp_path)
     f = log / "0" / "mlperf_log_accuracy.json"
     f.write_text(f.read_text().replace('"data" : "', '"data" : "zz', 1))
     m = json.loads((log / "0" / "partition.json").read_text())
@@ -138,9 +153,10 @@ def test_corrupt_partition_log_with_matching_manifest(resnet_synth, tmp_path):
     assert "partition 0" in err
 
 
-def test_partition_from_another_config(resnet_synth, tmp_path):
-    log = _complete_run(resnet_synth, tmp_path, "r", "--no_check")
-    other = _complete_run(resnet_synth, tmp_path, "other", "--no_check", "--scenario", "SingleStream")
+def test_partition_from_another_config(resnet_synth, two_partitions, tmp_path):
+    log = _complete_run(two_partitions, tmp_path)
+    other = tmp_path / "other"  # only its partition 1 is used
+    run_partitions(resnet_synth, other, 2, (1,), "--no_check", "--scenario", "SingleStream")
     shutil.rmtree(log / "1")
     shutil.copytree(other / "1", log / "1")
     err = one_line_error(evalkit("gather", log))
@@ -150,15 +166,15 @@ def test_partition_from_another_config(resnet_synth, tmp_path):
     assert "partition 1" in err and "holds another run" in err and "scenario" in err
 
 
-def test_missing_partition(resnet_synth, tmp_path):
-    log = _complete_run(resnet_synth, tmp_path, "r", "--no_check")
+def test_missing_partition(two_partitions, tmp_path):
+    log = _complete_run(two_partitions, tmp_path)
     shutil.rmtree(log / "1")
     err = one_line_error(evalkit("gather", log))
     assert "partitions 1 of 0..1" in err
 
 
-def test_existing_merged_file_is_never_overwritten(resnet_synth, tmp_path):
-    log = _complete_run(resnet_synth, tmp_path, "r", "--no_check")
+def test_existing_merged_file_is_never_overwritten(two_partitions, tmp_path):
+    log = _complete_run(two_partitions, tmp_path)
     (log / MERGED).write_text("precious")
     err = one_line_error(evalkit("gather", log))
     assert MERGED in err and "already exists" in err
@@ -170,9 +186,9 @@ def test_existing_merged_file_is_never_overwritten(resnet_synth, tmp_path):
 
 def test_eleven_partitions_gather_in_numeric_order(resnet_synth, tmp_path):
     log = tmp_path / "r"
-    for p in range(11):
-        cp = run(resnet_synth, log, "--n_count", 22, "--n_partitions", 11, "--partition_offset", p, "--no_check")
-        assert cp.returncode == 0, cp.stderr
+    run_partitions(resnet_synth, log, 11, range(11), "--n_count", 22, "--no_check")
+    # the dirs sort as text 0 1 10 2 3 ..: gather must take them as numbers
+    assert sorted(p.name for p in log.iterdir() if p.is_dir())[:3] == ["0", "1", "10"]
     evalkit("gather", log, check=True)
     info = json.loads((log / "gather.json").read_text())
     assert [p["partition"] for p in info["partitions"]] == list(range(11))
