@@ -198,3 +198,58 @@ def test_scale_variant_of_sample_writing_sets(tmp_path, monkeypatch, model):
         rows = [r.split("\t") for r in (ds / CAPTIONS).read_text().splitlines()[1:]]
         assert len(rows) == n and rows[m][2] == rows[0][2] and rows[1][2] != rows[0][2]
         assert len({r[1] for r in rows}) == n and len({r[5] for r in rows}) == n
+
+
+class _EchoBench:
+    """A model that answers prompt p with [p, p % 3], at batch 1; in a batch, the prompts in `drift`
+    get [p, 0] instead (greedy tokens that depend on the batch)."""
+
+    def __init__(self, drift=()):
+        self.drift, self.batches = set(drift), []
+
+    def load_model(self, *args):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(tok=None)
+
+    def forward(self, g, prompts):
+        self.batches.append(len(prompts))
+        return [np.array([p, 0 if len(prompts) > 1 and p in self.drift else p % 3]) for p in prompts]
+
+    def postprocess(self, outputs, n):
+        return outputs[:n]
+
+
+def test_batched_candidate_search_keeps_the_batch1_outputs():
+    """synthllm.ground_truth(batch=8) (deepseek-r1's search, issue 30) keeps the candidates and
+    outputs of the batch-1 search, and refuses a kept output that the batch changed."""
+    from pathlib import Path
+
+    from evalkit.errors import KitError
+    from language.synthllm import ground_truth
+
+    def keep(tok, out, i):
+        return out[1] == 0  # every third prompt
+
+    one = ground_truth(_EchoBench(), Path("."), list(range(40)), keep, 5, "x", 0)
+    bench = _EchoBench()
+    many = ground_truth(bench, Path("."), list(range(40)), keep, 5, "x", 0, batch=8)
+    assert [(i, o.tolist()) for i, o in many] == [(i, o.tolist()) for i, o in one] == \
+        [(k, [k, 0]) for k in (0, 3, 6, 9, 12)]
+    assert bench.batches == [8] + [1] * 3 + [8] + [1] * 2  # two batches; each kept one again alone
+    with pytest.raises(KitError, match=r"candidate prompt 4 is answered \[4, 1\] at batch 1 but \[4, 0\]"):
+        ground_truth(_EchoBench(drift={4}), Path("."), list(range(40)), keep, 5, "x", 0, batch=8)
+
+
+def test_scale_period_shifts_the_distinct_block_only_of_a_tiled_set(monkeypatch):
+    """evalkit/synth.py scores a scale variant's index shift on its m distinct samples: only when
+    every payload k is payload k % m; a set whose samples are all computed is shifted whole."""
+    from evalkit import synth
+
+    monkeypatch.setattr(synth, "DISTINCT_MAX", 4)
+    block = [np.array([k, 7 * k], dtype=np.int32) for k in range(4)]
+    assert synth.scale_period(synth.tile(block, 11)) == 4
+    assert synth.scale_period(block[:3]) == 3
+    computed = synth.tile(block, 11)
+    computed[9] = np.array([1, 8], dtype=np.int32)  # sample 9 is not a copy of sample 1
+    assert synth.scale_period(computed) == 11
