@@ -118,6 +118,17 @@ def synthetic(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def forked(tmp_path_factory):
+    """This worker's fork server (tests/forkserver.py): forked.evalkit(*args) runs `python -m evalkit
+    ARGS` as evalkit() does, in a forked child of a process that imported torch & co. once."""
+    from forkserver import Server
+
+    s = Server(kit_env(), tmp_path_factory.mktemp("forked_io"))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
 def resnet_synth(synthetic) -> Path:
     """A 24-image synthetic ImageNet set + random ResNet50 checkpoint (published layouts)."""
     return synthetic("resnet", 24)

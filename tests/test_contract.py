@@ -22,30 +22,31 @@ from evalkit import registry, targets
 from evalkit.errors import KitError
 from evalkit.rundir import MERGED
 
-from conftest import SYNTH_N, evalkit, one_line_error, rewrite_merged
+from conftest import SYNTH_N, one_line_error, rewrite_merged
 
 # A dtype of another item size than the model's: its bytes cannot pass as the right payload.
 WRONG_DTYPE = {1: "float32", 2: "float32", 4: "float16", 8: "int32"}
 
 
 class Contract:
-    def __init__(self, name: str, base: Path, synthetic):
+    def __init__(self, name: str, base: Path, synthetic, forked):
         self.name = name
+        self.kit = forked.evalkit  # `python -m evalkit ARGS` in a forked child (tests/forkserver.py)
         self.bench = registry.get(name)
         self.n = min(self.bench.synthetic_n, SYNTH_N)
         self.synth = synthetic(name, self.n)  # shared with the model's own tests
         self.base = base
 
-    def run(self, log: Path, *extra):
+    def run(self, log: Path, *extra, warm=False):
         # batch 1 and one thread in both runs: the logs must be equal byte for byte
-        return evalkit("run", self.name, "--dataset", self.synth / "dataset", "--model_path", self.synth / "model",
-                       "--log_path", log, "--batch_size", 1, "--threads", 1, *extra)
+        return self.kit("run", self.name, "--dataset", self.synth / "dataset", "--model_path", self.synth / "model",
+                       "--log_path", log, "--batch_size", 1, "--threads", 1, *extra, warm=warm)
 
 
 @pytest.fixture(scope="module", params=registry.names())
-def model(request, tmp_path_factory, synthetic) -> Contract:
-    c = Contract(request.param, tmp_path_factory.mktemp(f"contract_{request.param}"), synthetic)
-    c.one = c.run(c.base / "p1")
+def model(request, tmp_path_factory, synthetic, forked) -> Contract:
+    c = Contract(request.param, tmp_path_factory.mktemp(f"contract_{request.param}"), synthetic, forked)
+    c.one = c.run(c.base / "p1", warm=True)  # the server then holds what this model imports
     c.three = c.run(c.base / "p3", "--n_devices", 3, "--n_partitions", 3)
     return c
 
@@ -86,7 +87,7 @@ def test_accuracy_txt_parses_for_every_checker_name(model, tmp_path):
     for target, checker in model.bench.checker_names.items():
         run_dir = tmp_path / target
         shutil.copytree(model.base / "p1", run_dir)
-        cp = evalkit("check", run_dir, "--accuracy_target", target)
+        cp = model.kit("check", run_dir, "--accuracy_target", target)
         assert cp.returncode == 0, cp.stdout + cp.stderr
         text = (run_dir / "accuracy.txt").read_text()
         for metric in targets.get(checker).metrics():
@@ -98,7 +99,7 @@ def test_index_shift_scores_below_target(model, tmp_path):
     n = model.n
     _rewrite(model.base / "p1", tmp_path / "shifted",
              lambda e: {**e, "qsl_idx": (e["qsl_idx"] + 1) % n})
-    cp = evalkit("check", tmp_path / "shifted")
+    cp = model.kit("check", tmp_path / "shifted")
     assert cp.returncode == 1, cp.stdout + cp.stderr
     acc = json.loads((tmp_path / "shifted" / "accuracy.json").read_text())
     assert acc["verdict"] == "FAIL"
@@ -140,7 +141,7 @@ def test_wrong_payload_dtype_is_a_one_line_error(model, tmp_path):
         return {**e, "data": values.astype(wrong).tobytes().hex().upper()}
 
     _rewrite(model.base / "p1", tmp_path / "wrong", recast)
-    err = one_line_error(evalkit("check", tmp_path / "wrong"))
+    err = one_line_error(model.kit("check", tmp_path / "wrong"))
     assert "qsl_idx" in err and ("dtype" in err or "payload" in err), err
 
 
@@ -223,7 +224,7 @@ def test_a_partition_on_changed_data_does_not_merge(model, tmp_path):
     f = max((p for p in data.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     _flip(f)
     rel = f.relative_to(data).as_posix()
-    cp = evalkit("run", model.name, "--dataset", data, "--model_path", model.synth / "model", "--log_path",
+    cp = model.kit("run", model.name, "--dataset", data, "--model_path", model.synth / "model", "--log_path",
                  tmp_path / "other", "--batch_size", 1, "--threads", 1, "--n_count", model.n,
                  "--n_partitions", 3, "--partition_offset", 1)
     if cp.returncode != 0:
@@ -233,7 +234,7 @@ def test_a_partition_on_changed_data_does_not_merge(model, tmp_path):
     shutil.copytree(model.base / "p3", mixed)
     shutil.rmtree(mixed / "1")
     (mixed / MERGED).unlink()
-    err = one_line_error(evalkit("gather", mixed, tmp_path / "other"))
+    err = one_line_error(model.kit("gather", mixed, tmp_path / "other"))
     assert "partition 1" in err and f"dataset file {rel}" in err, err
 
 
