@@ -18,14 +18,12 @@ from conftest import ROOT, evalkit, kit_env, one_line_error
 from evalkit.cache import CACHE_FILE, ResponseCache
 
 MERGED = "merged_mlperf_log_accuracy.json"
-N = 10
+N = 8  # conftest.SYNTH_N: the gpt-j set the contract test and test_gptj.py use too (made once)
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("gptj_cache")
-    evalkit("synth", "gpt-j", "--out", out, "--n", N, "--seed", 0, check=True)
-    return out
+def synth(synthetic) -> Path:
+    return synthetic("gpt-j", N)
 
 
 def run_args(synth: Path, log: Path, *extra) -> list[str]:
