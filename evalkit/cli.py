@@ -12,6 +12,21 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
+
+def _cuda_extension_on_cpu_torch(record) -> bool:
+    """torchao (the quantizers' library, which transformers imports whenever it is installed) logs
+    "Failed to load .../_C_*.so" for each of its CUDA-only extensions on a CPU-only torch: noise in every
+    run's log there. Dropped only then; on a CUDA torch the line stays (it would be a real problem)."""
+    torch = sys.modules.get("torch")
+    msg = str(record.msg)
+    return not (msg.startswith("Failed to load ") and ".so" in msg and torch is not None
+                and getattr(torch.version, "cuda", None) is None)
+
+
+import logging  # noqa: E402
+
+logging.getLogger("torchao").addFilter(_cuda_extension_on_cpu_torch)
+
 from . import registry, targets
 from .errors import KitError
 from .util import ROOT, write_error
@@ -136,6 +151,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--n", type=int, help="samples (default: the model's synthetic_n, as DATA=synthetic under make)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="the model's synthetic-set options (e.g. stablediffusion image_side=1024)")
     p = sub.add_parser("run", help="run partitions under LoadGen; gather and check when all are done")
     _add_run_args(p)
     p = sub.add_parser("explore", help="batch size x data type x backend sweep: short performance runs and a "
@@ -245,7 +262,7 @@ def _dispatch(a) -> int:
     if a.cmd == "synth":
         from .synth import describe, synthesize
         n = registry.get(a.model).synthetic_n if a.n is None else a.n  # make's default (scripts/lib/common.sh)
-        print(describe(synthesize(a.model, a.out, n, a.seed)))
+        print(describe(synthesize(a.model, a.out, n, a.seed, _key_values(a.option, "--option"))))
         return 0
     if a.cmd == "_worker":
         from .launcher import run_worker

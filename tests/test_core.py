@@ -129,3 +129,22 @@ def test_partitions_cut_by_work_balance_the_work():
         b = work_bounds(n, P, work)
         assert b[0] == 0 and b[-1] == n and all(x < y for x, y in zip(b, b[1:]))
         assert [partition_range(n, P, p, work) for p in range(P)] == list(zip(b, b[1:]))
+
+
+def test_cpu_torch_hides_torchao_cuda_extension_noise_only():
+    """transformers imports torchao whenever it is installed; on a CPU-only torch torchao logs one
+    "Failed to load ..._C_*.so" line per CUDA extension into every run's log. The kit drops exactly
+    those lines (evalkit/cli.py), nothing else torchao says."""
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.version.cuda is not None:
+        pytest.skip("a CUDA torch loads torchao's extensions: nothing to drop")
+    code = ("import logging, sys\n{}import torchao\nlogging.getLogger('torchao').warning('another warning')\n")
+    bare = subprocess.run([sys.executable, "-c", code.format("")], capture_output=True, text=True, check=True)
+    kit = subprocess.run([sys.executable, "-c", code.format("import evalkit.cli\n")], capture_output=True,
+                         text=True, check=True)
+    assert "Failed to load" in bare.stderr  # the noise exists without the kit's filter
+    assert "Failed to load" not in kit.stderr and "another warning" in kit.stderr, kit.stderr
