@@ -16,14 +16,12 @@ import pytest
 
 from conftest import ROOT, evalkit, kit_env, worker_pid
 
-N, P = 12, 5   # partitions of 3, 3, 2, 2, 2 samples
+N, P = 12, 5   # partitions of 3, 3, 2, 2, 2 samples (the first 12 of the set)
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("gptj_status")
-    evalkit("synth", "gpt-j", "--out", out, "--n", N, "--seed", 0, check=True)
-    return out
+def synth(synthetic) -> Path:
+    return synthetic("gpt-j", 24)  # the session's 24-sample set: test_scripts.py's `make demo` runs on it too
 
 
 def write_progress(log: Path, p: int, done: int, total: int, rate: float, updated: float) -> None:
@@ -36,7 +34,7 @@ def write_progress(log: Path, p: int, done: int, total: int, rate: float, update
 def test_status_finished_failed_running_stalled_missing(synth, tmp_path):
     log = tmp_path / "run"
     args = ["run", "gpt-j", "--dataset", str(synth / "dataset"), "--model_path", str(synth / "model"),
-            "--log_path", str(log), "--threads", "1", "--batch_size", "1", "--n_partitions", str(P),
+            "--log_path", str(log), "--n_count", str(N), "--threads", "1", "--batch_size", "1", "--n_partitions", str(P),
             "--n_devices", "2"]
     proc = subprocess.Popen([sys.executable, "-m", "evalkit", *args], cwd=ROOT, env=kit_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
