@@ -98,6 +98,10 @@ def test_sets_are_chosen_by_the_dataset_dir_with_their_output_limits(synth, tmp_
     assert p.size == len(df) and p.load(1).cap == 10240 and b.fingerprint(perf, synth / "model")["set"] == "perf_eval_ref"
     with pytest.raises(KitError, match="lacks column"):  # no accuracy on the performance set
         b.score([(0, np.asarray(p.load(0).ids[:3], np.int32))], perf, 1, synth / "model")
+    acc = tmp_path / "acc"  # the download's acc/: the accuracy set beside TEST07's GPQA set; the former is run
+    shutil.copytree(synth / "dataset", acc)
+    shutil.copy(acc / "acc_eval_inputs.parquet", acc / "acc_eval_compliance_gpqa.parquet")
+    assert b.open_dataset(acc).stem == "acc_eval_inputs"
     shutil.copy(synth / "dataset" / "acc_eval_inputs.parquet", perf)
     with pytest.raises(KitError, match="keep one set per dataset dir"):
         b.open_dataset(perf)

@@ -40,7 +40,7 @@ from language.llm import RUN_DEFAULTS, Prompt, TokenPromptLLM, check_token_ids, 
 
 # stem -> the reference's output limit for that set (README "Generation Configuration", TEST07/TEST09)
 SETS = {"acc_eval_inputs": 32768, "perf_eval_ref": 10240, "acc_eval_compliance_gpqa": 10240}
-ACCURACY_SET = "acc_eval_inputs"
+ACCURACY_SET, COMPLIANCE_SET = "acc_eval_inputs", "acc_eval_compliance_gpqa"
 TOKEN_COLUMNS = ("input_tokens", "tok_input")  # v4.0+ / pre-v4.0 (utils/tokenization.py)
 REPEATS = {"aime25": 8, "gpqa_diamond": 5, "livecodebench_v6": 3}  # eval_mlperf_accuracy.py DATASET_REPEATS
 GEN_DEFAULTS = {"max_new_tokens": 32768, "min_new_tokens": 0}
@@ -56,6 +56,8 @@ def set_stem(root: Path) -> str:
     if not present:
         names = ", ".join(f"{s}.parquet" for s in SETS)
         raise KitError(f"{root} holds none of {names}; pass the download's acc/ or perf/ folder as --dataset.")
+    if present == [ACCURACY_SET, COMPLIANCE_SET]:
+        return ACCURACY_SET  # the download's acc/ holds both: the accuracy run's set (TEST07's: its own dir)
     if len(present) > 1:
         raise KitError(f"{root} holds {' and '.join(present)}; keep one set per dataset dir (the accuracy and "
                        f"performance sets are different runs).")
