@@ -81,6 +81,9 @@ class Benchmark(abc.ABC):
     cuda_batch_size: int | None = None   # default on a GPU (sized for one H100/H200); None: default_batch_size
     data_types: tuple[str, ...] = ("fp32", "fp16", "bf16")
     synthetic_n: int = 64             # default size of the synthetic set (DATA=synthetic)
+    # `evalkit synth --option KEY=VALUE` keys with their defaults; a value other than the default is
+    # passed to synthesize() as a keyword and recorded in the set's SYNTHETIC.json
+    synthetic_options: dict[str, Any] = {}
     # True: load_model accepts a comma-separated list of K devices ("cuda:0,cuda:1", or "cpu,cpu" in
     # tests) and splits the model over them (--devices_per_partition K); models that fit one device: False.
     multi_device: bool = False

@@ -75,25 +75,29 @@ def link_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def synthesize(model: str, out: Path, n: int, seed: int = 0) -> dict:
+def synthesize(model: str, out: Path, n: int, seed: int = 0, options: dict | None = None) -> dict:
+    from .plan import declared_options
+
     bench = registry.get(model)
     out = Path(out)
     if n < 2:
         raise KitError(f"--n {n}: a synthetic set needs at least 2 samples (an index shift must be detectable)")
+    chosen = declared_options(bench.synthetic_options, options or {}, "--option", f"synth {bench.name}")
+    chosen = {k: v for k, v in chosen.items() if v != bench.synthetic_options[k]}  # recorded when not the default
     marker = out / "dataset" / SYNTHETIC_MARKER
     if marker.exists():
         have = read_synthetic(out / "dataset")
         if have.get("model") == bench.name and have.get("n") == n and have.get("seed") == seed \
-                and (out / "model").exists():
+                and have.get("options", {}) == chosen and (out / "model").exists():
             print(f"synthetic {bench.name} set in {out} already there (n={n}, seed={seed})", file=sys.stderr)
             return have
         raise KitError(f"{out} already holds another synthetic set ({have.get('model')}, n={have.get('n')}, "
-                       f"seed={have.get('seed')}); choose another --out or remove it")
+                       f"seed={have.get('seed')}, options {have.get('options', {})}); choose another --out or remove it")
     for sub in ("dataset", "model"):
         if (out / sub).exists() and any((out / sub).iterdir()):
             raise KitError(f"{out / sub} exists and is not a synthetic set; choose another --out")
     try:
-        payloads = bench.synthesize(out, n, seed)
+        payloads = bench.synthesize(out, n, seed, **chosen)
         ds = out / "dataset"
         exact = bench.synthetic_reference()
         mp = out / "model"
@@ -117,7 +121,8 @@ def synthesize(model: str, out: Path, n: int, seed: int = 0) -> dict:
         for sub in ("dataset", "model"):
             shutil.rmtree(out / sub, ignore_errors=True)  # never leave a half-written set behind
         raise
-    info = {"model": bench.name, "n": n, "seed": seed, "reference": reference,
+    info = {"model": bench.name, "n": n, "seed": seed, **({"options": chosen} if chosen else {}),
+            "reference": reference,
             "index_shift": {k: float(v) for k, v in shifted.items()},
             "checker_targets": {t: targets.get(c).checker_name for t, c in bench.checker_names.items()}}
     atomic_write_json(marker, info)

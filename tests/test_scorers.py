@@ -253,3 +253,38 @@ def test_scale_period_shifts_the_distinct_block_only_of_a_tiled_set(monkeypatch)
     computed = synth.tile(block, 11)
     computed[9] = np.array([1, 8], dtype=np.int32)  # sample 9 is not a copy of sample 1
     assert synth.scale_period(computed) == 11
+
+
+def test_synth_options_are_declared_and_checked(tmp_path):
+    """`evalkit synth --option`: a key the model does not declare, or an SDXL image side that is not
+    32 px doubled, is one KitError naming it before anything is written."""
+    from evalkit import synth
+    from evalkit.errors import KitError
+
+    with pytest.raises(KitError, match=r"--option image_side is not an option of synth resnet \(its options: none\)"):
+        synth.synthesize("resnet", tmp_path / "r", 8, 0, {"image_side": 1024})
+    with pytest.raises(KitError, match=r"--option image_side=100: .* 32, 64, .*1024"):
+        synth.synthesize("stablediffusion", tmp_path / "s", 8, 0, {"image_side": 100})
+    assert not any((tmp_path / "s").rglob("*.*"))
+
+
+def test_sdxl_image_side_option_decodes_copies_of_the_32px_picture():
+    """The image_side option's VAE (text_to_image/sdxl/synthetic.py: _copying_decoder): one more up
+    block gives 64 px images made of 2x2 squares, so their values clear the clamp edges exactly as
+    the 32 px picture's do (fails if the added block's conv, or conv_out's 3x3 taps, mix pixels)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from text_to_image.sdxl.synthetic import _copying_decoder
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(16,) * 3, latent_channels=4, layers_per_block=1, norm_num_groups=4,
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3).eval()
+    _copying_decoder(vae.decoder)
+    with torch.no_grad():
+        x = vae.decode(torch.randn(1, 4, 16, 16)).sample
+    assert x.shape == (1, 3, 64, 64)
+    q = x[..., ::2, ::2]
+    for dy, dx in ((0, 1), (1, 0), (1, 1)):
+        assert torch.equal(x[..., dy::2, dx::2], q)
+    assert q.std() > 0 and not torch.equal(q[..., ::2, :], q[..., 1::2, :])  # a 32 px picture, not 16 px squares

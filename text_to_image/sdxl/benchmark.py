@@ -227,6 +227,8 @@ class StableDiffusionXL(Benchmark):
     payload_size = None           # H*W*3, from the checkpoint (1024x1024 for SDXL base); checked in score()
     default_batch_size = 1        # the reference SUT's default
     synthetic_n = 12
+    # image_side=1024: the real image (and log) size, for a rehearsal of a full run (synthetic.py)
+    synthetic_options = {"image_side": 32}
     options = {"guidance_scale": 8.0, "num_inference_steps": 20}
 
     # --- data -----------------------------------------------------------------
@@ -378,10 +380,10 @@ class StableDiffusionXL(Benchmark):
                 % (float(metrics["FID_SCORE"]), float(metrics["CLIP_SCORE"]))]
 
     # --- synthetic ------------------------------------------------------------
-    def synthesize(self, out: Path, n: int, seed: int) -> list[np.ndarray]:
+    def synthesize(self, out: Path, n: int, seed: int, **options) -> list[np.ndarray]:
         from .synthetic import synthesize
 
-        return synthesize(self, Path(out), n, seed)
+        return synthesize(self, Path(out), n, seed, **options)
 
     def synthetic_reference(self) -> dict[str, float]:
         from .synthetic import CLIP_PERFECT

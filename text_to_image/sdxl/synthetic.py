@@ -131,7 +131,7 @@ def _text_config(vocab_size: int, act: str, hidden: int = TEXT_HIDDEN, proj: int
                           eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
 
 
-def _build_pipeline(tok_dir: Path, tok2_dir: Path, vocab_size: int):
+def _build_pipeline(tok_dir: Path, tok2_dir: Path, vocab_size: int, image_side: int = IMAGE_SIDE):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -145,10 +145,13 @@ def _build_pipeline(tok_dir: Path, tok2_dir: Path, vocab_size: int):
         addition_time_embed_dim=4, transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=4 * 6 + TEXT_HIDDEN, cross_attention_dim=2 * TEXT_HIDDEN,
         norm_num_groups=4).eval()
+    blocks = 1 + (image_side // LATENT_SIDE).bit_length() - 1  # one upsampling per block after the first
     vae = AutoencoderKL(
-        block_out_channels=(16, 16), in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        sample_size=IMAGE_SIDE, norm_num_groups=4, scaling_factor=0.13025, force_upcast=True).eval()
+        block_out_channels=(16,) * blocks, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+        sample_size=image_side, norm_num_groups=4, scaling_factor=0.13025, force_upcast=True).eval()
+    if blocks > 2:
+        _copying_decoder(vae.decoder)
     # stable-diffusion-xl-base-1.0's scheduler config
     sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                    num_train_timesteps=1000, prediction_type="epsilon", steps_offset=1,
@@ -157,6 +160,29 @@ def _build_pipeline(tok_dir: Path, tok2_dir: Path, vocab_size: int):
                                      tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
                                      tokenizer_2=CLIPTokenizer.from_pretrained(tok2_dir),
                                      unet=unet, scheduler=sched, add_watermarker=False)
+
+
+def _copying_decoder(decoder) -> None:
+    """The image_side option's decoder: every up block after the first makes each pixel 2x2 copies
+    (its resnets add zero, its upsampling conv is the identity) and conv_out reads one pixel, so an
+    image is a 32 px picture with every pixel a 32x32 square (for 1024 px): its values clear the
+    clamp edges as the 32 px ones do (module doc), at the real payload size."""
+    import torch
+
+    with torch.no_grad():
+        for block in decoder.up_blocks[1:]:
+            for res in block.resnets:
+                res.conv2.weight.zero_()
+                res.conv2.bias.zero_()
+            for up in block.upsamplers or []:
+                w = up.conv.weight
+                w.zero_()
+                w[torch.arange(w.shape[0]), torch.arange(w.shape[0]), 1, 1] = 1.0
+                up.conv.bias.zero_()
+        w = decoder.conv_out.weight
+        centre = w[:, :, 1, 1].clone()
+        w.zero_()
+        w[:, :, 1, 1] = centre
 
 
 def _sample(gen, caption: str, latents: np.ndarray) -> dict:
@@ -261,20 +287,25 @@ def _write_clip(dst: Path, tok_dir: Path, vocab_size: int, images: list[np.ndarr
 
 # --------------------------------------------------------------------------- the set
 
-def synthesize(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
+def synthesize(bench, out: Path, n: int, seed: int, image_side: int = IMAGE_SIDE) -> list[np.ndarray]:
     import torch
+
+    sides = [IMAGE_SIDE << k for k in range(8)]
+    if image_side not in sides:
+        raise KitError(f"--option image_side={image_side}: the synthetic SDXL images are one of "
+                       f"{', '.join(map(str, sides))} px a side (the real set: 1024)")
 
     # The tiny networks' ops are too small to split over threads: one thread is faster, and
     # far faster on a shared machine (the truth does not depend on it, see the module doc).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _synthesize(bench, out, n, seed)
+        return _synthesize(bench, out, n, seed, image_side)
     finally:
         torch.set_num_threads(threads)
 
 
-def _synthesize(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
+def _synthesize(bench, out: Path, n: int, seed: int, image_side: int) -> list[np.ndarray]:
     import torch
 
     if n < MIN_N:
@@ -295,7 +326,7 @@ def _synthesize(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     # 2. random pipeline; the decoder's last conv scaled so the clamp saturates (see module doc)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        pipe = _build_pipeline(tok_tmp / "tokenizer", tok_tmp / "tokenizer_2", vocab_size)
+        pipe = _build_pipeline(tok_tmp / "tokenizer", tok_tmp / "tokenizer_2", vocab_size, image_side)
         latents = torch.randn(1, 4, LATENT_SIDE, LATENT_SIDE, generator=torch.Generator().manual_seed(seed))
     lat = latents.numpy()
     from .benchmark import NEGATIVE_PROMPT, _SDXL
@@ -352,7 +383,7 @@ def _synthesize(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     for i, cap in enumerate(tile(captions, n_all)):  # sample k >= n: prompt k % n under its own ids
         image_id = 100000 + i
         name = f"COCO_val2014_{image_id:012d}.jpg"
-        rows.append("\t".join((str(i), str(image_id), cap, str(IMAGE_SIDE), str(IMAGE_SIDE), name,
+        rows.append("\t".join((str(i), str(image_id), cap, str(image_side), str(image_side), name,
                                f"http://images.cocodataset.org/val2014/{name}")))
     (ds_dir / CAPTIONS).write_text("\n".join(rows) + "\n", encoding="utf-8")
 
