@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -43,38 +44,44 @@ def one_line_error(cp: subprocess.CompletedProcess) -> str:
 SYNTH_N = 8  # the synthetic set size the contract test and the per-model tests share
 
 
-# --- parallel runs (`make test` runs pytest-xdist with --dist loadgroup) ---------------------------
+# --- parallel runs (`make test`: pytest-xdist, -n TEST_WORKERS --dist loadgroup) ------------------
 # Tests that share an expensive module fixture must run on one worker: by default a test file is one
 # group; the contract files are one group per model (their fixtures are per model), so the models
-# spread over the workers. A test that sets its own xdist_group keeps it.
-# The files that build real model envs into the session's ENV_DIR (env_dir) share one group: two
-# workers must not build the same env at once. Groups are handed out in collection order, so the long
-# ones go first (a long group started last would leave the other workers idle at the end).
-PER_MODEL_GROUPS = {"test_contract": "model", "test_bad_input_contract": "case"}
-ENV_DIR_GROUP = ("test_scripts", "test_dvc", "test_scripts_language")
+# spread over the workers; the files that build real model envs into the session's ENV_DIR (env_dir)
+# are one group (two workers must not build one env at once). Groups are handed out in collection
+# order, so the long ones go first (a long group started last would leave the other workers idle).
+# The groups are computed from node ids by the scheduler below: xdist 3.8's own xdist_group marker
+# does nothing under pytest 9 (it rewrites Item._nodeid, which pytest 9 no longer reads).
+PER_MODEL_FILES = ("test_contract", "test_bad_input_contract")  # param id: "<model>" or "<model>:..."
+ENV_DIR_FILES = ("test_scripts", "test_dvc", "test_scripts_language")
 FIRST = ("env_dir", "test_contract:", "test_bad_input_contract:")
 
 
-def _group(item) -> str:
-    marker = item.get_closest_marker("xdist_group")
-    if marker:
-        return marker.kwargs.get("name", marker.args[0] if marker.args else "")
-    mod = item.module.__name__
-    if mod in ENV_DIR_GROUP:
+def xdist_group(nodeid: str) -> str:
+    mod = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+    if mod in ENV_DIR_FILES:
         return "env_dir"
-    param = PER_MODEL_GROUPS.get(mod)
-    if param and hasattr(item, "callspec") and param in item.callspec.params:
-        value = item.callspec.params[param]
-        return f"{mod}:{value[0] if isinstance(value, tuple) else value}"
+    if mod in PER_MODEL_FILES and nodeid.endswith("]") and "[" in nodeid:
+        return f"{mod}:{nodeid[nodeid.index('[') + 1:-1].split(':', 1)[0]}"
     return mod
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(_group(item)))
     rank = {g: i for i, g in enumerate(FIRST)}
-    items.sort(key=lambda it: min((r for g, r in rank.items() if _group(it).startswith(g)), default=len(FIRST)))
+    items.sort(key=lambda it: min((r for g, r in rank.items() if xdist_group(it.nodeid).startswith(g)),
+                                  default=len(FIRST)))
+
+
+if importlib.util.find_spec("xdist"):
+    def pytest_xdist_make_scheduler(config, log):
+        if config.getvalue("dist") != "loadgroup":
+            return None
+        from xdist.scheduler import LoadScopeScheduling
+
+        class ByGroup(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return xdist_group(nodeid)
+        return ByGroup(config, log)
 
 
 def run_root(tmp_path_factory) -> Path:

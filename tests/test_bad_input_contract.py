@@ -133,7 +133,12 @@ def _files(root: Path) -> list[str]:
 def _synth_listings(config, models: list[str]) -> dict[str, list[str]]:
     """Each model's synthetic set, as the contract uses it (written once per run: conftest.synth_set,
     so the contract fixtures find it made), and its files."""
-    return {m: _files(synth_set(config._tmp_path_factory, m, _set_n(m))) for m in models}
+    # xdist workers all collect at once: each starts at its own place in the list, so the sets are
+    # written side by side (a set another worker is writing is waited for, then reused)
+    k, n = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
+    start = k * len(models) // max(n, 1)
+    order = models[start:] + models[:start]
+    return {m: _files(synth_set(config._tmp_path_factory, m, _set_n(m))) for m in order}
 
 
 _LAYOUTS: dict[str, list[str]] = {}
