@@ -279,7 +279,8 @@ def test_int8_kv_cache_is_a_hashed_option_that_quantizes_generates_cache(synthet
     monkeypatch.undo()
 
     torch.set_num_threads(1)
-    q = quantize.resolve_class("w8a8-smoothquant")({"kv_cache": "int8", "kv_residual": 1})
+    cls = quantize.resolve_class("w8a8-smoothquant")
+    q = cls(quantize.resolve_options(cls, "w8a8-smoothquant", {"kv_cache": "int8", "kv_residual": 1}))
     opts = dict(b.options, **hf)
     run = {"device": "cpu", "data_type": "fp32", "options": opts, "quantizer_options": q.options}
     ds = b.open_dataset(s / "dataset", s / "model", opts)
