@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, evalkit, kit_env, modules_installed, one_line_error
+from conftest import ROOT, SYNTH_N, evalkit, kit_env, modules_installed, one_line_error
 from evalkit import registry, safeload
 from evalkit.errors import KitError
 
@@ -528,7 +528,7 @@ def test_every_model_refuses_a_hostile_file_in_its_layout(model, synthetic, tmp_
     A table pickle (one with a parquet copy beside it, language/frames.py) outside the kit's data
     dir meets the data-dir fence first; a copy inside it (data/synthetic/, git-ignored) reaches
     the loader."""
-    src = synthetic(model)
+    src = synthetic(model, min(registry.get(model).synthetic_n, SYNTH_N))  # the contract test's set: made once
     files = _pickle_files(src)
     if not files:
         pytest.skip(f"{model}: its layout holds no pickle or torch file")
