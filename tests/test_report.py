@@ -21,9 +21,11 @@ import pytest
 from evalkit import rundir, targets
 from evalkit.accuracy_log import iter_entries
 from evalkit.errors import KitError
+from evalkit.gather import gather
 from evalkit.progress import Progress
 
 from conftest import evalkit, one_line_error, rewrite_merged
+from one_process import evalkit_each
 
 MERGED = "merged_mlperf_log_accuracy.json"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -31,33 +33,35 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--enable-logging=stderr", "--v=0"]
 
 
-def run(synth: Path, log: Path, *extra):
-    cp = evalkit("run", "resnet", "--dataset", synth / "dataset", "--model_path", synth / "model",
-                 "--log_path", log, "--batch_size", 4, *extra)
-    assert cp.returncode == 0, cp.stderr
-    return cp
+def run(synth: Path, log: Path, *extra) -> list:
+    """`evalkit run resnet` argv for the synthetic set (the runs below go through tests/one_process.py)."""
+    return ["run", "resnet", "--dataset", synth / "dataset", "--model_path", synth / "model",
+            "--log_path", log, "--batch_size", 4, *extra]
 
 
 @pytest.fixture(scope="module")
 def logs(resnet_synth, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     off = logs / "resnet" / "Offline"
-    run(resnet_synth, off / "accuracy-pass", "--n_devices", 2)
-    run(resnet_synth, off / "accuracy-partial", "--n_count", 8)
-    run(resnet_synth, off / "performance-valid", "--mode", "performance", "--n_count", 8,
-        "--min_duration", 50, "--min_query_count", 1)
-    run(resnet_synth, logs / "resnet" / "SingleStream" / "performance-invalid", "--mode", "performance",
-        "--scenario", "SingleStream", "--n_count", 4, "--batch_size", 1, "--min_duration", 10,
-        "--min_query_count", 4)
-    # FAIL: the PASS run with its merged log shifted by one index, scored by check
+    # the four real runs through the CLI's entry point in one interpreter (each fails the fixture if not 0);
+    # accuracy-pass still launches its 2 partitions as 2 worker processes
+    evalkit_each(
+        run(resnet_synth, off / "accuracy-pass", "--n_devices", 2),
+        run(resnet_synth, off / "accuracy-partial", "--n_count", 8),
+        run(resnet_synth, off / "performance-valid", "--mode", "performance", "--n_count", 8,
+            "--min_duration", 50, "--min_query_count", 1),
+        run(resnet_synth, logs / "resnet" / "SingleStream" / "performance-invalid", "--mode", "performance",
+            "--scenario", "SingleStream", "--n_count", 4, "--batch_size", 1, "--min_duration", 10,
+            "--min_query_count", 4))
+    # FAIL: the PASS run with its merged log shifted by one index, scored by check (in-process, as below)
     fail = off / "accuracy-fail"
     shutil.copytree(off / "accuracy-pass", fail)
     n = len(list(iter_entries(fail / MERGED)))
     rewrite_merged(fail, lambda e: {"seq_id": e["seq_id"], "qsl_idx": (e["qsl_idx"] + 1) % n, "data": e["data"]})
-    assert evalkit("check", fail).returncode == 1
+    assert check(fail)["verdict"] == "FAIL"
     # partitions gathered into a dir of their own (as after runs on several nodes)
-    evalkit("gather", off / "accuracy-pass", "--out", off / "accuracy-merged", check=True)
-    evalkit("check", off / "accuracy-merged", check=True)
+    gather([off / "accuracy-pass"], off / "accuracy-merged")
+    assert check(off / "accuracy-merged")["verdict"] == "PASS"
     # In progress: partition 1 has no manifest yet, only the progress.json a running worker writes
     prog = off / "accuracy-running"
     shutil.copytree(off / "accuracy-pass", prog)
