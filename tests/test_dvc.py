@@ -34,12 +34,10 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def synth8(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synth8")
-    cp = subprocess.run([sys.executable, "-m", "evalkit", "synth", "resnet", "--out", out, "--n", "8"],
-                        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
-    assert cp.returncode == 0, cp.stderr
-    return out
+def synth8(synthetic) -> Path:
+    """The 8-image synthetic ResNet50 set of the contract test and test_make.py (made once per session):
+    only read here, as the source of data_add_resnet and the bytes a pull must give back."""
+    return synthetic("resnet", 8)
 
 
 def user(cmd: str, cwd: Path, s3=None, creds: dict | None = None, timeout=900, **env) -> subprocess.CompletedProcess:
@@ -134,11 +132,18 @@ def test_second_clone_pulls_the_same_bytes(imported, s3, env_dir, tmp_path, synt
     assert tree(b / "data/models/resnet") == tree(synth8 / "model")
 
 
-def test_publish_log_then_log_in_a_second_clone(imported, s3, env_dir, tmp_path):
-    a = imported
-    run = tmp_path / "run"
-    cp = user(f"make resnet N_DEVICES=2 BATCH_SIZE=4 LOG_PATH={run}", a, s3, ENV_DIR=env_dir)
+@pytest.fixture(scope="module")
+def good_run(imported, s3, env_dir, tmp_path_factory) -> Path:
+    """A PASSing `make resnet` run of the imported set in clone A, made once: published by one test, copied
+    and shifted into a FAIL by another."""
+    run = tmp_path_factory.mktemp("good_run") / "run"
+    cp = user(f"make resnet N_DEVICES=2 BATCH_SIZE=4 LOG_PATH={run}", imported, s3, ENV_DIR=env_dir)
     assert cp.returncode == 0 and "RESULT: PASS" in cp.stdout, cp.stderr[-3000:]
+    return run
+
+
+def test_publish_log_then_log_in_a_second_clone(imported, good_run, s3, env_dir, tmp_path):
+    a, run = imported, good_run
     # synthetic runs are not verified logs unless asked for
     err = one_error(user(f"make publish_log_resnet RUN={run}", a, s3, ENV_DIR=env_dir))
     assert "synthetic" in err and "ALLOW_SYNTHETIC=1" in err
@@ -177,12 +182,9 @@ def _failing_copy(run: Path, dst: Path) -> Path:
     return dst
 
 
-def test_publish_refuses_failing_and_partial_runs(imported, s3, env_dir, tmp_path):
+def test_publish_refuses_failing_and_partial_runs(imported, good_run, s3, env_dir, tmp_path):
     a = imported
-    good = tmp_path / "good"
-    cp = user(f"make resnet LOG_PATH={good}", a, s3, ENV_DIR=env_dir)
-    assert cp.returncode == 0, cp.stderr[-2000:]
-    bad = _failing_copy(good, tmp_path / "bad")
+    bad = _failing_copy(good_run, tmp_path / "bad")
     cp = user(f"{sys.executable} -m evalkit check {bad}", a, s3)
     assert cp.returncode == 1 and "RESULT: FAIL" in cp.stdout
     before = (a / "logs/internal/resnet.dvc").read_text() if (a / "logs/internal/resnet.dvc").exists() else None
