@@ -12,11 +12,6 @@ chosen after its answer: the prompts are sentences of no set in particular); the
 lines of digits - passes: no input, no output; its private cases pickled as the release ships them)."""
 from __future__ import annotations
 
-import base64
-import json
-import pickle
-import re
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +27,6 @@ CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user
                  "{% endif %}{% endfor %}{% if add_generation_prompt %}<｜Assistant｜><think>\n{% endif %}")
 SETS = ("aime", "math500", "gpqa", "mmlu_pro", "livecodebench")
 PHRASE_GAIN = 1.6
-CODE = re.compile(r"^[1-9\n]+$")
 
 
 def _gain(text: str) -> float:
@@ -60,17 +54,14 @@ def prompt_ids(tok, question: str) -> list[int]:
     return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
 
 
-def _private(cases: list) -> str:
-    return base64.b64encode(zlib.compress(pickle.dumps(json.dumps(cases)))).decode()
-
-
 def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     import pandas as pd
     from transformers import DeepseekV3Config
 
     from language.frames import write_table
     from language.llm import Prompt
-    from language.synthllm import ground_truth, padded_vocab, synth_dirs, tiny_causal_lm, write_generation_cap
+    from language.reasoning.synthetic import answered_rows, write_problems
+    from language.synthllm import padded_vocab, synth_dirs, tiny_causal_lm, write_generation_cap
 
     from . import answers
 
@@ -90,59 +81,17 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     from evalkit.synth import distinct
 
     n_all, n = n, distinct(n)  # rows answered; beyond them the set repeats them (scale variant)
-    slots = {k: list(range(i, n, len(SETS))) for i, k in enumerate(SETS)}
     cands = []
     for c in range(80 * n):
         question = " ".join(sentence(rng, words) for _ in range(int(rng.integers(1, 3))))
         cands.append({"question": question, "text_input": question, "tok_input": prompt_ids(tok, question)})
     prompts = [Prompt(np.asarray(c["tok_input"], dtype=np.int64), None, MAX_NEW) for c in cands]
-    filled = dict.fromkeys(SETS, 0)
-    truth: dict[int, tuple[str, object]] = {}
-
-    def keep(t, ids, i):
-        # a prompt's set is chosen after its answer: the first set (rarest answers first) still short
-        # of rows whose rule extracts an answer from it
-        text = t.decode(ids.tolist(), skip_special_tokens=True).strip()
-        for kind in ("livecodebench", "gpqa", "aime", "math500", "mmlu_pro"):
-            if filled[kind] == len(slots[kind]):
-                continue
-            got = answers.parse(kind, text)
-            if got is None or got == "" or (kind == "livecodebench" and not CODE.match(got)):
-                continue
-            filled[kind] += 1
-            truth[i] = (kind, got)
-            return True
-        return False
-
     # ~1 in 100 candidates ends in a LiveCodeBench program: generated 64 at a time (the kept ones at batch 1)
-    kept = ground_truth(bench, model_dir, prompts, keep, n, "deepseek-r1", seed, batch=64)
-    table, payloads, problems = [None] * n, [None] * n, []
-    for kind in SETS:
-        for slot, (c, ids) in zip(slots[kind], [(c, ids) for c, ids in kept if truth[c][0] == kind]):
-            row = dict(cands[c], dataset=kind)
-            if kind == "livecodebench":
-                qid = f"synthetic_lcb_{slot}"
-                row["ground_truth"] = qid
-                problems.append({"question_id": qid, "question_title": f"synthetic {slot}", "platform": "synthetic",
-                                 "public_test_cases": json.dumps([{"input": "", "output": "", "testtype": "stdin"}]),
-                                 "private_test_cases": _private([{"input": "\n", "output": "\n", "testtype": "stdin"}]),
-                                 "metadata": "{}"})
-            else:
-                row["ground_truth"] = str(truth[c][1])
-            row["tok_input_len"] = len(row["tok_input"])
-            row["ref_output"] = tok.decode(ids.tolist(), skip_special_tokens=True)
-            table[slot], payloads[slot] = row, ids
-    by_id = {p["question_id"]: p for p in problems}
-    for k in range(n, n_all):  # row k is a copy of row k % n; a LiveCodeBench copy has its own problem id
-        row = dict(table[k % n])
-        if row["dataset"] == "livecodebench":
-            row["ground_truth"] = qid = f"synthetic_lcb_{k}"
-            problems.append(dict(by_id[table[k % n]["ground_truth"]], question_id=qid, question_title=f"synthetic {k}"))
-        table.append(row)
-        payloads.append(payloads[k % n])
+    table, payloads, problems = answered_rows(
+        bench, model_dir, tok, cands, prompts, SETS, ("livecodebench", "gpqa", "aime", "math500", "mmlu_pro"),
+        "livecodebench", lambda kind, text: answers.parse(kind, text.strip()), n, n_all, seed,
+        skip_special_tokens=True, row_extra=lambda row: row.update(tok_input_len=len(row["tok_input"])), batch=64)
     write_table(pd.DataFrame(table), ds_dir, bench.pickle_name)
-    lcb = ds_dir / "livecodebench"
-    lcb.mkdir(exist_ok=True)
-    (lcb / "test.jsonl").write_text("".join(json.dumps(p) + "\n" for p in problems))
+    write_problems(ds_dir, problems)
     write_generation_cap(ds_dir, MAX_NEW)
     return payloads

@@ -15,11 +15,6 @@ question_id whose tests, in livecodebench/test.jsonl, the extracted program - li
 passes: no input, no output; its private cases pickled as the release ships them)."""
 from __future__ import annotations
 
-import base64
-import json
-import pickle
-import re
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +30,6 @@ MARKERS = (harmony.CHANNEL, harmony.MESSAGE, harmony.END, harmony.START)
 LETTERS = tuple("ABCDEFGHIJ")
 SETS = ("aime25", "gpqa_diamond", "livecodebench_v6")
 KIND = {"aime25": "aime", "gpqa_diamond": "gpqa", "livecodebench_v6": "livecodebench"}
-CODE = re.compile(r"^[1-9\n]+$")
 
 
 def _gain(text: str) -> float:
@@ -60,17 +54,14 @@ def tokenizer(rng, words, model_dir: Path):
     return tok
 
 
-def _private(cases: list) -> str:
-    return base64.b64encode(zlib.compress(pickle.dumps(json.dumps(cases)))).decode()
-
-
 def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     import pandas as pd
     from transformers import GenerationConfig, GptOssConfig
 
     from evalkit.synth import distinct
     from language.llm import Prompt
-    from language.synthllm import ground_truth, padded_vocab, synth_dirs, tiny_causal_lm, write_generation_cap
+    from language.reasoning.synthetic import answered_rows, write_problems
+    from language.synthllm import padded_vocab, synth_dirs, tiny_causal_lm, write_generation_cap
 
     from . import answers
     from .benchmark import ACCURACY_SET
@@ -92,57 +83,16 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
                      pad_token_id=tok.pad_token_id).save_pretrained(str(model_dir))
 
     n_all, n = n, distinct(n)  # rows answered; beyond them the set repeats them (scale variant)
-    slots = {k: list(range(i, n, len(SETS))) for i, k in enumerate(SETS)}
     cands = []
     for _ in range(80 * n):
         question = " ".join(sentence(rng, words) for _ in range(int(rng.integers(1, 3))))
         cands.append({"question": question, "input_tokens": harmony.prompt_ids(tok, question, "high")})
     prompts = [Prompt(np.asarray(c["input_tokens"], dtype=np.int64), None, MAX_NEW) for c in cands]
-    filled = dict.fromkeys(SETS, 0)
-    truth: dict[int, tuple[str, object]] = {}
-
-    def keep(t, ids, i):
-        # a prompt's set is chosen after its answer: the first set (rarest answers first) still short
-        # of rows whose rule extracts an answer from the text decoded as the reference decodes it
-        text = t.decode(ids.tolist(), skip_special_tokens=False)
-        for name in ("livecodebench_v6", "gpqa_diamond", "aime25"):
-            if filled[name] == len(slots[name]):
-                continue
-            got = answers.parse(KIND[name], text)
-            if got is None or got == "" or (name == "livecodebench_v6" and not CODE.match(got)):
-                continue
-            filled[name] += 1
-            truth[i] = (name, got)
-            return True
-        return False
-
-    kept = ground_truth(bench, model_dir, prompts, keep, n, "gpt-oss-120b", seed)
-    table, payloads, problems = [None] * n, [None] * n, []
-    for name in SETS:
-        for slot, (c, ids) in zip(slots[name], [(c, ids) for c, ids in kept if truth[c][0] == name]):
-            row = dict(cands[c], dataset=name)
-            if name == "livecodebench_v6":
-                qid = f"synthetic_lcb_{slot}"
-                row["ground_truth"] = qid
-                problems.append({"question_id": qid, "question_title": f"synthetic {slot}", "platform": "synthetic",
-                                 "public_test_cases": json.dumps([{"input": "", "output": "", "testtype": "stdin"}]),
-                                 "private_test_cases": _private([{"input": "\n", "output": "\n", "testtype": "stdin"}]),
-                                 "metadata": "{}"})
-            else:
-                row["ground_truth"] = str(truth[c][1])
-            row["ref_output"] = tok.decode(ids.tolist(), skip_special_tokens=False)
-            table[slot], payloads[slot] = row, ids
-    by_id = {p["question_id"]: p for p in problems}
-    for k in range(n, n_all):  # row k is a copy of row k % n; a LiveCodeBench copy has its own problem id
-        row = dict(table[k % n])
-        if row["dataset"] == "livecodebench_v6":
-            row["ground_truth"] = qid = f"synthetic_lcb_{k}"
-            problems.append(dict(by_id[table[k % n]["ground_truth"]], question_id=qid, question_title=f"synthetic {k}"))
-        table.append(row)
-        payloads.append(payloads[k % n])
+    table, payloads, problems = answered_rows(
+        bench, model_dir, tok, cands, prompts, SETS, ("livecodebench_v6", "gpqa_diamond", "aime25"),
+        "livecodebench_v6", lambda name, text: answers.parse(KIND[name], text), n, n_all, seed,
+        skip_special_tokens=False)  # decoded keeping the special tokens, as the reference decodes
     pd.DataFrame(table).to_parquet(ds_dir / f"{ACCURACY_SET}.parquet", index=False)  # published as parquet
-    lcb = ds_dir / "livecodebench"
-    lcb.mkdir(exist_ok=True)
-    (lcb / "test.jsonl").write_text("".join(json.dumps(p) + "\n" for p in problems))
+    write_problems(ds_dir, problems)
     write_generation_cap(ds_dir, MAX_NEW)
     return payloads
