@@ -68,7 +68,7 @@ class DeepSeekR1(TokenPromptLLM):
     def score(self, pairs, dataset_path: Path, n_count: int, model_path: Path | None = None) -> dict:
         from language.frames import open_table
 
-        from language.reasoning import livecodebench
+        from language.reasoning.answers import judge
 
         from . import answers
 
@@ -84,16 +84,7 @@ class DeepSeekR1(TokenPromptLLM):
         texts = tok.batch_decode(ids_list, skip_special_tokens=True)
         kinds = [answers.kind_of(df["dataset"].iloc[q], f"{dataset_path} row {q}") for q in rows]
         extracted = [answers.parse(k, t) for k, t in zip(kinds, texts)]
-        right = [False] * len(rows)
-        lcb = [i for i, k in enumerate(kinds) if k == "livecodebench"]
-        for i, k in enumerate(kinds):
-            if k != "livecodebench":
-                right[i] = answers.correct(k, extracted[i], df["ground_truth"].iloc[rows[i]])
-        if lcb:
-            passed = livecodebench.evaluate([(extracted[i], str(df["ground_truth"].iloc[rows[i]])) for i in lcb],
-                                            Path(dataset_path))
-            for i, ok in zip(lcb, passed):
-                right[i] = ok
+        right = judge(kinds, extracted, [df["ground_truth"].iloc[q] for q in rows], dataset_path)
         n_tok = sum(len(x) for x in ids_list)
         m = {"exact_match": 100.0 * sum(right) / len(rows), "TOKENS_PER_SAMPLE": n_tok / len(rows),
              "GEN_NUM": len(rows)}

@@ -158,7 +158,7 @@ class GptOss(TokenPromptLLM):
         return cut_after_eos(row, eos)  # up to the first stop id; the rest of a batched row is padding
 
     def score(self, pairs, dataset_path: Path, n_count: int, model_path: Path | None = None) -> dict:
-        from language.reasoning import livecodebench
+        from language.reasoning.answers import judge
 
         from . import answers
 
@@ -176,16 +176,7 @@ class GptOss(TokenPromptLLM):
         names = [str(df["dataset"].iloc[q]).lower() for q in rows]
         kinds = [answers.kind_of(df["dataset"].iloc[q], f"{where} row {q}") for q in rows]
         extracted = [answers.parse(k, t) for k, t in zip(kinds, texts)]
-        right = [False] * len(rows)
-        lcb = [i for i, k in enumerate(kinds) if k == "livecodebench"]
-        for i, k in enumerate(kinds):
-            if k != "livecodebench":
-                right[i] = answers.correct(k, extracted[i], df["ground_truth"].iloc[rows[i]])
-        if lcb:
-            passed = livecodebench.evaluate([(extracted[i], str(df["ground_truth"].iloc[rows[i]])) for i in lcb],
-                                            Path(dataset_path))
-            for i, ok in zip(lcb, passed):
-                right[i] = ok
+        right = judge(kinds, extracted, [df["ground_truth"].iloc[q] for q in rows], dataset_path)
         m = {"exact_match": exact_match(names, right), "TOKENS_PER_SAMPLE": sum(map(len, ids_list)) / len(rows),
              "GEN_NUM": len(rows)}
         for name in sorted(set(names)):  # per-set accuracy for the report (the checker reads the two above)

@@ -102,3 +102,19 @@ def correct(kind: str, extracted, ground_truth) -> bool:
         given = str(extracted).strip()
         return bool(given) and bool(str(ground_truth)) and grade_answer(given, str(ground_truth))
     raise KitError(f"correct(): {kind} answers are programs; run them with language/reasoning/livecodebench.py")
+
+
+def judge(kinds: Sequence[str], extracted: Sequence, truths: Sequence, dataset_dir) -> list[bool]:
+    """Each answer right or wrong by its set's rule: LiveCodeBench programs run against their problem's
+    tests in the sandbox (language/reasoning/livecodebench.py, all at once), the rest by `correct`."""
+    from pathlib import Path
+
+    from . import livecodebench
+
+    right = [k != "livecodebench" and correct(k, x, t) for k, x, t in zip(kinds, extracted, truths)]
+    lcb = [i for i, k in enumerate(kinds) if k == "livecodebench"]
+    if lcb:
+        passed = livecodebench.evaluate([(extracted[i], str(truths[i])) for i in lcb], Path(dataset_dir))
+        for i, ok in zip(lcb, passed):
+            right[i] = ok
+    return right
