@@ -40,6 +40,7 @@ MLPERF_SCENARIOS: dict[str, tuple[str, ...]] = {
     # v5.1-v6.1 (HEAD tools/submission/submission_checker/constants.py; Interactive is not a LoadGen scenario here)
     "llama3.1-8b": (_OFF, _SV), "llama3.1-8b-edge": (_OFF, _SS), "whisper": (_OFF,),
     "deepseek-r1": (_OFF, _SS, _SV),  # SingleStream: v5.1 "required-scenarios-datacenter-edge"
+    "gpt-oss-120b": (_OFF, _SV),  # v6.1: Offline required, Server (and Interactive) optional
 }
 
 
