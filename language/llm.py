@@ -121,6 +121,14 @@ def check_token_ids(qsl_idx: int, ids: np.ndarray, vocab: int) -> None:
                        f"wrong tokenizer or payload dtype.")
 
 
+def check_answer(qsl_idx: int, ids: np.ndarray, n_rows: int, where, vocab: int) -> None:
+    """KitError naming qsl_idx when it is no row of the set (n_rows rows, in `where`) or its payload
+    holds an id outside the tokenizer: what every LLM scorer checks of each logged answer first."""
+    if qsl_idx >= n_rows:
+        raise KitError(f"qsl_idx {qsl_idx} is outside the {n_rows} rows of {where}.")
+    check_token_ids(qsl_idx, ids, vocab)
+
+
 def load_tokenizer(model_path: Path, what: str, padding_side: str = "left"):
     """The checkpoint's tokenizer with pad = eos (as the MLPerf LLM references set it)."""
     from transformers import AutoTokenizer

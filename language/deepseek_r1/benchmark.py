@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from evalkit.errors import KitError
-from language.llm import RUN_DEFAULTS, Prompt, TokenPromptLLM, check_token_ids, cut_after_eos
+from language.llm import RUN_DEFAULTS, Prompt, TokenPromptLLM, check_answer, cut_after_eos
 
 PICKLE = "mlperf_deepseek_r1_dataset_4388_fp8_eval.pkl"
 MAX_OSL = 20000  # reference utils/backend_registry.py: max output sequence length, temperature 0
@@ -76,9 +76,7 @@ class DeepSeekR1(TokenPromptLLM):
         tok = self.tokenizer_for(dataset_path, model_path)
         rows, ids_list = [], []
         for qsl_idx, ids in pairs:
-            if qsl_idx >= len(df):
-                raise KitError(f"qsl_idx {qsl_idx} is outside the {len(df)} rows of {dataset_path}.")
-            check_token_ids(qsl_idx, ids, len(tok))
+            check_answer(qsl_idx, ids, len(df), dataset_path, len(tok))
             rows.append(qsl_idx)
             ids_list.append(ids.tolist())
         texts = tok.batch_decode(ids_list, skip_special_tokens=True)

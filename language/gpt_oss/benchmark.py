@@ -36,7 +36,7 @@ import numpy as np
 
 from evalkit.benchmark import Dataset
 from evalkit.errors import KitError
-from language.llm import RUN_DEFAULTS, Prompt, TokenPromptLLM, check_token_ids, cut_after_eos, generation_cap
+from language.llm import RUN_DEFAULTS, Prompt, TokenPromptLLM, check_answer, cut_after_eos, generation_cap
 
 # stem -> the reference's output limit for that set (README "Generation Configuration", TEST07/TEST09)
 SETS = {"acc_eval_inputs": 32768, "perf_eval_ref": 10240, "acc_eval_compliance_gpqa": 10240}
@@ -166,9 +166,7 @@ class GptOss(TokenPromptLLM):
         tok = self.tokenizer_for(dataset_path, model_path)
         rows, ids_list = [], []
         for qsl_idx, ids in pairs:
-            if qsl_idx >= len(df):
-                raise KitError(f"qsl_idx {qsl_idx} is outside the {len(df)} rows of {dataset_path}/{stem}.")
-            check_token_ids(qsl_idx, ids, len(tok))
+            check_answer(qsl_idx, ids, len(df), f"{dataset_path}/{stem}", len(tok))
             rows.append(qsl_idx)
             ids_list.append(ids.tolist())
         texts = tok.batch_decode(ids_list, skip_special_tokens=False)

@@ -16,8 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 
-from evalkit.errors import KitError
-from language.llm import RUN_DEFAULTS, Prompt, TokenPromptLLM, check_token_ids, cut_after_eos, result_line, rouge_metrics
+from language.llm import RUN_DEFAULTS, Prompt, TokenPromptLLM, check_answer, cut_after_eos, result_line, rouge_metrics
 
 PICKLE = "open_orca_gpt4_tokenized_llama.sampled_24576.pkl"
 # Reference gen_kwargs (SUT.py); other values are for experiments only.
@@ -48,9 +47,7 @@ class Llama2(TokenPromptLLM):
         tok = self.tokenizer_for(dataset_path, model_path)
         preds, targets, n_tok = [], [], 0
         for qsl_idx, ids in pairs:
-            if qsl_idx >= len(df):
-                raise KitError(f"qsl_idx {qsl_idx} is outside the {len(df)} rows of {dataset_path}.")
-            check_token_ids(qsl_idx, ids, len(tok))
+            check_answer(qsl_idx, ids, len(df), dataset_path, len(tok))
             preds.append(ids.tolist())
             targets.append(str(df["output"].iloc[qsl_idx]))
             n_tok += ids.size  # every payload token, a final EOS included (as the reference counts)

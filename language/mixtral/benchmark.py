@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from evalkit.errors import KitError
-from language.llm import RUN_DEFAULTS, Prompt, TokenPromptLLM, check_token_ids, cut_after_eos, result_line, rouge_metrics, strip_trailing
+from language.llm import RUN_DEFAULTS, Prompt, TokenPromptLLM, check_answer, cut_after_eos, result_line, rouge_metrics, strip_trailing
 
 from . import gsm8k, mbxp
 
@@ -80,9 +80,7 @@ class Mixtral(TokenPromptLLM):
         tok = self.tokenizer_for(dataset_path, model_path)
         orca, gsm, code, n_tok, n = ([], []), ([], []), [], 0, 0
         for qsl_idx, ids in pairs:
-            if qsl_idx >= len(df):
-                raise KitError(f"qsl_idx {qsl_idx} is outside the {len(df)} rows of {dataset_path}.")
-            check_token_ids(qsl_idx, ids, len(tok))
+            check_answer(qsl_idx, ids, len(df), dataset_path, len(tok))
             row = df.iloc[qsl_idx]
             kind = row["dataset"]
             n_tok += ids.size
