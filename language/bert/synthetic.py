@@ -3,6 +3,7 @@ dev-v1.1.json in the real format whose answers are the spans the model itself pr
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +16,25 @@ from . import squad
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _MIN_MARGIN = 0.05   # best answer's score over the runner-up: batch size / kernels cannot flip it
 _MAX_TRIES = 5      # questions per context, then a new context
+_LONG_TOKENS = 660  # spans start every 128 tokens and hold 384 - question - 3: (632, 749] tokens make 4
 _MAX_CONTEXTS = 40   # contexts in a row without one clear answer: then the seed is hopeless
 
 
-def _train_vocab(rng, words, model_dir: Path):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+def _write_vocab(rng, words, model_dir: Path) -> None:
+    """vocab.txt as in the published checkpoint: the specials, every character bare and as a
+    `##` continuation (so any word tokenizes), then the words of a 300-paragraph corpus by count.
+    Built here rather than by tokenizers' WordPieceTrainer, whose vocab differs from process to
+    process (it breaks ties in hash-map order): the same seed must give the same set everywhere."""
+    import collections
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=400, special_tokens=_SPECIAL)
-    tok.train_from_iterator([paragraph(rng, words, 5) + " What who when where why how?" for _ in range(300)], trainer)
-    tok.model.save(str(model_dir))  # vocab.txt, as in the published checkpoint
+    counts = collections.Counter()
+    for _ in range(300):
+        text = (paragraph(rng, words, 5) + " What who when where why how?").lower()
+        counts.update(re.findall(r"\w+|[^\w\s]", text))
+    chars = sorted({c for tok in counts for c in tok})
+    whole = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    vocab = _SPECIAL + chars + [f"##{c}" for c in chars if c.isalnum()] + whole
+    (model_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
 
 
 def _build_model(seed: int, vocab_size: int, model_dir: Path):
@@ -65,7 +73,7 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     model_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 11])
     words = lexicon(rng, 1000)  # few repeated words: fewer tied spans
-    _train_vocab(rng, words, model_dir)
+    _write_vocab(rng, words, model_dir)
     tok = bench_tokenizer(model_dir)
     _build_model(seed, len(tok), model_dir)
     model = bench.load_model(model_dir, "cpu", "fp32", {})
@@ -80,7 +88,7 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
                                f"(seed {seed}); try another --seed.")
             # one long context (2 features per question, doc_stride exercised) then short ones
             long_ctx = not long_done
-            context = paragraph(rng, words, 20 if long_ctx else int(rng.integers(3, 8)))
+            context = _long_context(rng, words, tok) if long_ctx else paragraph(rng, words, int(rng.integers(3, 8)))
             qas = []
             for _ in range(2 if long_ctx else int(rng.integers(1, 3))):
                 got = _answer(bench, model, tok, rng, words, context, len(paragraphs), len(qas), n - len(payloads))
@@ -98,6 +106,15 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     data = {"version": "1.1", "data": [{"title": "Synthetic", "paragraphs": paragraphs}]}
     (ds_dir / "dev-v1.1.json").write_text(json.dumps(data, indent=1))
     return payloads
+
+
+def _long_context(rng, words, tok) -> str:
+    """Sentences until the context is _LONG_TOKENS wordpieces: 4 overlapping features (doc_stride
+    128) for any question of the synthetic length, whatever the vocabulary."""
+    sents: list[str] = []
+    while len(tok.tokenize(" ".join(sents))) < _LONG_TOKENS:
+        sents.append(sentence(rng, words))
+    return " ".join(sents)
 
 
 def bench_tokenizer(model_dir: Path):
