@@ -25,6 +25,15 @@ def run(synth, log, *extra):
                    "--log_path", log, "--batch_size", 4, "--threads", 1, *extra)
 
 
+def test_the_synthetic_set_is_the_same_in_every_process(synth, tmp_path):
+    """The seed fixes the set: a second process writes the same bytes as the shared one. (The
+    vocabulary used to come from tokenizers' WordPieceTrainer, whose ties fall in hash-map order:
+    vocab.txt differed every process and, now and then, the questions kept did too.)"""
+    evalkit("synth", "bert", "--n", N, "--out", tmp_path / "again", check=True)
+    for sub in ("dataset/dev-v1.1.json", "model/vocab.txt", "model/model.safetensors"):
+        assert (tmp_path / "again" / sub).read_bytes() == (synth / sub).read_bytes(), sub
+
+
 def test_bad_dataset_version_is_one_line_error(synth, tmp_path):
     ds = tmp_path / "dataset"
     shutil.copytree(synth / "dataset", ds)
