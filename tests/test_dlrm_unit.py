@@ -380,3 +380,31 @@ def test_a_damaged_snapshot_is_one_line(synth, tmp_path):
     (tmp_path / "full" / "x").write_text("")
     with pytest.raises(KitError, match="not empty"):
         snapshot.convert(snap, tmp_path / "full", rows)
+
+
+def test_holes_crc_of_zeros_and_the_npz_numpy_reads(tmp_path):
+    """The scale variant's files: a zip member's CRC-32 over a header and L zeros, computed without
+    the zeros, equals zlib's over the bytes; the hand-written ZIP64 .npz reads back with numpy, the
+    zip module (CRC checked) and the kit's own memory map; a tiled .npy repeats its block."""
+    import os
+    import zipfile
+    import zlib
+
+    from recommendation.dlrm_v2 import criteo
+    from recommendation.dlrm_v2.holes import crc32_zeros, write_npy, write_zero_npz
+
+    for data in (b"", b"abc", os.urandom(97)):
+        for length in (0, 1, 2, 3, 8, 255, 4096, 100_003):
+            assert crc32_zeros(zlib.crc32(data), length) == zlib.crc32(data + bytes(length)), (data, length)
+    f = tmp_path / "z.npz"
+    write_zero_npz(f, [("0", np.int32, (1000, 3)), ("1", np.int32, (1000, 100))])
+    with zipfile.ZipFile(f) as zf:
+        assert zf.testzip() is None and zf.namelist() == ["0.npy", "1.npy"]
+    z = np.load(f)
+    assert z["1"].shape == (1000, 100) and z["1"].dtype == np.int32 and not z["1"].any()
+    assert criteo.npz_member_memmap(f, "1.npy").shape == (1000, 100)
+    block = np.arange(12, dtype=np.float32).reshape(4, 3)
+    write_npy(tmp_path / "d.npy", (20, 3), np.float32, block, 10)
+    a = np.load(tmp_path / "d.npy")
+    assert a.shape == (20, 3) and (a[:8] == np.concatenate([block, block])).all()
+    assert (a[8:10] == block[:2]).all() and not a[10:].any()

@@ -141,12 +141,13 @@ def test_scale_variant_repeats_samples_and_still_catches_a_shift(tmp_path, monke
 
 # the models whose sets wrote every sample: the same scale variant (issue 30). 3D-UNet and RNN-T are
 # not here: their real sets (43 cases, 2,513 utterances) are made in about a minute.
-@pytest.mark.parametrize("model", ["llama3.1-8b", "deepseek-r1", "whisper", "retinanet", "stablediffusion"])
+@pytest.mark.parametrize("model", ["llama3.1-8b", "deepseek-r1", "whisper", "retinanet", "stablediffusion", "dlrm"])
 def test_scale_variant_of_sample_writing_sets(tmp_path, monkeypatch, model):
     """With DISTINCT_MAX lowered (5, the fewest that give deepseek a LiveCodeBench row; SDXL's FID
     needs 8), a set of 8 + 5 samples is a scale variant: the last samples are copies of 0..4 under
     their own names/ids (deepseek's last row copies row 4, a LiveCodeBench row, which needs its own
-    problem id), the truth still scores the synthetic reference and a shift by one still fails."""
+    problem id; DLRM's rows repeat, its zeros left as holes), the truth still scores the synthetic
+    reference and a shift by one still fails."""
     import json
 
     from evalkit import registry, synth
@@ -192,6 +193,20 @@ def test_scale_variant_of_sample_writing_sets(tmp_path, monkeypatch, model):
         assert len(images) == n and len({im["file_name"] for im in images}) == n
         assert len({im["id"] for im in images}) == n
         same_file(ds / oi.IMAGES / images[m]["file_name"], ds / oi.IMAGES / images[0]["file_name"])
+    elif model == "dlrm":
+        from recommendation.dlrm_v2 import criteo
+        from recommendation.dlrm_v2.benchmark import _SCALE_PAIRS
+
+        day = criteo.CriteoDay23(ds)
+        pairs = n * _SCALE_PAIRS
+        assert day.val_rows == pairs and list(day.counts()) == [_SCALE_PAIRS] * n
+        assert (day.dense[m * _SCALE_PAIRS:pairs] == day.dense[:(n - m) * _SCALE_PAIRS]).all()
+        assert (day.labels[m * _SCALE_PAIRS:pairs] == day.labels[:(n - m) * _SCALE_PAIRS]).all()
+        assert not day.dense[pairs:].any() and all(not a.any() for a in day.sparse)  # the zeros: holes
+        import zipfile
+
+        with zipfile.ZipFile(ds / criteo.SPARSE) as zf:
+            assert zf.testzip() is None  # every member's CRC-32 (computed without the zeros) is right
     else:
         from text_to_image.sdxl.benchmark import CAPTIONS
 

@@ -31,7 +31,7 @@ import numpy as np
 from evalkit.benchmark import Benchmark, Dataset
 from evalkit.errors import KitError
 
-from . import criteo
+from . import criteo, holes
 from .auc import roc_auc
 
 CONFIG = "config.json"
@@ -48,6 +48,7 @@ _CONFIG_KEYS = tuple(REFERENCE_CONFIG)
 
 # synthetic set knobs
 _SYN_PAIRS = 16           # pairs per sample (the quantile line holds this one value)
+_SCALE_PAIRS = 270        # the scale variant's: the real 89,137,319 pairs / 330,067 samples, rounded down
 _SYN_TABLE_ROWS = 48      # tables larger than this are cut down to it
 _SYN_CONFIG = {"embedding_dim": 8, "dense_in_features": 13, "dense_arch_layer_sizes": [16, 8],
                "over_arch_layer_sizes": [32, 16, 1], "dcn_num_layers": 3, "dcn_low_rank_dim": 4}
@@ -246,10 +247,19 @@ class DLRMv2(Benchmark):
 
     # --- synthetic ------------------------------------------------------------
     def synthesize(self, out: Path, n: int, seed: int) -> list[np.ndarray]:
+        """n samples of _SYN_PAIRS pairs, every one computed. Above evalkit.synth.DISTINCT_MAX the
+        scale variant: DISTINCT_MAX samples of _SCALE_PAIRS pairs (the real mean) computed and
+        repeated in the files' rows, multi-hot indices all 0, what is zero a hole (holes.py), so
+        --n 330067 has the real sample count and 89M pairs; the dense values tell rows apart."""
         import torch
+
+        from evalkit.synth import distinct, one_thread, tile
 
         from .model import DLRMDCN, Tables
 
+        m = distinct(n)
+        scale = m < n
+        pairs = _SCALE_PAIRS if scale else _SYN_PAIRS
         out = Path(out)
         ds_dir, model_dir = out / "dataset", out / "model"
         (model_dir / TABLE_DIR).mkdir(parents=True, exist_ok=True)
@@ -269,11 +279,13 @@ class DLRMv2(Benchmark):
         model.tables = Tables([torch.from_numpy(t) for t in tables], torch.device("cpu"), torch.float32)
         model.eval()
 
-        # 2. day 23 rows: the first half is the validation set, n samples of _SYN_PAIRS pairs
-        n_val = n * _SYN_PAIRS
-        rows = 2 * n_val
-        dense = np.log1p(rng.exponential(3.0, (rows, criteo.N_DENSE))).astype(np.float32)
-        sparse = [rng.integers(0, r, (rows, h), dtype=np.int32)
+        # 2. day 23 rows: the first half is the validation set, n samples of `pairs` pairs (the scale
+        #    variant: the m computed samples' rows, repeated; their indices all 0; the other half 0)
+        n_val = m * pairs  # computed validation rows
+        rows = 2 * n * pairs
+        computed = n_val if scale else rows
+        dense = np.log1p(rng.exponential(3.0, (computed, criteo.N_DENSE))).astype(np.float32)
+        sparse = [np.zeros((computed, h), np.int32) if scale else rng.integers(0, r, (rows, h), dtype=np.int32)
                   for r, h in zip(cfg["num_embeddings_per_feature"], MULTI_HOT_SIZES)]
 
         def logits(sl):
@@ -293,22 +305,29 @@ class DLRMv2(Benchmark):
         # 4. within each sample, rows ascending by prediction in even samples and descending in odd
         #    ones: with labels = prediction above the median, a log shifted by one sample pairs high
         #    predictions with negatives, so its AUC falls far below 50 %
-        order = np.arange(rows)
-        for i in range(n):
-            s = slice(i * _SYN_PAIRS, (i + 1) * _SYN_PAIRS)
+        order = np.arange(computed)
+        for i in range(m):
+            s = slice(i * pairs, (i + 1) * pairs)
             o = np.argsort(prob[s], kind="stable")
-            order[s] = i * _SYN_PAIRS + (o if i % 2 == 0 else o[::-1])
+            order[s] = i * pairs + (o if i % 2 == 0 else o[::-1])
         dense = dense[order]
         sparse = [s[order] for s in sparse]
         # labels of the validation half are set in step 6 from the saved model's own output; the
         # other half (never scored) draws random ones here, where the rng has always drawn them
-        labels = np.where(np.arange(rows) < n_val, 0, rng.integers(0, 2, rows) > 0).astype(np.float32)
-
-        np.save(ds_dir / criteo.DENSE, dense)
-        np.save(ds_dir / criteo.LABELS, labels.reshape(-1, 1))  # (rows, 1), as the reference slices it
-        np.savez(ds_dir / criteo.SPARSE, **{str(k): s for k, s in enumerate(sparse)})
-        # the reference's quantile scheme with a one-value line: every sample has _SYN_PAIRS pairs
-        (ds_dir / criteo.QUANTILE).write_text(", ".join([str(_SYN_PAIRS)] * 4) + "\n")
+        # (the scale variant's are 0)
+        if scale:
+            labels = np.zeros(n_val, np.float32)
+            holes.write_npy(ds_dir / criteo.DENSE, (rows, criteo.N_DENSE), np.float32, dense, n * pairs)
+            holes.write_npy(ds_dir / criteo.LABELS, (rows, 1), np.float32)
+            holes.write_zero_npz(ds_dir / criteo.SPARSE, [(str(k), np.int32, (rows, h))
+                                                          for k, h in enumerate(MULTI_HOT_SIZES)])
+        else:
+            labels = np.where(np.arange(rows) < n_val, 0, rng.integers(0, 2, rows) > 0).astype(np.float32)
+            np.save(ds_dir / criteo.DENSE, dense)
+            np.save(ds_dir / criteo.LABELS, labels.reshape(-1, 1))  # (rows, 1), as the reference slices it
+            np.savez(ds_dir / criteo.SPARSE, **{str(k): s for k, s in enumerate(sparse)})
+        # the reference's quantile scheme with a one-value line: every sample has `pairs` pairs
+        (ds_dir / criteo.QUANTILE).write_text(", ".join([str(pairs)] * 4) + "\n")
 
         (model_dir / CONFIG).write_text(json.dumps(cfg, indent=1) + "\n")
         model.tables = None
@@ -323,14 +342,10 @@ class DLRMv2(Benchmark):
             raise KitError(f"synthetic dlrm: the aggregation gives {ds.size} samples, not {n}")
         net = self.load_model(model_dir, "cpu", "fp32", self.options)
         payloads = []
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # batch-1 kernels of a tiny model: extra threads only contend (75x here)
-        try:
-            for i in range(n):
+        with one_thread():  # batch-1 kernels of a tiny model: extra threads only contend (75x here)
+            for i in range(m):
                 outputs = self.forward(net, self.make_batch([ds.load(i)], "cpu", "fp32", self.options))
                 payloads.append(self.postprocess(outputs, 1)[0])
-        finally:
-            torch.set_num_threads(threads)
         del ds
         # 6. labels = prediction above a cut at the widest gap near the median. The cut is taken on
         #    the payloads themselves (not on the batched forward of step 3), so no batch-size
@@ -347,11 +362,14 @@ class DLRMv2(Benchmark):
         thr = (np.float64(srt[j]) + np.float64(srt[j + 1])) / 2
         labels[:n_val] = pred > thr
         tmp = ds_dir / (criteo.LABELS + ".tmp.npy")
-        np.save(tmp, labels.reshape(-1, 1))
+        if scale:
+            holes.write_npy(tmp, (rows, 1), np.float32, labels.reshape(-1, 1), n * pairs)
+        else:
+            np.save(tmp, labels.reshape(-1, 1))
         os.replace(tmp, ds_dir / criteo.LABELS)  # a new file: the memory map read above stays valid
         for i, p in enumerate(payloads):
-            p[1::2] = labels[i * _SYN_PAIRS:(i + 1) * _SYN_PAIRS]
-        return payloads
+            p[1::2] = labels[i * pairs:(i + 1) * pairs]
+        return tile(payloads, n)
 
     def synthetic_reference(self) -> dict[str, float]:
         return {"AUC": 100.0}
