@@ -1,4 +1,4 @@
-"""Synthetic SQuAD v1.1 set: a WordPiece vocab trained here, a tiny random BertForQuestionAnswering,
+"""Synthetic SQuAD v1.1 set: a WordPiece vocab.txt built here (the same bytes in every process), a tiny random BertForQuestionAnswering,
 dev-v1.1.json in the real format whose answers are the spans the model itself predicts (fp32, batch 1)."""
 from __future__ import annotations
 
