@@ -91,7 +91,8 @@ def write_synthetic(bench, out: Path, n: int, seed: int) -> list[np.ndarray]:
     table, payloads, problems = answered_rows(
         bench, model_dir, tok, cands, prompts, SETS, ("livecodebench_v6", "gpqa_diamond", "aime25"),
         "livecodebench_v6", lambda name, text: answers.parse(KIND[name], text), n, n_all, seed,
-        skip_special_tokens=False)  # decoded keeping the special tokens, as the reference decodes
+        skip_special_tokens=False,  # decoded keeping the special tokens, as the reference decodes
+        batch=64)  # candidates generated 64 at a time, the kept ones again at batch 1 (as DeepSeek-R1's)
     pd.DataFrame(table).to_parquet(ds_dir / f"{ACCURACY_SET}.parquet", index=False)  # published as parquet
     write_problems(ds_dir, problems)
     write_generation_cap(ds_dir, MAX_NEW)
