@@ -227,9 +227,27 @@ def _prlimit(prlimit: str, limits: Limits, nproc: int) -> list[str]:
     return [*args, "--"]
 
 
+_SETUP_TRIES = 6  # bwrap could not fork or make its namespaces (EAGAIN): tried again after 0.05, 0.1, ... 1.6 s
+_SETUP_EAGAIN = re.compile(rb"\Abwrap: [^\n]*Resource temporarily unavailable\n?\Z")
+
+
 def run(argv: list[str], box_dir: str, limits: Limits = Limits(), ro=(), env: dict | None = None) -> Result:
     """Run argv (cwd /box = box_dir) in a new sandbox; `ro`: host paths also bound read-only, at the
-    same path (the roots() of its toolchain). Returns when everything it started is gone."""
+    same path (the roots() of its toolchain). Returns when everything it started is gone.
+
+    When bwrap itself cannot fork or make the namespaces (EAGAIN: the uid's processes of programs that
+    just ended are counted against RLIMIT_NPROC until the kernel frees them, which lags when hundreds
+    of programs run in a row, e.g. 1,459 LiveCodeBench rows in 52 s), the program never started: it
+    is run again, up to _SETUP_TRIES times, instead of being judged on bwrap's error."""
+    for k in range(_SETUP_TRIES):
+        r = _run_once(argv, box_dir, limits, ro, env)
+        if r.stdout or not _SETUP_EAGAIN.match(r.stderr) or k == _SETUP_TRIES - 1:
+            return r
+        time.sleep(0.05 * 2 ** k)
+    return r
+
+
+def _run_once(argv: list[str], box_dir: str, limits: Limits, ro, env: dict | None) -> Result:
     global _active, _base_tasks
     uid = program_uid()
     with _lock:
