@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, evalkit, fresh_clone, sh
+from conftest import evalkit, fresh_clone, sh
 
 MAKE_RESNET = "make resnet DATA=synthetic SYNTH_N=8 N_COUNT=8 N_DEVICES=2 BATCH_SIZE=1"
 

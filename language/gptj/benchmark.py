@@ -27,7 +27,7 @@ import numpy as np
 from evalkit.benchmark import Benchmark, Dataset, TextIO
 from evalkit.errors import KitError
 from language import hf_checkpoint_dir
-from language.llm import cut_after_eos
+from language.llm import check_answer, cut_after_eos
 
 DATASET_FILE = "cnn_eval.json"
 MAX_INPUT_TOKENS = 1919
@@ -239,11 +239,7 @@ class GPTJ(Benchmark):
         vocab = len(tok)
         preds_ids, targets = [], []
         for qsl_idx, ids in pairs:
-            if qsl_idx >= len(data):
-                raise KitError(f"qsl_idx {qsl_idx} is outside the {len(data)} samples of {dataset_path}.")
-            if ids.size and (ids.min() < 0 or ids.max() >= vocab):
-                raise KitError(f"response for qsl_idx {qsl_idx} holds token id {int(ids.max())} outside the "
-                               f"tokenizer's {vocab} ids; wrong tokenizer or payload dtype.")
+            check_answer(qsl_idx, ids, len(data), dataset_path, vocab)
             preds_ids.append(ids.tolist())
             targets.append(data[qsl_idx]["output"])
         preds = tok.batch_decode(preds_ids, skip_special_tokens=True)

@@ -26,7 +26,7 @@ import numpy as np
 
 from evalkit.benchmark import Dataset
 from evalkit.errors import KitError
-from language.llm import (RUN_DEFAULTS, Prompt, TokenPromptLLM, check_token_ids, cut_after_eos, generation_cap,
+from language.llm import (RUN_DEFAULTS, Prompt, TokenPromptLLM, check_answer, cut_after_eos, generation_cap,
                           rouge_metrics)
 
 DATACENTER_FILE = "cnn_eval.json"
@@ -125,9 +125,7 @@ class Llama31(TokenPromptLLM):
         tok = self.tokenizer_for(dataset_path, model_path)
         preds, targets = [], []
         for qsl_idx, ids in pairs:
-            if qsl_idx >= len(records):
-                raise KitError(f"qsl_idx {qsl_idx} is outside the {len(records)} samples of {f}.")
-            check_token_ids(qsl_idx, ids, len(tok))
+            check_answer(qsl_idx, ids, len(records), f, len(tok))
             preds.append(ids.tolist())
             targets.append(records[qsl_idx]["output"])
         m = rouge_metrics(preds, targets, tok)

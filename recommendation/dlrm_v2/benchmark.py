@@ -311,7 +311,8 @@ class DLRMv2(Benchmark):
             o = np.argsort(prob[s], kind="stable")
             order[s] = i * pairs + (o if i % 2 == 0 else o[::-1])
         dense = dense[order]
-        sparse = [s[order] for s in sparse]
+        if not scale:  # the scale variant's indices are all 0: nothing to reorder
+            sparse = [s[order] for s in sparse]
         # labels of the validation half are set in step 6 from the saved model's own output; the
         # other half (never scored) draws random ones here, where the rng has always drawn them
         # (the scale variant's are 0)

@@ -78,7 +78,7 @@ def write_npy(path: Path, shape: tuple[int, ...], dtype, block: np.ndarray | Non
             if b.shape[1:] != tuple(shape[1:]):
                 raise ValueError(f"block rows {b.shape[1:]} do not fit the array's {tuple(shape[1:])}")
             reps = max(1, chunk_bytes // max(1, b.nbytes))
-            chunk = np.concatenate([b] * reps).tobytes() if reps > 1 else b.tobytes()
+            chunk = memoryview(np.concatenate([b] * reps).tobytes() if reps > 1 else b.tobytes())
             left = filled_rows * row_bytes
             while left:
                 piece = chunk[:min(left, len(chunk))]

@@ -241,7 +241,7 @@ def _write_clip(dst: Path, tok_dir: Path, vocab_size: int, images: list[np.ndarr
     """Tiny CLIPModel whose projections map each truth image and its caption to the same
     orthonormal vector (least squares on the pooled features, solved exactly)."""
     import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPModel
 
     from .clip_score import ClipScorer
 
